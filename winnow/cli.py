@@ -1,0 +1,112 @@
+"""The `winnow` command: serve, build the default model.
+
+`winnow serve` takes winnow's own options; any other option is handed to vLLM's engine argument
+parser (e.g. --tensor-parallel-size 2 --distributed-executor-backend ray), so every engine
+setting vLLM has is available without winnow repeating it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from winnow.settings import Settings, default_data_dir
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="start the OpenAI-compatible server",
+        description="Start winnow. Options not listed here go to vLLM's engine arguments.",
+    )
+    p.add_argument("--model", help="model directory (default: the embedded SmolLM2-135M)")
+    p.add_argument("--served-model-name", help="name clients use (default: the model's name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    p.add_argument("--backend", choices=["local", "remote"], default="local")
+    p.add_argument(
+        "--remote-url",
+        action="append",
+        default=[],
+        help="a vLLM OpenAI server for --backend remote (repeat for round-robin)",
+    )
+    p.add_argument("--remote-api-key", help="API key of the remote vLLM servers")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--max-n", type=int, default=64, help="largest n / strategy budget accepted")
+    p.add_argument("--max-tokens-cap", type=int, default=None)
+    p.add_argument("--request-timeout", type=float, default=600.0, help="wall time per request")
+    p.add_argument("--kv-cache-gib", type=float, default=2.0, help="KV cache on CPU machines")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _model_parser(sub: Any) -> None:
+    p = sub.add_parser("model", help="manage models")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    b = msub.add_parser("build-default", help="build the embedded default model (offline)")
+    b.add_argument("--data-dir", type=Path, default=None)
+    b.add_argument("--force", action="store_true", help="rebuild even if it exists")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _model_parser(sub)
+    return parser
+
+
+def parse_engine_args(extra: list[str]) -> dict[str, Any]:
+    """Parse leftover options with vLLM's own engine-argument parser; return the changed ones."""
+    if not extra:
+        return {}
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(prog="winnow serve"))
+    defaults = vars(parser.parse_args([]))
+    parsed = vars(parser.parse_args(extra))
+    return {k: v for k, v in parsed.items() if v != defaults.get(k) and k != "model"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = build_parser().parse_known_args(argv)
+    if args.command == "model":
+        from winnow.models.default_model import build_default_model
+
+        path = build_default_model(args.data_dir or default_data_dir(), force=args.force)
+        print(path)
+        return 0
+    if args.command == "serve":
+        settings = Settings(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            model=args.model,
+            served_model_name=args.served_model_name,
+            backend=args.backend,
+            remote_urls=args.remote_url,
+            remote_api_key=args.remote_api_key,
+            data_dir=args.data_dir or default_data_dir(),
+            max_n=args.max_n,
+            max_tokens_cap=args.max_tokens_cap,
+            request_timeout=args.request_timeout,
+            kv_cache_gib=args.kv_cache_gib,
+            engine_args=parse_engine_args(extra),
+            log_level=args.log_level,
+        )
+        from winnow.server.run import serve
+
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        serve(settings)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

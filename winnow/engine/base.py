@@ -1,0 +1,185 @@
+"""The generator seam: what every strategy may ask of a language-model engine.
+
+Three implementations sit behind it: the shared in-process vLLM ``AsyncLLM``
+(:mod:`winnow.engine.vllm_local`), one or more remote OpenAI-compatible vLLM servers
+(:mod:`winnow.engine.remote`) and a scripted fake for unit tests (:mod:`winnow.engine.fake`).
+
+The seam is shaped by what the six strategies need:
+
+* sample ``n`` continuations of a prompt given as text or token ids (best-of-N, majority);
+* continue a partial answer and stop at a step delimiter, keeping it (tree search, CARDS);
+* per-token top-k logprobs (VAS, answer confidence) and prompt logprobs (judges);
+* engine-side per-request arguments for logits processors (CARDS segmentation, VAS);
+* discard candidates early: every call can be cancelled, which aborts its engine work.
+
+Cancellation is the abort path: cancelling the task that awaits :meth:`Engine.generate` (or
+closing the iterator of :meth:`Engine.stream`) aborts the request inside the engine, so a
+rejected candidate or a disconnected client frees its KV blocks at once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class SamplingSpec(BaseModel):
+    """One engine call: sample ``n`` continuations of one prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str | tuple[int, ...] = Field(description="Prompt text, or token ids (no BOS added).")
+    n: int = Field(1, ge=1)
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 disables top-k filtering.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = Field(
+        False, description="Keep a matched stop string at the end of the text (step delimiters)."
+    )
+    ignore_eos: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20, description="Top-k logprobs per token.")
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)
+    extra_args: dict[str, Any] | None = Field(
+        None, description="Per-request arguments for engine-side logits processors."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplingSpec:
+        if isinstance(self.prompt, tuple) and not self.prompt:
+            raise ValueError("prompt token ids must not be empty")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The sampled token with its logprob, and the top-k alternatives at that position."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()
+
+
+@dataclass(slots=True)
+class Completion:
+    """One continuation of a prompt."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None
+    stop_reason: str | int | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass(slots=True)
+class Generation:
+    """The result of one engine call: the prompt as the engine saw it and its completions."""
+
+    prompt_token_ids: list[int]
+    completions: list[Completion]
+    cached_prompt_tokens: int = 0
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(c.token_ids) for c in self.completions)
+
+
+@dataclass(slots=True)
+class CompletionDelta:
+    """New output of one completion since the previous delta (streaming)."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One step of a streamed engine call: the deltas produced since the last event."""
+
+    prompt_token_ids: list[int]
+    deltas: list[CompletionDelta]
+    cached_prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the server needs to know about the served model."""
+
+    name: str
+    max_model_len: int
+    eos_token_ids: tuple[int, ...] = ()
+    vocab_size: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ChatMessage = dict[str, Any]
+
+
+class EngineError(RuntimeError):
+    """The engine failed to serve a call (dead engine, remote error)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine is not able to take work at all (not started, dead, or shutting down)."""
+
+
+class Engine(abc.ABC):
+    """The generator seam. Implementations must be safe to share across concurrent requests."""
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    @abc.abstractmethod
+    async def generate(self, spec: SamplingSpec) -> Generation:
+        """Sample ``spec.n`` completions; cancelling the awaiting task aborts the engine work."""
+
+    @abc.abstractmethod
+    def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
+        """Sample with incremental output; closing the iterator early aborts the engine work."""
+
+    @abc.abstractmethod
+    async def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+
+    @abc.abstractmethod
+    async def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+    @abc.abstractmethod
+    async def apply_chat_template(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        """Render chat messages into the prompt text the model expects."""
+
+    @abc.abstractmethod
+    async def check_health(self) -> None:
+        """Raise :class:`EngineUnavailable` if the engine cannot serve."""
+
+    async def running_requests(self) -> int:
+        """Engine requests currently in flight (for /metrics and leak checks)."""
+        return 0
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Bring the engine up (load weights, connect)."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine's processes and connections."""

@@ -1,0 +1,156 @@
+"""Guarded Triton import and launch-time kernel decoration.
+
+``triton.jit`` chooses between compiling and interpreting when it *decorates* a function, by
+reading ``TRITON_INTERPRET`` at that moment. The kernels here are decorated on their first launch
+instead (:class:`LazyKernel`), in the mode asked for at that launch, so that:
+
+* ``import winnow.kernels`` works without Triton installed (the torch references still do);
+* tests can set ``TRITON_INTERPRET=1`` after torch, triton or this package were imported;
+* ahead-of-time compilation always gets a real ``JITFunction``, even while interpreting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the torch references work without Triton
+    triton = None
+    tl = None
+
+__all__ = [
+    "KernelSpec",
+    "LazyKernel",
+    "block_size",
+    "device_guard",
+    "interpreting",
+    "lazy_jit",
+    "require_launchable",
+    "tl",
+    "triton_available",
+]
+
+
+def triton_available() -> bool:
+    """Whether the ``triton`` package could be imported."""
+    return triton is not None
+
+
+def interpreting() -> bool:
+    """Whether Triton would run kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return triton is not None and bool(triton.knobs.runtime.interpret)
+
+
+def require_launchable(device: torch.device) -> None:
+    """Raise a clear error unless a Triton kernel can run on tensors of ``device``."""
+    if triton is None:
+        raise RuntimeError(
+            "the triton backend needs the `triton` package, which is not installed; "
+            "use the torch backend (WINNOW_KERNELS=torch or auto)"
+        )
+    if device.type != "cuda" and not interpreting():
+        raise RuntimeError(
+            f"Triton kernels run on CUDA tensors, got tensors on {device.type!r}. "
+            "Set TRITON_INTERPRET=1 to run them through Triton's CPU interpreter (slow, for "
+            "tests), or use the torch backend (WINNOW_KERNELS=torch or auto)."
+        )
+
+
+def device_guard(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Make ``device`` current during a launch (Triton launches on the current CUDA device)."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def block_size(n: int, low: int, high: int) -> int:
+    """The power of two that covers ``n``, clamped to ``[low, high]``."""
+    return max(low, min(high, triton.next_power_of_2(max(n, 1))))
+
+
+class LazyKernel:
+    """A Triton kernel function, decorated on first use in the mode then in force."""
+
+    def __init__(self, fn: Callable[..., None]) -> None:
+        self.fn = fn
+        self._decorated: dict[bool, Any] = {}
+
+    def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., Any]:
+        interpret = interpreting()
+        launch = self.decorated(interpret=interpret)[grid]
+        if not interpret:
+            return launch
+
+        def interpreted_launch(*args: Any, **kwargs: Any) -> Any:
+            with _interpret_compiled_helpers():
+                return launch(*args, **kwargs)
+
+        return interpreted_launch
+
+    def decorated(self, *, interpret: bool) -> Any:
+        """The ``InterpretedFunction`` or ``JITFunction`` wrapping this kernel, cached per mode."""
+        if interpret not in self._decorated:
+            from triton.runtime.interpreter import InterpretedFunction
+            from triton.runtime.jit import JITFunction
+
+            kind = InterpretedFunction if interpret else JITFunction
+            self._decorated[interpret] = kind(self.fn)
+        return self._decorated[interpret]
+
+
+@functools.cache
+def _interpreted(fn: Callable[..., Any]) -> Any:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return InterpretedFunction(fn)
+
+
+@contextlib.contextmanager
+def _interpret_compiled_helpers() -> Iterator[None]:
+    """Let interpreted kernels call device functions that were decorated for compilation.
+
+    ``triton.language``'s own helpers (``tl.sum``, ``tl.max``, ``tl.zeros``...) are ``@jit``
+    functions decorated when triton was imported; if ``TRITON_INTERPRET`` was unset then (vLLM
+    imports triton early), they are ``JITFunction`` objects whose ``__call__`` only raises outside
+    a compiled kernel. During an interpreted launch they run through the interpreter instead.
+    """
+    from triton.runtime.jit import JITFunction
+
+    original = JITFunction.__call__
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _interpreted(self.fn)(*args, **kwargs)
+
+    JITFunction.__call__ = call
+    try:
+        yield
+    finally:
+        JITFunction.__call__ = original
+
+
+def lazy_jit(fn: Callable[..., None]) -> LazyKernel:
+    """Decorator: like ``triton.jit``, but decided at launch time (see the module docstring)."""
+    return LazyKernel(fn)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One specialisation of a kernel to compile ahead of time (see :mod:`winnow.kernels.aot`).
+
+    ``signature`` maps every argument name to a Triton type (``"*bf16"``, ``"i32"``...) or to
+    ``"constexpr"``; ``constexprs`` gives the values of the latter.
+    """
+
+    name: str
+    kernel: LazyKernel
+    signature: dict[str, str]
+    constexprs: dict[str, Any] = field(default_factory=dict)
+    num_warps: int = 4

@@ -1,0 +1,127 @@
+"""One place that turns every failure into OpenAI's error body with the right status."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from winnow.engine.base import EngineError, EngineUnavailable
+from winnow.server.protocol import ErrorDetail, ErrorResponse
+from winnow.strategies.registry import StrategyError
+
+log = logging.getLogger("winnow.server")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "server_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
+class APIError(Exception):
+    """An error with an HTTP status, raised anywhere on the request path."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict:
+    detail = ErrorDetail(
+        message=message, type=_TYPES.get(status, "server_error"), param=param, code=code
+    )
+    return ErrorResponse(error=detail).model_dump()
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.status, exc.message, exc.param, exc.code),
+        status_code=exc.status,
+        headers=exc.headers,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    err = errors[0]
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    # drop pydantic's union-branch labels like "str" / "list[int]" from the location
+    param = ".".join(p for p in loc if not any(c in p for c in "[]") and p not in {"str", "int"})
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if err.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {msg}", None
+    if err.get("type") == "missing":
+        return f"missing required parameter: {param}", param or None
+    return f"invalid parameter {param}: {msg}" if param else msg, param or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StrategyError)
+    async def _strategy_error(request: Request, exc: StrategyError) -> JSONResponse:
+        return error_response(APIError(400, str(exc), exc.param, "invalid_strategy"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        state = getattr(request.app.state, "winnow", None)
+        if state is not None:
+            endpoint = "chat" if request.url.path.endswith("chat/completions") else "completions"
+            state.metrics.requests.labels(endpoint, "unknown", "400").inc()
+        return error_response(APIError(400, message, param, "invalid_value"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus else "error"
+        message = exc.detail if isinstance(exc.detail, str) else phrase
+        return error_response(APIError(exc.status_code, message))
+
+    @app.exception_handler(EngineUnavailable)
+    async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
+        return error_response(
+            APIError(503, f"engine unavailable: {exc}", code="engine_unavailable")
+        )
+
+    @app.exception_handler(EngineError)
+    async def _engine(request: Request, exc: EngineError) -> JSONResponse:
+        log.error("engine error: %s", exc)
+        return error_response(APIError(502, f"engine error: {exc}", code="engine_error"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(
+            APIError(500, f"internal error ({type(exc).__name__}); see the server log")
+        )

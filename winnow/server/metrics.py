@@ -1,0 +1,57 @@
+"""Prometheus metrics, on a registry of the app's own (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "winnow_requests",
+            "Requests finished, by endpoint, strategy and HTTP status.",
+            ["endpoint", "strategy", "status"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "winnow_requests_in_flight",
+            "Requests being served, by strategy.",
+            ["strategy"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "winnow_request_latency_seconds",
+            "End-to-end latency of successful requests.",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "winnow_time_to_first_token_seconds",
+            "Time to the first streamed chunk.",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "winnow_tokens",
+            "Tokens by kind: prompt, completion (returned), generated (all), discarded, cached.",
+            ["strategy", "kind"],
+            registry=r,
+        )
+        self.engine_calls = Counter(
+            "winnow_engine_calls", "Engine calls made by strategies.", ["strategy"], registry=r
+        )
+        self.reward_calls = Counter(
+            "winnow_reward_calls", "Reward calls made by strategies.", ["strategy"], registry=r
+        )
+        self.engine_running = Gauge(
+            "winnow_engine_running_requests", "Engine requests in flight right now.", registry=r
+        )
+        self.engine_healthy = Gauge(
+            "winnow_engine_healthy", "1 if the engine answered its last health check.", registry=r
+        )

@@ -1,0 +1,531 @@
+"""The request path, the same for both endpoints:
+
+validate -> render and tokenize the prompt -> resolve the strategy -> run it on a metered engine
+-> response (whole, or streamed as SSE). Cancellation flows down: a client that disconnects or a
+request past its wall time cancels the strategy task, which aborts every engine call it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from winnow.engine.base import Engine, TokenLogprob
+from winnow.server.errors import APIError, error_body
+from winnow.server.metrics import Metrics
+from winnow.server.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatLogprobs,
+    ChatMessageOut,
+    ChatTokenLogprob,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    TopLogprob,
+    Usage,
+    WinnowInfo,
+    WinnowUsage,
+    new_id,
+    now,
+)
+from winnow.settings import Settings
+from winnow.strategies import registry
+from winnow.strategies.base import (
+    ChoiceDelta,
+    GenerationRequest,
+    MeteredEngine,
+    Rewards,
+    StrategyResult,
+    UsageMeter,
+)
+
+log = logging.getLogger("winnow.server")
+
+
+class NoRewards:
+    """Placeholder reward runtime until rewards are configured."""
+
+    def names(self) -> list[str]:
+        return []
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: Engine
+    metrics: Metrics
+    rewards: Rewards = field(default_factory=NoRewards)
+    created: int = field(default_factory=now)
+
+    @property
+    def model_name(self) -> str:
+        """The served name: --served-model-name, else the engine's (known once it started)."""
+        return self.settings.served_model_name or self.engine.info.name
+
+
+@dataclass
+class Job:
+    """One prompt of a request, ready to run."""
+
+    strategy: str
+    request: GenerationRequest
+    index_offset: int
+    usage: UsageMeter = field(default_factory=UsageMeter)
+    result: StrategyResult | None = None
+
+
+# ---- preparing ---------------------------------------------------------------------------------
+
+
+def _check_model(state: ServerState, model: str | None) -> None:
+    if model is not None and model != state.model_name:
+        raise APIError(
+            404,
+            f"model {model!r} does not exist; served: {state.model_name!r}",
+            "model",
+            "model_not_found",
+        )
+
+
+async def _prompt_ids(state: ServerState, prompt: str | list[int]) -> list[int]:
+    if isinstance(prompt, str):
+        ids = await state.engine.tokenize(prompt, add_special_tokens=True)
+    else:
+        ids = list(prompt)
+        vocab = state.engine.info.vocab_size
+        if vocab and any(t < 0 or t >= vocab for t in ids):
+            raise APIError(400, f"prompt token ids must lie in [0, {vocab})", "prompt")
+    if not ids:
+        raise APIError(400, "prompt is empty after tokenization", "prompt")
+    return ids
+
+
+def _max_tokens(state: ServerState, requested: int | None, prompt_len: int) -> int:
+    context = state.engine.info.max_model_len
+    room = context - prompt_len
+    if room < 1:
+        raise APIError(
+            400,
+            f"prompt is {prompt_len} tokens; the model's context is {context} tokens",
+            "prompt",
+            "context_length_exceeded",
+        )
+    cap = state.settings.max_tokens_cap
+    if requested is None:
+        return min(room, cap) if cap else room
+    if cap and requested > cap:
+        raise APIError(400, f"max_tokens is capped at {cap} on this server", "max_tokens")
+    if requested > room:
+        raise APIError(
+            400,
+            f"max_tokens {requested} plus the prompt's {prompt_len} tokens exceeds the model's "
+            f"context of {context} tokens",
+            "max_tokens",
+            "context_length_exceeded",
+        )
+    return requested
+
+
+async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRequest) -> list[Job]:
+    _check_model(state, body.model)
+    if body.n > state.settings.max_n:
+        raise APIError(400, f"n is capped at {state.settings.max_n} on this server", "n")
+    entry, params = registry.parse(body.strategy)
+    if body.stream and body.n > 1 and not entry.streams:
+        pass  # a deciding strategy streams its chosen answers once chosen: fine for any n
+    prompts: list[str | list[int]]
+    max_tokens: int | None
+    logprobs: int | None
+    if isinstance(body, ChatCompletionRequest):
+        try:
+            messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        except ValueError as exc:
+            raise APIError(400, str(exc), "messages") from None
+        rendered = await state.engine.apply_chat_template(messages, body.add_generation_prompt)
+        prompts = [rendered]
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        if body.top_logprobs and not body.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs to be true", "top_logprobs")
+    else:
+        raw = body.prompt
+        if isinstance(raw, str):
+            prompts = [raw]
+        elif raw and isinstance(raw[0], int):
+            prompts = [list(raw)]  # type: ignore[arg-type]
+        else:
+            prompts = list(raw)  # type: ignore[arg-type]
+        max_tokens = body.max_tokens
+        logprobs = body.logprobs
+        if body.echo and body.logprobs is not None:
+            raise APIError(400, "echo together with logprobs is not supported", "echo")
+
+    jobs = []
+    for i, prompt in enumerate(prompts):
+        ids = await _prompt_ids(state, prompt)
+        request = GenerationRequest(
+            prompt=tuple(ids),
+            n=body.n,
+            max_tokens=_max_tokens(state, max_tokens, len(ids)),
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            top_k=max(body.top_k or 0, 0),
+            min_p=body.min_p or 0.0,
+            presence_penalty=body.presence_penalty or 0.0,
+            frequency_penalty=body.frequency_penalty or 0.0,
+            repetition_penalty=body.repetition_penalty or 1.0,
+            seed=body.seed,
+            stop=tuple(body.stop_list()),
+            stop_token_ids=tuple(body.stop_token_ids or ()),
+            logprobs=logprobs,
+            ignore_eos=body.ignore_eos,
+            params=params,
+            user=body.user,
+        )
+        if request.temperature == 0.0 and request.n > 1:
+            raise APIError(400, "n > 1 needs temperature > 0 (greedy samples are equal)", "n")
+        jobs.append(Job(entry.name, request, i * body.n))
+    return jobs
+
+
+# ---- running -----------------------------------------------------------------------------------
+
+
+async def run_job(state: ServerState, job: Job) -> StrategyResult:
+    entry = registry.get(job.strategy)
+    engine = MeteredEngine(state.engine, job.usage)
+    job.result = await entry.run(job.request, engine, state.rewards)
+    return job.result
+
+
+async def _wait_disconnect(request: Request) -> None:
+    """Return once the client has gone (the body is read already, so this only sees that)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(
+    request: Request, work: Awaitable[Any], timeout: float | None
+) -> Any:
+    """Run ``work``; cancel it (aborting its engine calls) if the client leaves or time runs out."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait(
+            {task, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            return task.result()
+        if watcher in done:
+            raise APIError(499, "client disconnected", code="client_disconnected")
+        raise APIError(504, f"request exceeded its wall time of {timeout:g} s", code="timeout")
+    finally:
+        for t in (task, watcher):
+            t.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(task, watcher, return_exceptions=True)
+
+
+def total_usage(jobs: Sequence[Job], include_winnow: bool = True) -> Usage:
+    prompt = sum(j.usage.prompt_tokens for j in jobs)
+    completion = sum(len(c.token_ids) for j in jobs if j.result for c in j.result.choices)
+    generated = sum(j.usage.generated_tokens for j in jobs)
+    extension = WinnowUsage(
+        strategy=jobs[0].strategy,
+        generated_tokens=generated,
+        discarded_tokens=max(generated - completion, 0),
+        engine_calls=sum(j.usage.engine_calls for j in jobs),
+        prefilled_tokens=sum(j.usage.prefilled_tokens for j in jobs),
+        cached_tokens=sum(j.usage.cached_tokens for j in jobs),
+        reward_calls=sum(j.usage.reward_calls for j in jobs),
+        reward_tokens=sum(j.usage.reward_tokens for j in jobs),
+    )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        winnow=extension if include_winnow else None,
+    )
+
+
+def _winnow_info(jobs: Sequence[Job]) -> WinnowInfo | None:
+    candidates: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    for job in jobs:
+        if job.result and job.result.candidates:
+            candidates.extend(job.result.candidates)
+        if job.result and job.result.details:
+            details = (
+                job.result.details
+                if len(jobs) == 1
+                else {**details, str(job.index_offset): job.result.details}
+            )
+    if not candidates and not details:
+        return None
+    return WinnowInfo(strategy=jobs[0].strategy, candidates=candidates or None, details=details)
+
+
+# ---- logprobs in OpenAI's two shapes -----------------------------------------------------------
+
+
+def completion_logprobs(
+    tokens: Sequence[TokenLogprob], start_offset: int = 0
+) -> CompletionLogprobs:
+    out = CompletionLogprobs()
+    offset = start_offset
+    for t in tokens:
+        out.tokens.append(t.token)
+        out.token_logprobs.append(t.logprob)
+        out.top_logprobs.append({tok: lp for _, tok, lp in t.top} if t.top else None)
+        out.text_offset.append(offset)
+        offset += len(t.token)
+    return out
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob]) -> ChatLogprobs:
+    def entry(token: str, lp: float) -> TopLogprob:
+        return TopLogprob(token=token, logprob=lp, bytes=list(token.encode()))
+
+    content = [
+        ChatTokenLogprob(
+            token=t.token,
+            logprob=t.logprob,
+            bytes=list(t.token.encode()),
+            top_logprobs=[entry(tok, lp) for _, tok, lp in t.top],
+        )
+        for t in tokens
+    ]
+    return ChatLogprobs(content=content)
+
+
+# ---- whole responses ---------------------------------------------------------------------------
+
+
+def _echo_prefix(body: CompletionRequest, job: Job, prompt_text: str | None) -> str:
+    return prompt_text if body.echo and prompt_text is not None else ""
+
+
+async def completion_response(
+    state: ServerState, body: CompletionRequest, jobs: Sequence[Job]
+) -> CompletionResponse:
+    choices = []
+    for job in jobs:
+        assert job.result is not None
+        prefix = ""
+        if body.echo:
+            prefix = await state.engine.detokenize(job.request.prompt)  # type: ignore[arg-type]
+        for c in job.result.choices:
+            choices.append(
+                CompletionChoice(
+                    index=job.index_offset + c.index,
+                    text=prefix + c.text,
+                    logprobs=completion_logprobs(c.logprobs) if c.logprobs is not None else None,
+                    finish_reason=c.finish_reason,
+                )
+            )
+    return CompletionResponse(
+        id=new_id("cmpl"),
+        created=now(),
+        model=state.model_name,
+        choices=choices,
+        usage=total_usage(jobs),
+        winnow=_winnow_info(jobs),
+    )
+
+
+def chat_response(state: ServerState, jobs: Sequence[Job]) -> ChatCompletionResponse:
+    (job,) = jobs
+    assert job.result is not None
+    choices = [
+        ChatChoice(
+            index=c.index,
+            message=ChatMessageOut(content=c.text),
+            logprobs=chat_logprobs(c.logprobs) if c.logprobs is not None else None,
+            finish_reason=c.finish_reason,
+        )
+        for c in job.result.choices
+    ]
+    return ChatCompletionResponse(
+        id=new_id("chatcmpl"),
+        created=now(),
+        model=state.model_name,
+        choices=choices,
+        usage=total_usage(jobs),
+        winnow=_winnow_info(jobs),
+    )
+
+
+# ---- streaming ---------------------------------------------------------------------------------
+
+
+class QueueSink:
+    """Where a streaming strategy sends its deltas; the SSE writer drains it."""
+
+    def __init__(self, queue: asyncio.Queue[tuple[int, Sequence[ChoiceDelta]]], offset: int):
+        self._queue = queue
+        self._offset = offset
+        self.used = False
+
+    async def send(self, deltas: Sequence[ChoiceDelta]) -> None:
+        self.used = True
+        await self._queue.put((self._offset, deltas))
+
+
+ChunkMaker = Callable[[Sequence[ChoiceDelta], int, bool], dict[str, Any]]
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+async def stream_jobs(
+    state: ServerState,
+    jobs: Sequence[Job],
+    make_chunk: ChunkMaker,
+    usage_chunk: Callable[[Usage], dict[str, Any]],
+    include_usage: bool,
+    timeout: float | None,
+    on_first_token: Callable[[], None],
+) -> AsyncIterator[bytes]:
+    """Run the jobs, turning deltas into SSE chunks; a deciding strategy's choices go out whole.
+
+    Leaving this generator early (client gone) cancels the jobs, which aborts their engine work.
+    """
+    queue: asyncio.Queue[tuple[int, Sequence[ChoiceDelta]]] = asyncio.Queue(maxsize=256)
+    for job in jobs:
+        job.request.sink = QueueSink(queue, job.index_offset)
+    done_marker = object()
+
+    async def run_all() -> object:
+        await asyncio.gather(*(run_job(state, j) for j in jobs))
+        return done_marker
+
+    task = asyncio.ensure_future(run_all())
+    started: set[int] = set()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    first = True
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            done, _ = await asyncio.wait(
+                {getter, task}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter in done:
+                offset, deltas = getter.result()
+                shifted = [
+                    ChoiceDelta(offset + d.index, d.text, d.token_ids, d.finish_reason, d.logprobs)
+                    for d in deltas
+                ]
+                if first:
+                    on_first_token()
+                    first = False
+                yield sse(make_chunk(shifted, 0, _mark_started(started, shifted)))
+                continue
+            getter.cancel()
+            if task in done:
+                break
+            raise TimeoutError
+        task.result()  # re-raise a strategy failure
+        while not queue.empty():  # deltas sent just before the end
+            offset, deltas = queue.get_nowait()
+            shifted = [
+                ChoiceDelta(offset + d.index, d.text, d.token_ids, d.finish_reason, d.logprobs)
+                for d in deltas
+            ]
+            yield sse(make_chunk(shifted, 0, _mark_started(started, shifted)))
+        for job in jobs:
+            assert job.result is not None
+            if job.result.streamed:
+                continue
+            whole = [
+                ChoiceDelta(
+                    job.index_offset + c.index, c.text, c.token_ids, c.finish_reason, c.logprobs
+                )
+                for c in job.result.choices
+            ]
+            if first:
+                on_first_token()
+                first = False
+            yield sse(make_chunk(whole, 0, _mark_started(started, whole)))
+        if include_usage:
+            yield sse(usage_chunk(total_usage(jobs)))
+        yield sse("[DONE]")
+    except TimeoutError:
+        yield sse(
+            error_body(504, f"request exceeded its wall time of {timeout:g} s", None, "timeout")
+        )
+        yield sse("[DONE]")
+    except APIError as exc:
+        yield sse(error_body(exc.status, exc.message, exc.param, exc.code))
+        yield sse("[DONE]")
+    except Exception as exc:  # the stream has begun: report in-band, as OpenAI does
+        log.exception("strategy failed while streaming")
+        yield sse(error_body(500, f"internal error ({type(exc).__name__})"))
+        yield sse("[DONE]")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _mark_started(started: set[int], deltas: Sequence[ChoiceDelta]) -> set[int]:
+    """Return the indices that appear for the first time (chat sends the role with those)."""
+    fresh = {d.index for d in deltas} - started
+    started.update(fresh)
+    return fresh
+
+
+def completion_chunk_maker(state: ServerState, response_id: str, created: int) -> ChunkMaker:
+    def make(deltas: Sequence[ChoiceDelta], _: int, fresh: set[int]) -> dict[str, Any]:
+        choices = [
+            CompletionChoice(
+                index=d.index,
+                text=d.text,
+                logprobs=completion_logprobs(d.logprobs) if d.logprobs is not None else None,
+                finish_reason=d.finish_reason,
+            )
+            for d in deltas
+        ]
+        return CompletionResponse(
+            id=response_id, created=created, model=state.model_name, choices=choices
+        ).model_dump(exclude_none=True)
+
+    return make
+
+
+def chat_chunk_maker(state: ServerState, response_id: str, created: int) -> ChunkMaker:
+    def make(deltas: Sequence[ChoiceDelta], _: int, fresh: set[int]) -> dict[str, Any]:
+        choices = [
+            ChatChunkChoice(
+                index=d.index,
+                delta=ChatDelta(role="assistant" if d.index in fresh else None, content=d.text),
+                logprobs=chat_logprobs(d.logprobs) if d.logprobs is not None else None,
+                finish_reason=d.finish_reason,
+            )
+            for d in deltas
+        ]
+        chunk = ChatCompletionChunk(
+            id=response_id, created=created, model=state.model_name, choices=choices
+        )
+        return chunk.model_dump(exclude_none=True)
+
+    return make

@@ -1,0 +1,40 @@
+"""Server settings: one pydantic model, filled from the command line or WINNOW_* variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "winnow"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WINNOW_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="Require this bearer key on /v1/*.")
+    model: str | None = Field(None, description="Model directory; default: the embedded model.")
+    served_model_name: str | None = Field(None, description="Name clients use; default: dir name.")
+    backend: Literal["local", "remote"] = "local"
+    remote_urls: list[str] = Field(default_factory=list, description="vLLM servers (remote).")
+    remote_api_key: SecretStr | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # per-request caps
+    max_n: int = Field(64, ge=1, le=128, description="Largest n (and strategy budget) accepted.")
+    max_tokens_cap: int | None = Field(None, ge=1, description="Largest max_tokens accepted.")
+    request_timeout: float | None = Field(600.0, gt=0, description="Wall-time cap per request (s).")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # engine
+    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on CPU machines (GiB).")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Passed through to vLLM's AsyncEngineArgs."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,191 @@
+"""What a strategy receives and returns; nothing here knows about HTTP or vLLM.
+
+A strategy is ``async def run(request, engine, rewards) -> StrategyResult``. The engine it gets is
+a :class:`MeteredEngine` bound to the request, so every token generated (kept or discarded) and
+every engine call is counted without the strategy's help: the accounting is honest by
+construction. A strategy that can stream sends :class:`ChoiceDelta` s to ``request.sink``; one
+that decides at the end just returns, and the server sends the chosen answers when it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from winnow.engine.base import (
+    ChatMessage,
+    Engine,
+    FinishReason,
+    Generation,
+    ModelInfo,
+    SamplingSpec,
+    StreamEvent,
+    TokenLogprob,
+)
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameter model: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(slots=True)
+class UsageMeter:
+    """Everything a request cost, kept and discarded alike."""
+
+    prompt_tokens: int = 0  # the prompt, counted once however many calls reuse it
+    generated_tokens: int = 0  # every token the engine generated for this request
+    engine_calls: int = 0
+    prefilled_tokens: int = 0  # prompt tokens the engine processed, summed over calls
+    cached_tokens: int = 0  # of those, tokens served from the prefix cache
+    reward_calls: int = 0
+    reward_tokens: int = 0
+
+    def record(self, generation_prompt_tokens: int, generated: int, cached: int) -> None:
+        self.engine_calls += 1
+        self.generated_tokens += generated
+        self.prefilled_tokens += generation_prompt_tokens
+        self.cached_tokens += cached
+
+
+@dataclass(slots=True)
+class ChoiceDelta:
+    """New text of one returned choice, for streaming."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+class StreamSink(Protocol):
+    async def send(self, deltas: Sequence[ChoiceDelta]) -> None: ...
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """A validated request as a strategy sees it: a rendered prompt and sampling settings."""
+
+    prompt: str | tuple[int, ...]
+    n: int = 1
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    logprobs: int | None = None
+    ignore_eos: bool = False
+    params: StrategyParams = field(default_factory=StrategyParams)
+    sink: StreamSink | None = None
+    user: str | None = None
+
+    def sampling(self, **overrides: Any) -> SamplingSpec:
+        """The request's own sampling settings as an engine call, with overrides."""
+        base: dict[str, Any] = {
+            "prompt": self.prompt,
+            "n": self.n,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+            "stop": self.stop,
+            "stop_token_ids": self.stop_token_ids,
+            "logprobs": self.logprobs,
+            "ignore_eos": self.ignore_eos,
+        }
+        base.update(overrides)
+        return SamplingSpec(**base)
+
+
+@dataclass(slots=True)
+class Choice:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None
+    logprobs: list[TokenLogprob] | None = None
+    score: float | None = None
+
+
+@dataclass(slots=True)
+class StrategyResult:
+    choices: list[Choice]
+    candidates: list[dict[str, Any]] | None = None  # every candidate, when the client asks
+    details: dict[str, Any] = field(default_factory=dict)  # strategy-specific figures
+    streamed: bool = False  # the choices already went out through the sink
+
+
+class MeteredEngine:
+    """An engine bound to one request's :class:`UsageMeter`; strategies only ever see this."""
+
+    def __init__(self, engine: Engine, usage: UsageMeter) -> None:
+        self._engine = engine
+        self.usage = usage
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._engine.info
+
+    async def generate(self, spec: SamplingSpec) -> Generation:
+        generation = await self._engine.generate(spec)
+        self._count_prompt(generation.prompt_token_ids)
+        self.usage.record(
+            len(generation.prompt_token_ids),
+            generation.generated_tokens,
+            generation.cached_prompt_tokens,
+        )
+        return generation
+
+    async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
+        first = True
+        try:
+            async for event in self._engine.stream(spec):
+                if first:
+                    self._count_prompt(event.prompt_token_ids)
+                    self.usage.record(len(event.prompt_token_ids), 0, event.cached_prompt_tokens)
+                    first = False
+                self.usage.generated_tokens += sum(len(d.token_ids) for d in event.deltas)
+                yield event
+        finally:
+            if first:  # closed before any output: the call was still made
+                self.usage.engine_calls += 1
+
+    def _count_prompt(self, prompt_token_ids: Sequence[int]) -> None:
+        if not self.usage.prompt_tokens:
+            self.usage.prompt_tokens = len(prompt_token_ids)
+
+    async def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return await self._engine.tokenize(text, add_special_tokens)
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        return await self._engine.detokenize(token_ids)
+
+    async def apply_chat_template(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        return await self._engine.apply_chat_template(messages, add_generation_prompt)
+
+
+class Rewards(Protocol):
+    """The reward runtime as strategies see it (filled in by the reward runtime)."""
+
+    def names(self) -> list[str]: ...
+
+
+StrategyFn = Callable[[GenerationRequest, MeteredEngine, Rewards], Awaitable[StrategyResult]]
