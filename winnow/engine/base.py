@@ -143,6 +143,10 @@ class EngineUnavailable(EngineError):
     """The engine is not able to take work at all (not started, dead, or shutting down)."""
 
 
+class EngineRequestError(EngineError):
+    """The engine refused the call's parameters (a client error, not an engine failure)."""
+
+
 class Engine(abc.ABC):
     """The generator seam. Implementations must be safe to share across concurrent requests."""
 

@@ -22,6 +22,7 @@ from winnow.engine.base import (
     CompletionDelta,
     Engine,
     EngineError,
+    EngineRequestError,
     EngineUnavailable,
     Generation,
     ModelInfo,
@@ -31,10 +32,6 @@ from winnow.engine.base import (
 )
 
 log = logging.getLogger("winnow.engine")
-
-
-class EngineRequestError(EngineError):
-    """vLLM refused the call's parameters (a client error, not an engine failure)."""
 
 
 def has_cuda() -> bool:

@@ -5,14 +5,19 @@ reading ``TRITON_INTERPRET`` at that moment. The kernels here are decorated on t
 instead (:class:`LazyKernel`), in the mode asked for at that launch, so that:
 
 * ``import winnow.kernels`` works without Triton installed (the torch references still do);
-* tests can set ``TRITON_INTERPRET=1`` after torch, triton or this package were imported;
+* tests can set ``TRITON_INTERPRET=1`` after torch, triton (vLLM imports it) or this package
+  were imported;
 * ahead-of-time compilation always gets a real ``JITFunction``, even while interpreting.
+
+The interpreter path leans on two private pieces of Triton (``_patch_lang`` and the
+``JITFunction.__call__`` it replaces during a launch); the kernel tests exercise it on every run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +35,13 @@ __all__ = [
     "KernelSpec",
     "LazyKernel",
     "block_size",
+    "cdiv",
     "device_guard",
     "interpreting",
     "lazy_jit",
     "require_launchable",
     "tl",
+    "triton",
     "triton_available",
 ]
 
@@ -71,9 +78,19 @@ def device_guard(device: torch.device) -> contextlib.AbstractContextManager[Any]
     return contextlib.nullcontext()
 
 
-def block_size(n: int, low: int, high: int) -> int:
-    """The power of two that covers ``n``, clamped to ``[low, high]``."""
-    return max(low, min(high, triton.next_power_of_2(max(n, 1))))
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for positive ``b``."""
+    return -(-a // b)
+
+
+def block_size(n: int, low: int, high: int | None = None) -> int:
+    """The power of two that covers ``n``, clamped to ``[low, high]`` (no upper bound if None).
+
+    A block dimension that must cover a whole axis in one tile (head outputs, labels) gets no
+    upper bound: correct for any size, fast for the small sizes that occur.
+    """
+    size = max(low, triton.next_power_of_2(max(n, 1)))
+    return size if high is None else min(size, high)
 
 
 class LazyKernel:
@@ -90,7 +107,7 @@ class LazyKernel:
             return launch
 
         def interpreted_launch(*args: Any, **kwargs: Any) -> Any:
-            with _interpret_compiled_helpers():
+            with _INTERPRETER_LOCK, _interpret_compiled_helpers():
                 return launch(*args, **kwargs)
 
         return interpreted_launch
@@ -106,28 +123,39 @@ class LazyKernel:
         return self._decorated[interpret]
 
 
+# Interpreted launches patch process-wide state (triton.language, JITFunction): one at a time.
+_INTERPRETER_LOCK = threading.Lock()
+
+
 @functools.cache
-def _interpreted(fn: Callable[..., Any]) -> Any:
+def _rewritten(fn: Callable[..., Any]) -> Callable[..., Any]:
     from triton.runtime.interpreter import InterpretedFunction
 
-    return InterpretedFunction(fn)
+    return InterpretedFunction(fn).rewrite()
 
 
 @contextlib.contextmanager
 def _interpret_compiled_helpers() -> Iterator[None]:
-    """Let interpreted kernels call device functions that were decorated for compilation.
+    """Let an interpreted kernel call device functions that were decorated for compilation.
 
     ``triton.language``'s own helpers (``tl.sum``, ``tl.max``, ``tl.zeros``...) are ``@jit``
-    functions decorated when triton was imported; if ``TRITON_INTERPRET`` was unset then (vLLM
+    functions decorated when triton was imported. If ``TRITON_INTERPRET`` was unset then (vLLM
     imports triton early), they are ``JITFunction`` objects whose ``__call__`` only raises outside
-    a compiled kernel. During an interpreted launch they run through the interpreter instead.
+    a compiled kernel; during an interpreted launch they run through the interpreter instead.
+    Each call patches ``triton.language`` for the interpreter and restores it afterwards (the
+    interpreter's own device-function call never restores it, which breaks later compilation).
     """
+    from triton.runtime.interpreter import _patch_lang
     from triton.runtime.jit import JITFunction
 
     original = JITFunction.__call__
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _interpreted(self.fn)(*args, **kwargs)
+        scope = _patch_lang(self.fn)
+        try:
+            return _rewritten(self.fn)(*args, **kwargs)
+        finally:
+            scope.restore()
 
     JITFunction.__call__ = call
     try:

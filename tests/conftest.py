@@ -1,0 +1,114 @@
+"""Shared fixtures. The real engine starts once per test session, behind a real uvicorn server.
+
+The engine and the server live in a background thread with its own event loop (as they would in
+`winnow serve`); tests talk to the server over loopback with real clients, and run engine
+coroutines on that loop with :meth:`LiveServer.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    engine: Any
+    loop: asyncio.AbstractEventLoop
+    base_url: str  # ends with /v1
+    api_key: str
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
+        """Run a coroutine on the server's loop (where the engine lives) and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def wait_idle(self, timeout: float = 15.0) -> int:
+        from winnow.engine.vllm_local import wait_idle
+
+        return self.run(wait_idle(self.engine, timeout))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> str:
+    from winnow.models.default_model import build_default_model
+    from winnow.settings import default_data_dir
+
+    return str(build_default_model(default_data_dir()))
+
+
+@pytest.fixture(scope="session")
+def live_server(default_model_dir: str) -> Iterator[LiveServer]:
+    import uvicorn
+
+    from winnow.engine.vllm_local import VllmEngine
+    from winnow.server.app import create_app
+    from winnow.settings import Settings, default_data_dir
+
+    settings = Settings(api_key="test-key", request_timeout=120, max_n=32)
+    engine = VllmEngine(
+        default_model_dir,
+        engine_args={"max_model_len": 4096},
+        cache_dir=default_data_dir() / "cache",
+        kv_cache_gib=1.0,
+    )
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        try:
+            await engine.start()
+            app = create_app(settings, engine, manage_engine=False)
+            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            server = uvicorn.Server(config)
+            holder["server"] = server
+            task = asyncio.ensure_future(server.serve())
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            ready.set()
+            await task
+        except BaseException as exc:
+            holder["error"] = exc
+            ready.set()
+            raise
+        finally:
+            await engine.shutdown()
+
+    def run_loop() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        finally:  # finish what the engine left behind before the loop goes away
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=run_loop, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    ready.wait(timeout=600)
+    if "error" in holder or "server" not in holder:
+        raise RuntimeError(f"live server failed to start: {holder.get('error')!r}")
+    print(f"\nlive server up in {time.monotonic() - started:.1f} s")
+    yield LiveServer(engine, loop, f"http://127.0.0.1:{port}/v1", "test-key")
+    holder["server"].should_exit = True
+    thread.join(timeout=60)

@@ -1,0 +1,624 @@
+"""The generator seam over one or more remote OpenAI-compatible vLLM servers.
+
+Every call goes to ``/v1/completions`` of the next server in a round robin (a server that refuses
+the connection is skipped for that call). We ask vLLM for what the seam needs beyond the OpenAI
+protocol: ``return_token_ids`` (prompt and completion token ids), ``return_tokens_as_token_ids``
+(logprobs named by ``token_id:N`` instead of by text, which is ambiguous), ``prompt_logprobs``
+(ids, ranks and texts) and ``vllm_xargs`` (per-request arguments for logits processors). The
+servers must therefore be vLLM >= 0.10.2; plain OpenAI servers are not supported.
+
+Cancelling :meth:`RemoteEngine.generate`, or closing the iterator of :meth:`RemoteEngine.stream`,
+closes the HTTP connection; vLLM aborts a request whose client disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from winnow.engine.base import (
+    ChatMessage,
+    Completion,
+    CompletionDelta,
+    Engine,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailable,
+    Generation,
+    ModelInfo,
+    SamplingSpec,
+    StreamEvent,
+    TokenLogprob,
+)
+
+log = logging.getLogger("winnow.engine")
+
+TOKEN_ID_PREFIX = "token_id:"
+# Generation may take minutes: no read timeout (the server's request timeout caps wall time).
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None)
+DEFAULT_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
+HEALTH_TIMEOUT = 5.0
+XARG_SCALARS = (str, int, float)
+
+Decode = Callable[[list[int]], Awaitable[str]]
+Encode = Callable[[str], Awaitable[list[int]]]
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+
+def error_message(text: str) -> str:
+    """The message of a vLLM error body (``{"error": {"message": ...}}``), else the raw text."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.strip() or "(empty response)"
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "detail"):
+            if body.get(key):
+                return str(body[key])
+    return text.strip()
+
+
+def error_for_status(status: int, message: str, url: str = "") -> EngineError:
+    """Map a remote HTTP status to the seam's errors: 4xx is the caller's fault."""
+    where = f" at {url}" if url else ""
+    if status in (401, 403):
+        return EngineError(f"remote vLLM{where} refused our credentials ({status}): {message}")
+    if status in (429, 502, 503, 504):
+        return EngineUnavailable(f"remote vLLM{where} is not taking work ({status}): {message}")
+    if 400 <= status < 500:
+        return EngineRequestError(message)
+    return EngineError(f"remote vLLM{where} failed ({status}): {message}")
+
+
+async def raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    await response.aread()
+    raise error_for_status(response.status_code, error_message(response.text), _base(response))
+
+
+def _base(response: httpx.Response) -> str:
+    url = response.request.url
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
+# ---- requests -----------------------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """``http://host:8000/v1/`` and ``http://host:8000`` name the same server."""
+    url = url.strip().rstrip("/")
+    return url.removesuffix("/v1")
+
+
+def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
+    """vLLM's ``vllm_xargs`` carries strings, numbers and flat lists of them, nothing nested."""
+    for key, value in extra_args.items():
+        items = value if isinstance(value, list | tuple) else [value]
+        if not all(isinstance(item, XARG_SCALARS) for item in items):
+            raise EngineRequestError(
+                f"extra_args[{key!r}]: a remote vLLM takes only strings, numbers or lists of "
+                f"them (got {type(value).__name__})"
+            )
+    return {
+        key: list(value) if isinstance(value, tuple) else value for key, value in extra_args.items()
+    }
+
+
+def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
+    """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
+    payload: dict[str, Any] = {
+        "model": model,
+        "prompt": spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt),
+        "n": spec.n,
+        "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "top_k": spec.top_k,
+        "min_p": spec.min_p,
+        "presence_penalty": spec.presence_penalty,
+        "frequency_penalty": spec.frequency_penalty,
+        "repetition_penalty": spec.repetition_penalty,
+        "seed": spec.seed,
+        "stop": list(spec.stop),
+        "stop_token_ids": list(spec.stop_token_ids),
+        "include_stop_str_in_output": spec.include_stop_str_in_output,
+        "ignore_eos": spec.ignore_eos,
+        "return_token_ids": True,
+        "return_tokens_as_token_ids": True,
+    }
+    if spec.logprobs is not None:
+        payload["logprobs"] = spec.logprobs
+    # vLLM refuses prompt logprobs when streaming, and a StreamEvent has no place for them.
+    if spec.prompt_logprobs is not None and not stream:
+        payload["prompt_logprobs"] = spec.prompt_logprobs
+    if spec.extra_args:
+        payload["vllm_xargs"] = vllm_xargs(spec.extra_args)
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawLogprob:
+    """A logprob entry before token texts are known (vLLM sends ids only, see module doc)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+    def ids(self) -> Iterable[int]:
+        yield self.token_id
+        yield from (tid for tid, _ in self.top)
+
+    def with_texts(self, texts: Mapping[int, str]) -> TokenLogprob:
+        top = tuple((tid, texts.get(tid, ""), lp) for tid, lp in self.top)
+        return TokenLogprob(self.token_id, texts.get(self.token_id, ""), self.logprob, top)
+
+
+def parse_token_id(token: str) -> int:
+    if not token.startswith(TOKEN_ID_PREFIX):
+        raise EngineError(f"remote vLLM named a token {token!r}, not {TOKEN_ID_PREFIX}N")
+    return int(token[len(TOKEN_ID_PREFIX) :])
+
+
+def top_k(alternatives: Mapping[str, float] | None, k: int) -> tuple[tuple[int, float], ...]:
+    """The top-k alternatives of one position, by rank.
+
+    vLLM lists the sampled token first, then the top-k by rank, merging duplicates: more than
+    ``k`` entries means the sampled token is outside the top-k, else it sits among them.
+    """
+    if not alternatives:
+        return ()
+    items = [(parse_token_id(key), float(value)) for key, value in alternatives.items()]
+    if len(items) > k:
+        return tuple(items[1 : k + 1])
+    return tuple(sorted(items, key=lambda item: -item[1]))
+
+
+def completion_logprobs(
+    logprobs: Mapping[str, Any] | None, k: int | None
+) -> list[RawLogprob] | None:
+    """The ``logprobs`` object of one choice (OpenAI completions layout) as raw entries."""
+    if k is None or logprobs is None:
+        return None
+    tokens = logprobs.get("tokens") or []
+    values = logprobs.get("token_logprobs") or [None] * len(tokens)
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    return [
+        RawLogprob(
+            parse_token_id(token),
+            float("-inf") if value is None else float(value),
+            top_k(alternatives, k),
+        )
+        for token, value, alternatives in zip(tokens, values, tops, strict=True)
+    ]
+
+
+def prompt_logprob(
+    token_id: int, entry: Mapping[str, Any] | None, k: int, texts: Mapping[int, str]
+) -> TokenLogprob | None:
+    """One prompt position: vLLM sends ``{id: {logprob, rank, decoded_token}}`` here."""
+    if entry is None:
+        return None
+    parsed = {int(key): value for key, value in entry.items()}
+
+    def text(tid: int) -> str:
+        decoded = parsed[tid].get("decoded_token")
+        return str(decoded) if decoded is not None else texts.get(tid, "")
+
+    ranked = sorted(
+        (
+            tid
+            for tid, value in parsed.items()
+            if value.get("rank") is not None and value["rank"] <= k
+        ),
+        key=lambda tid: parsed[tid]["rank"],
+    )
+    top = tuple((tid, text(tid), float(parsed[tid]["logprob"])) for tid in ranked[:k])
+    if token_id not in parsed:
+        return TokenLogprob(token_id, texts.get(token_id, ""), float("-inf"), top)
+    return TokenLogprob(token_id, text(token_id), float(parsed[token_id]["logprob"]), top)
+
+
+def prompt_ids_without_text(choice: Mapping[str, Any]) -> Iterable[int]:
+    for entry in choice.get("prompt_logprobs") or []:
+        for key, value in (entry or {}).items():
+            if value.get("decoded_token") is None:
+                yield int(key)
+
+
+def cached_tokens(usage: Mapping[str, Any] | None) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` (vLLM fills it with
+    ``--enable-prompt-tokens-details``), else 0."""
+    details = (usage or {}).get("prompt_tokens_details") or {}
+    return int(details.get("cached_tokens") or 0)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON ``data:`` events of a server-sent event stream, up to ``[DONE]``."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators and ": keep-alive" comments
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        event = json.loads(data)
+        if isinstance(event, dict) and "error" in event:
+            error = event["error"] if isinstance(event["error"], dict) else {}
+            raise error_for_status(int(error.get("code") or 500), error_message(data))
+        yield event
+
+
+# ---- token texts --------------------------------------------------------------------------------
+
+
+class TokenTexts:
+    """Texts of single tokens (``decode([id])``, as vLLM names logprob tokens), cached by id.
+
+    vLLM has no per-token batch detokenizer, and one ``/detokenize`` call per id is far too slow
+    for top-20 logprobs. So a batch goes in one call with a separator between the ids:
+    ``S a S b S`` decodes to ``M text(a) M text(b) M``, ``M`` being the separator's text. That
+    holds when tokens decode independently (byte-level BPE, the separator framed by ASCII
+    control characters); :meth:`setup` checks it on a sample and otherwise, as does any batch
+    that does not split into the expected pieces, falls back to one call per id.
+    """
+
+    SEPARATOR = "\x1e<winnow-sep>\x1e"
+    CHUNK = 512
+    PARALLEL = 8
+    PROBE = "Hello, wörld ✓ 日本語\n\t  x"
+
+    def __init__(self, decode: Decode) -> None:
+        self._decode = decode
+        self._cache: dict[int, str] = {}
+        self._separator: list[int] | None = None
+        self._marker = ""
+
+    @property
+    def batched(self) -> bool:
+        return self._separator is not None
+
+    async def setup(self, encode: Encode) -> None:
+        """Choose the batch separator if it provably splits this tokenizer's output."""
+        self._separator = None
+        separator = await encode(self.SEPARATOR)
+        marker = await self._decode(separator)
+        if not separator or not marker or await self._decode(separator * 2) != marker * 2:
+            return
+        self._separator, self._marker = separator, marker
+        probe = list(dict.fromkeys(await encode(self.PROBE)))
+        one_by_one = await asyncio.gather(*(self._decode([tid]) for tid in probe))
+        if await self._split(probe) != list(one_by_one):
+            log.info("remote tokenizer does not decode tokens independently: no batching")
+            self._separator = None
+
+    async def lookup(self, ids: Iterable[int]) -> dict[int, str]:
+        """The texts of ``ids``, fetching those not cached yet."""
+        wanted = list(dict.fromkeys(ids))
+        missing = [tid for tid in wanted if tid not in self._cache]
+        for start in range(0, len(missing), self.CHUNK):
+            chunk = missing[start : start + self.CHUNK]
+            texts = await self._split(chunk) if self._separator is not None else None
+            if texts is None:
+                texts = await self._one_by_one(chunk)
+            self._cache.update(zip(chunk, texts, strict=True))
+        return {tid: self._cache[tid] for tid in wanted}
+
+    async def _split(self, ids: list[int]) -> list[str] | None:
+        assert self._separator is not None
+        seq = list(self._separator)
+        for tid in ids:
+            seq += [tid, *self._separator]
+        parts = (await self._decode(seq)).split(self._marker)
+        if len(parts) != len(ids) + 2 or parts[0] or parts[-1]:
+            return None
+        return parts[1:-1]
+
+    async def _one_by_one(self, ids: list[int]) -> list[str]:
+        gate = asyncio.Semaphore(self.PARALLEL)
+
+        async def one(tid: int) -> str:
+            async with gate:
+                return await self._decode([tid])
+
+        return list(await asyncio.gather(*(one(tid) for tid in ids)))
+
+
+# ---- the engine ---------------------------------------------------------------------------------
+
+
+class RemoteEngine(Engine):
+    """The seam over remote vLLM servers that all serve the same model (round robin)."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        api_key: str | None = None,
+        served_name: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("RemoteEngine needs at least one server URL")
+        self.urls = [normalize_url(url) for url in urls]
+        self._api_key = api_key
+        self._served_name = served_name
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._info: ModelInfo | None = None
+        self._model = ""  # the id the servers know the model by
+        self._special_ids: frozenset[int] = frozenset()
+        self._turn = itertools.count()
+        self._in_flight = 0
+        self.texts = TokenTexts(self._decode)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=DEFAULT_TIMEOUT,
+            limits=DEFAULT_LIMITS,
+            transport=self._transport,
+        )
+        try:
+            await self._connect()
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def _connect(self) -> None:
+        cards = await asyncio.gather(*(self._model_card(url) for url in self.urls))
+        ids = {card["id"] for card in cards}
+        if len(ids) > 1:
+            raise EngineError(f"remote vLLM servers serve different models: {sorted(ids)}")
+        card = cards[0]
+        self._model = str(card["id"])
+        eos_ids, self._special_ids = await self._tokenizer_facts()
+        await self.texts.setup(self.tokenize)
+        self._info = ModelInfo(
+            name=self._served_name or self._model,
+            max_model_len=int(card.get("max_model_len") or 0),
+            eos_token_ids=eos_ids,
+            extra={"backend": "remote", "urls": list(self.urls), "remote_model": self._model},
+        )
+        log.info("remote vLLM engine: %s at %s", self._model, ", ".join(self.urls))
+
+    async def _model_card(self, url: str) -> dict[str, Any]:
+        try:
+            response = await self.client.get(f"{url}/v1/models")
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(f"remote vLLM at {url} is not reachable: {exc!r}") from exc
+        await raise_for_status(response)
+        cards = response.json().get("data") or []
+        if not cards:
+            raise EngineError(f"remote vLLM at {url} serves no model")
+        return dict(cards[0])
+
+    async def _tokenizer_facts(self) -> tuple[tuple[int, ...], frozenset[int]]:
+        """EOS ids and special-token ids, from ``/tokenizer_info`` where the server offers it
+        (``--enable-tokenizer-info-endpoint``); else none are known."""
+        response = await self._send("GET", "/tokenizer_info")
+        if response.status_code != 200:
+            return (), frozenset()
+        info = response.json()
+        # The endpoint flattens AddedToken to its text, losing the "special" flag: treat every
+        # added token as special (true of chat-control tokens, which is what prompts contain).
+        special = frozenset(int(key) for key in info.get("added_tokens_decoder") or {})
+        eos = info.get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if not eos:
+            return (), special
+        ids = await self.tokenize(str(eos))
+        return (tuple(ids) if len(ids) == 1 else ()), special
+
+    async def shutdown(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise EngineUnavailable("remote engine not started")
+        return self._client
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            raise EngineUnavailable("remote engine not started")
+        return self._info
+
+    async def check_health(self) -> None:
+        results = await asyncio.gather(*(self._health(url) for url in self.urls))
+        if not any(ok for ok, _ in results):
+            raise EngineUnavailable(
+                "no remote vLLM is healthy: " + "; ".join(r for _, r in results)
+            )
+
+    async def _health(self, url: str) -> tuple[bool, str]:
+        try:
+            response = await self.client.get(f"{url}/health", timeout=HEALTH_TIMEOUT)
+        except httpx.TransportError as exc:
+            return False, f"{url}: {exc!r}"
+        return response.status_code == 200, f"{url}: HTTP {response.status_code}"
+
+    async def running_requests(self) -> int:
+        """Generation calls of this process still waiting on a server."""
+        return self._in_flight
+
+    # ---- transport ----------------------------------------------------------------------------
+
+    def _rotation(self) -> list[str]:
+        first = next(self._turn) % len(self.urls)
+        return self.urls[first:] + self.urls[:first]
+
+    async def _send(
+        self, method: str, path: str, body: Any = None, *, stream: bool = False
+    ) -> httpx.Response:
+        """Send to the next server in turn, moving on while servers refuse the connection."""
+        failures = []
+        for url in self._rotation():
+            request = self.client.build_request(method, url + path, json=body)
+            try:
+                return await self.client.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failures.append(f"{url}: {exc!r}")
+            except httpx.TransportError as exc:
+                raise EngineUnavailable(f"lost the connection to {url}: {exc!r}") from exc
+        raise EngineUnavailable("no remote vLLM reachable: " + "; ".join(failures))
+
+    async def _post(self, path: str, body: Any) -> Any:
+        """POST and return the JSON body; cancelling closes the connection (vLLM then aborts)."""
+        response = await self._send("POST", path, body, stream=True)
+        try:
+            await raise_for_status(response)
+            await response.aread()
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(f"lost the connection to {_base(response)}: {exc!r}") from exc
+        finally:
+            await response.aclose()
+        return response.json()
+
+    # ---- tokens -------------------------------------------------------------------------------
+
+    async def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        body = {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens}
+        return [int(t) for t in (await self._post("/tokenize", body))["tokens"]]
+
+    async def _decode(self, token_ids: list[int]) -> str:
+        """``tokenizer.decode(ids)`` on the server, special tokens kept."""
+        if not token_ids:
+            return ""
+        body = {"model": self._model, "tokens": token_ids}
+        return str((await self._post("/detokenize", body))["prompt"])
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Like the local engine (``skip_special_tokens=True``) as far as special ids are known."""
+        return await self._decode([t for t in token_ids if t not in self._special_ids])
+
+    async def apply_chat_template(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        """The server renders and tokenizes the messages; decoding the ids gives the text back
+        (byte-level tokenizers round-trip exactly)."""
+        body = {
+            "model": self._model,
+            "messages": list(messages),
+            "add_generation_prompt": add_generation_prompt,
+        }
+        return await self._decode((await self._post("/tokenize", body))["tokens"])
+
+    # ---- sampling -----------------------------------------------------------------------------
+
+    async def generate(self, spec: SamplingSpec) -> Generation:
+        payload = completion_payload(spec, self._model, stream=False)
+        self._in_flight += 1
+        try:
+            body = await self._post("/v1/completions", payload)
+        finally:
+            self._in_flight -= 1
+        return await self._generation(body, spec)
+
+    async def _generation(self, body: Mapping[str, Any], spec: SamplingSpec) -> Generation:
+        choices = sorted(body.get("choices") or [], key=lambda c: int(c["index"]))
+        if not choices:
+            raise EngineError("remote vLLM returned no choices")
+        raws = [completion_logprobs(c.get("logprobs"), spec.logprobs) for c in choices]
+        first = choices[0]
+        wanted = itertools.chain(
+            (tid for raw in raws for entry in raw or [] for tid in entry.ids()),
+            prompt_ids_without_text(first) if spec.prompt_logprobs is not None else (),
+        )
+        texts = await self.texts.lookup(wanted)
+        prompt_ids = [int(t) for t in first.get("prompt_token_ids") or []]
+        completions = [
+            Completion(
+                index=int(c["index"]),
+                text=c.get("text") or "",
+                token_ids=[int(t) for t in c.get("token_ids") or []],
+                finish_reason=c.get("finish_reason"),
+                stop_reason=c.get("stop_reason"),
+                logprobs=None if raw is None else [entry.with_texts(texts) for entry in raw],
+            )
+            for c, raw in zip(choices, raws, strict=True)
+        ]
+        prompt_logprobs = None
+        if spec.prompt_logprobs is not None and first.get("prompt_logprobs") is not None:
+            prompt_logprobs = [
+                prompt_logprob(tid, entry, spec.prompt_logprobs, texts)
+                for tid, entry in zip(prompt_ids, first["prompt_logprobs"], strict=False)
+            ]
+        return Generation(
+            prompt_token_ids=prompt_ids,
+            completions=completions,
+            cached_prompt_tokens=cached_tokens(body.get("usage")),
+            prompt_logprobs=prompt_logprobs,
+        )
+
+    async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
+        payload = completion_payload(spec, self._model, stream=True)
+        self._in_flight += 1
+        try:
+            response = await self._send("POST", "/v1/completions", payload, stream=True)
+            try:
+                await raise_for_status(response)
+                async with aclosing(self._events(response, spec)) as events:
+                    async for event in events:
+                        yield event
+            except httpx.TransportError as exc:
+                raise EngineUnavailable(f"lost the stream from {_base(response)}: {exc!r}") from exc
+            finally:
+                await response.aclose()  # early close: vLLM sees the disconnect and aborts
+        finally:
+            self._in_flight -= 1
+
+    async def _events(
+        self, response: httpx.Response, spec: SamplingSpec
+    ) -> AsyncIterator[StreamEvent]:
+        """One event per chunk; vLLM sends the prompt ids with each index's first chunk only."""
+        prompt_ids: list[int] = []
+        async with aclosing(sse_events(response)) as chunks:
+            async for chunk in chunks:
+                deltas = []
+                for choice in chunk.get("choices") or []:
+                    if not prompt_ids and choice.get("prompt_token_ids"):
+                        prompt_ids = [int(t) for t in choice["prompt_token_ids"]]
+                    deltas.append(await self._delta(choice, spec))
+                if deltas:
+                    yield StreamEvent(prompt_token_ids=prompt_ids, deltas=deltas)
+
+    async def _delta(self, choice: Mapping[str, Any], spec: SamplingSpec) -> CompletionDelta:
+        raw = completion_logprobs(choice.get("logprobs"), spec.logprobs)
+        logprobs = None
+        if raw is not None:
+            texts = await self.texts.lookup(tid for entry in raw for tid in entry.ids())
+            logprobs = [entry.with_texts(texts) for entry in raw]
+        return CompletionDelta(
+            index=int(choice["index"]),
+            text=choice.get("text") or "",
+            token_ids=[int(t) for t in choice.get("token_ids") or []],
+            finish_reason=choice.get("finish_reason"),
+            stop_reason=choice.get("stop_reason"),
+            logprobs=logprobs,
+        )
