@@ -125,16 +125,18 @@ def test_client_disconnect_mid_stream_aborts_engine_work(live_server):
         "stream": True,
     }
     headers = {"Authorization": f"Bearer {live_server.api_key}"}
-    with httpx.Client(timeout=60) as http:
-        with http.stream(
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream(
             "POST", live_server.base_url + "/completions", json=payload, headers=headers
-        ) as r:
-            assert r.status_code == 200
-            for i, line in enumerate(r.iter_lines()):
-                if line.startswith("data: "):
-                    json.loads(line[6:])
-                if i > 6:
-                    break
+        ) as r,
+    ):
+        assert r.status_code == 200
+        for i, line in enumerate(r.iter_lines()):
+            if line.startswith("data: "):
+                json.loads(line[6:])
+            if i > 6:
+                break
     assert live_server.wait_idle() == 0
     assert _metric(live_server, "winnow_engine_running_requests") == 0
 
