@@ -64,7 +64,7 @@ def live_server(default_model_dir: str) -> Iterator[LiveServer]:
         default_model_dir,
         engine_args={"max_model_len": 4096},
         cache_dir=default_data_dir() / "cache",
-        kv_cache_gib=1.0,
+        kv_cache_gib=1,
     )
     port = free_port()
     loop = asyncio.new_event_loop()

@@ -39,7 +39,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--max-n", type=int, default=64, help="largest n / strategy budget accepted")
     p.add_argument("--max-tokens-cap", type=int, default=None)
     p.add_argument("--request-timeout", type=float, default=600.0, help="wall time per request")
-    p.add_argument("--kv-cache-gib", type=float, default=2.0, help="KV cache on CPU machines")
+    p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache on CPU machines (GiB)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -73,7 +73,10 @@ def parse_engine_args(extra: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, extra = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "model":
         from winnow.models.default_model import build_default_model
 

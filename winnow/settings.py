@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     request_timeout: float | None = Field(600.0, gt=0, description="Wall-time cap per request (s).")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # engine
-    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on CPU machines (GiB).")
+    kv_cache_gib: int = Field(2, ge=1, description="KV cache size on CPU machines (GiB).")
     engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Passed through to vLLM's AsyncEngineArgs."
     )

@@ -43,7 +43,7 @@ def has_cuda() -> bool:
         return False
 
 
-def configure_environment(cache_dir: Path, kv_cache_gib: float, cpu: bool) -> None:
+def configure_environment(cache_dir: Path, kv_cache_gib: int, cpu: bool) -> None:
     """Environment vLLM reads at import time; set before the first ``import vllm``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -52,7 +52,7 @@ def configure_environment(cache_dir: Path, kv_cache_gib: float, cpu: bool) -> No
     if cpu:
         # Use both cores for the model (the CPU build reserves one by default) and a small cache.
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
 
 
 def default_engine_args(model: str, cpu: bool) -> dict[str, Any]:
@@ -71,7 +71,7 @@ class VllmEngine(Engine):
         served_name: str | None = None,
         engine_args: dict[str, Any] | None = None,
         cache_dir: Path | None = None,
-        kv_cache_gib: float = 2.0,
+        kv_cache_gib: int = 2,
     ) -> None:
         self.model = model
         self.cpu = not has_cuda()
