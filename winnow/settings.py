@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
+    """Where built models and caches live: $WINNOW_DATA_DIR, else $XDG_CACHE_HOME/winnow."""
+    if explicit := os.environ.get("WINNOW_DATA_DIR"):
+        return Path(explicit)
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "winnow"
 

@@ -4,8 +4,12 @@ Every call goes to ``/v1/completions`` of the next server in a round robin (a se
 the connection is skipped for that call). We ask vLLM for what the seam needs beyond the OpenAI
 protocol: ``return_token_ids`` (prompt and completion token ids), ``return_tokens_as_token_ids``
 (logprobs named by ``token_id:N`` instead of by text, which is ambiguous), ``prompt_logprobs``
-(ids, ranks and texts) and ``vllm_xargs`` (per-request arguments for logits processors). The
-servers must therefore be vLLM >= 0.10.2; plain OpenAI servers are not supported.
+(ids, ranks and texts) and ``vllm_xargs`` (per-request arguments for logits processors), so the
+servers must be a recent vLLM; plain OpenAI servers are not supported. Token texts for logprobs
+come from the server's ``/detokenize`` (see :class:`TokenTexts`). A server started with
+``--enable-tokenizer-info-endpoint`` also tells us the EOS and special-token ids (then
+:meth:`RemoteEngine.detokenize` skips special tokens as the local engine does);
+``--enable-prompt-tokens-details`` makes it report prefix-cache hits.
 
 Cancelling :meth:`RemoteEngine.generate`, or closing the iterator of :meth:`RemoteEngine.stream`,
 closes the HTTP connection; vLLM aborts a request whose client disconnected.
