@@ -30,12 +30,12 @@ test: model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check winnow tests benchmarks
-	$(VENV)/bin/ruff format --check winnow tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: install
-	$(VENV)/bin/ruff check --fix winnow tests benchmarks
-	$(VENV)/bin/ruff format winnow tests benchmarks
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
