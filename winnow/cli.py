@@ -36,6 +36,7 @@ def _serve_parser(sub: Any) -> None:
     )
     p.add_argument("--remote-api-key", help="API key of the remote vLLM servers")
     p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--rewards-config", type=Path, default=None, help="JSON list of rewards")
     p.add_argument("--max-n", type=int, default=64, help="largest n / strategy budget accepted")
     p.add_argument("--max-tokens-cap", type=int, default=None)
     p.add_argument("--request-timeout", type=float, default=600.0, help="wall time per request")
@@ -51,11 +52,28 @@ def _model_parser(sub: Any) -> None:
     b.add_argument("--force", action="store_true", help="rebuild even if it exists")
 
 
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train the default reward and value models (offline)")
+    tsub = p.add_subparsers(dest="train_command", required=True)
+    r = tsub.add_parser("reward", help="train the default outcome and process probe heads")
+    r.add_argument("--out", type=Path, default=None, help="default: the package's assets")
+    r.add_argument("--quick", action="store_true", help="a small run, to check the pipeline")
+    r.add_argument("--seed", type=int, default=0)
+
+
+def _bench_parser(sub: Any) -> None:
+    from winnow.clients.bench_args import add_bench_parser
+
+    add_bench_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="winnow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _model_parser(sub)
+    _train_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -83,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         path = build_default_model(args.data_dir or default_data_dir(), force=args.force)
         print(path)
         return 0
+    if args.command == "train":
+        from winnow.train.cli import train_reward
+
+        train_reward(args.out, args.quick, args.seed)
+        return 0
+    if args.command == "bench":
+        from winnow.clients.loadgen import main as bench_main
+
+        return bench_main(args)
     if args.command == "serve":
         settings = Settings(
             host=args.host,
@@ -94,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             remote_urls=args.remote_url,
             remote_api_key=args.remote_api_key,
             data_dir=args.data_dir or default_data_dir(),
+            rewards_config=args.rewards_config,
             max_n=args.max_n,
             max_tokens_cap=args.max_tokens_cap,
             request_timeout=args.request_timeout,

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     remote_urls: list[str] = Field(default_factory=list, description="vLLM servers (remote).")
     remote_api_key: SecretStr | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
+    rewards_config: Path | None = Field(None, description="JSON list of reward configurations.")
     # per-request caps
     max_n: int = Field(64, ge=1, le=128, description="Largest n (and strategy budget) accepted.")
     max_tokens_cap: int | None = Field(None, ge=1, description="Largest max_tokens accepted.")

@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow import strategies
 from winnow.engine.base import Engine, EngineError
+from winnow.rewards.registry import RewardSet
 from winnow.server import serving
-from winnow.server.errors import APIError, error_body, install_error_handlers
+from winnow.server.errors import APIError, error_body, install_error_handlers, status_for
 from winnow.server.metrics import Metrics
 from winnow.server.protocol import (
     ChatCompletionRequest,
@@ -26,10 +27,15 @@ from winnow.server.protocol import (
     CompletionResponse,
     ModelCard,
     ModelList,
+    RewardCard,
+    RewardList,
+    RewardRequest,
+    RewardResponse,
     Usage,
     new_id,
     now,
 )
+from winnow.server.rewards_api import score_items
 from winnow.server.serving import ServerState
 from winnow.settings import Settings
 
@@ -102,25 +108,37 @@ def _auth(settings: Settings) -> Callable[[Request], None]:
     return check
 
 
-def create_app(settings: Settings, engine: Engine, manage_engine: bool = True) -> ASGIApp:
-    """Build the app around an engine. With ``manage_engine`` the app starts and stops it."""
-    state = ServerState(settings=settings, engine=engine, metrics=Metrics())
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    rewards: RewardSet | None = None,
+    manage_engine: bool = True,
+) -> ASGIApp:
+    """Build the app around an engine and rewards; with ``manage_engine`` the app starts and
+    stops both (rewards start after the engine: the judge reward uses it)."""
+    metrics = Metrics()
+    state = ServerState(settings, engine, metrics, rewards or RewardSet())
+    for reward in state.rewards.infos():
+        batcher = getattr(state.rewards.get(reward.name), "batcher", None)
+        if batcher is not None:
+            batcher.observer = metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_engine:
             await engine.start()
+            await state.rewards.start()
         try:
             yield
         finally:
             if manage_engine:
+                await state.rewards.shutdown()
                 await engine.shutdown()
 
     app = FastAPI(title="winnow", version="0.1.0", lifespan=lifespan)
     app.state.winnow = state
     install_error_handlers(app)
     auth = Depends(_auth(settings))
-    metrics = state.metrics
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -158,6 +176,27 @@ def create_app(settings: Settings, engine: Engine, manage_engine: bool = True) -
                 }
             )
         return {"object": "list", "data": data}
+
+    @app.get("/v1/rewards", dependencies=[auth])
+    async def list_rewards() -> RewardList:
+        cards = [
+            RewardCard(
+                name=i.name,
+                kind=i.kind,
+                backend=i.backend,
+                scale=i.scale,
+                description=i.description,
+                extra=dict(i.extra),
+            )
+            for i in state.rewards.infos()
+        ]
+        return RewardList(data=cards)
+
+    @app.post("/v1/rewards", dependencies=[auth])
+    async def score_rewards(body: RewardRequest, request: Request) -> RewardResponse:
+        return await serving.run_until_disconnect(
+            request, score_items(state, body), settings.request_timeout
+        )
 
     @app.post("/v1/completions", dependencies=[auth], response_model=CompletionResponse)
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -202,14 +241,8 @@ async def _serve(
         metrics.latency.labels(strategy).observe(time.perf_counter() - started)
         _count(state, strategy, response.usage)
         return response
-    except APIError as exc:
-        status = str(exc.status)
-        raise
-    except EngineError:
-        status = "502"
-        raise
-    except Exception:
-        status = "500"
+    except Exception as exc:
+        status = str(status_for(exc))
         raise
     finally:
         metrics.in_flight.labels(strategy).dec()

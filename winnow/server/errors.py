@@ -10,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from winnow.engine.base import EngineError, EngineUnavailable
+from winnow.engine.base import EngineError, EngineRequestError, EngineUnavailable
+from winnow.rewards.base import RewardError, RewardInputError
+from winnow.rewards.registry import UnknownReward
 from winnow.server.protocol import ErrorDetail, ErrorResponse
 from winnow.strategies.registry import StrategyError
 
@@ -84,6 +86,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"invalid parameter {param}: {msg}" if param else msg, param or None
 
 
+def status_for(exc: BaseException) -> int:
+    """The HTTP status an exception turns into (for metrics; the handlers below agree)."""
+    if isinstance(exc, APIError):
+        return exc.status
+    if isinstance(exc, StrategyError | UnknownReward | RewardInputError | EngineRequestError):
+        return 400
+    if isinstance(exc, EngineUnavailable):
+        return 503
+    if isinstance(exc, EngineError):
+        return 502
+    return 500
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -107,6 +122,23 @@ def install_error_handlers(app: FastAPI) -> None:
         phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus else "error"
         message = exc.detail if isinstance(exc.detail, str) else phrase
         return error_response(APIError(exc.status_code, message))
+
+    @app.exception_handler(UnknownReward)
+    async def _unknown_reward(request: Request, exc: UnknownReward) -> JSONResponse:
+        return error_response(APIError(400, str(exc), "reward", "unknown_reward"))
+
+    @app.exception_handler(RewardInputError)
+    async def _reward_input(request: Request, exc: RewardInputError) -> JSONResponse:
+        return error_response(APIError(400, str(exc), "reward", "invalid_reward_input"))
+
+    @app.exception_handler(RewardError)
+    async def _reward_failed(request: Request, exc: RewardError) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(APIError(500, str(exc), "reward", "reward_error"))
+
+    @app.exception_handler(EngineRequestError)
+    async def _engine_request(request: Request, exc: EngineRequestError) -> JSONResponse:
+        return error_response(APIError(400, f"the engine refused the request: {exc}"))
 
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:

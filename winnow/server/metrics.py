@@ -52,6 +52,41 @@ class Metrics:
         self.engine_running = Gauge(
             "winnow_engine_running_requests", "Engine requests in flight right now.", registry=r
         )
+        self.reward_batch_size = Histogram(
+            "winnow_reward_batch_size",
+            "Items per reward forward pass.",
+            ["reward"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.reward_batch_callers = Histogram(
+            "winnow_reward_batch_calls_merged",
+            "Score calls merged into one forward pass.",
+            ["reward"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.reward_queue_wait = Histogram(
+            "winnow_reward_queue_wait_seconds",
+            "Wait of the oldest call before its pass ran.",
+            ["reward"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+            registry=r,
+        )
+        self.reward_passes = Counter(
+            "winnow_reward_passes", "Reward forward passes.", ["reward"], registry=r
+        )
+        self.reward_tokens = Counter(
+            "winnow_reward_tokens", "Tokens processed by reward models.", ["reward"], registry=r
+        )
         self.engine_healthy = Gauge(
             "winnow_engine_healthy", "1 if the engine answered its last health check.", registry=r
         )
+
+    def observe_batch(self, reward: str, jobs: int, callers: int, wait: float, tokens: int) -> None:
+        """Called by the reward batcher after each forward pass."""
+        self.reward_batch_size.labels(reward).observe(jobs)
+        self.reward_batch_callers.labels(reward).observe(callers)
+        self.reward_queue_wait.labels(reward).observe(wait)
+        self.reward_passes.labels(reward).inc()
+        self.reward_tokens.labels(reward).inc(tokens)

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Request
 
 from winnow.engine.base import Engine, TokenLogprob
+from winnow.rewards.registry import MeteredRewards, RewardSet
 from winnow.server.errors import APIError, error_body
 from winnow.server.metrics import Metrics
 from winnow.server.protocol import (
@@ -48,7 +49,6 @@ from winnow.strategies.base import (
     ChoiceDelta,
     GenerationRequest,
     MeteredEngine,
-    Rewards,
     StrategyResult,
     UsageMeter,
 )
@@ -56,19 +56,12 @@ from winnow.strategies.base import (
 log = logging.getLogger("winnow.server")
 
 
-class NoRewards:
-    """Placeholder reward runtime until rewards are configured."""
-
-    def names(self) -> list[str]:
-        return []
-
-
 @dataclass
 class ServerState:
     settings: Settings
     engine: Engine
     metrics: Metrics
-    rewards: Rewards = field(default_factory=NoRewards)
+    rewards: RewardSet
     created: int = field(default_factory=now)
 
     @property
@@ -145,9 +138,13 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
     if body.n > state.settings.max_n:
         raise APIError(400, f"n is capped at {state.settings.max_n} on this server", "n")
     entry, params = registry.parse(body.strategy)
-    if body.stream and body.n > 1 and not entry.streams:
-        pass  # a deciding strategy streams its chosen answers once chosen: fine for any n
-    prompts: list[str | list[int]]
+    if params.candidates() > state.settings.max_n:
+        raise APIError(
+            400,
+            f"strategy samples {params.candidates()} candidates; this server's cap is "
+            f"{state.settings.max_n} (--max-n)",
+            "strategy.n",
+        )
     max_tokens: int | None
     logprobs: int | None
     if isinstance(body, ChatCompletionRequest):
@@ -156,7 +153,7 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
         except ValueError as exc:
             raise APIError(400, str(exc), "messages") from None
         rendered = await state.engine.apply_chat_template(messages, body.add_generation_prompt)
-        prompts = [rendered]
+        prompts: list[str | list[int]] = [rendered]
         max_tokens = body.max_completion_tokens or body.max_tokens
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs and not body.logprobs:
@@ -177,8 +174,10 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
     jobs = []
     for i, prompt in enumerate(prompts):
         ids = await _prompt_ids(state, prompt)
+        text = prompt if isinstance(prompt, str) else await state.engine.detokenize(prompt)
         request = GenerationRequest(
             prompt=tuple(ids),
+            prompt_text=text,
             n=body.n,
             max_tokens=_max_tokens(state, max_tokens, len(ids)),
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -198,6 +197,7 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
         )
         if request.temperature == 0.0 and request.n > 1:
             raise APIError(400, "n > 1 needs temperature > 0 (greedy samples are equal)", "n")
+        params.check(request)
         jobs.append(Job(entry.name, request, i * body.n))
     return jobs
 
@@ -208,7 +208,8 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
 async def run_job(state: ServerState, job: Job) -> StrategyResult:
     entry = registry.get(job.strategy)
     engine = MeteredEngine(state.engine, job.usage)
-    job.result = await entry.run(job.request, engine, state.rewards)
+    rewards = MeteredRewards(state.rewards, job.usage)
+    job.result = await entry.run(job.request, engine, rewards)
     return job.result
 
 

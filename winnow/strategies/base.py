@@ -25,12 +25,20 @@ from winnow.engine.base import (
     StreamEvent,
     TokenLogprob,
 )
+from winnow.rewards.registry import MeteredRewards as Rewards
 
 
 class StrategyParams(BaseModel):
     """Base of every strategy's parameter model: unknown fields are an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def candidates(self) -> int:
+        """Sequences sampled per prompt at once (checked against the server's --max-n)."""
+        return 1
+
+    def check(self, request: GenerationRequest) -> None:
+        """Raise ``StrategyError`` if these parameters cannot serve ``request`` (a 400)."""
 
 
 @dataclass(slots=True)
@@ -72,6 +80,7 @@ class GenerationRequest:
     """A validated request as a strategy sees it: a rendered prompt and sampling settings."""
 
     prompt: str | tuple[int, ...]
+    prompt_text: str = ""  # the prompt as text (rendered chat), for rewards
     n: int = 1
     max_tokens: int = 16
     temperature: float = 1.0
@@ -182,10 +191,6 @@ class MeteredEngine:
         return await self._engine.apply_chat_template(messages, add_generation_prompt)
 
 
-class Rewards(Protocol):
-    """The reward runtime as strategies see it (filled in by the reward runtime)."""
-
-    def names(self) -> list[str]: ...
-
+__all__ = ["Rewards"]  # re-exported: strategies take the request's metered reward view
 
 StrategyFn = Callable[[GenerationRequest, MeteredEngine, Rewards], Awaitable[StrategyResult]]

@@ -1,0 +1,112 @@
+"""The reward seam: outcome rewards score whole responses, process rewards score each step.
+
+Every backend (sequence-classification reward models, step-tag PRMs, probe heads, the generative
+judge, the rule-based verifier, composites) implements :class:`Reward`. Strategies reach rewards
+through a :class:`RewardSet` bound to their request, which counts reward calls and reward tokens
+in the request's usage.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+RewardKind = Literal["outcome", "process"]
+
+
+class RewardError(RuntimeError):
+    """A reward failed to score (backend error); the request fails with a 5xx."""
+
+
+class RewardInputError(ValueError):
+    """The items given to a reward are invalid for it (e.g. the verifier without a reference)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeItem:
+    """One (prompt, response) pair. ``prompt`` is the rendered prompt text the policy saw."""
+
+    prompt: str
+    response: str
+    reference: str | None = None  # a gold answer, for verifiers
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessItem:
+    """A prompt and the steps of a response so far.
+
+    With ``partial`` the last step is unfinished and is scored as if it were complete (early
+    rejection scores the first tokens of a step this way).
+    """
+
+    prompt: str
+    steps: tuple[str, ...]
+    partial: bool = False
+    reference: str | None = None
+
+
+@dataclass(slots=True)
+class Scored:
+    """Scores for a batch of items, and what scoring them cost."""
+
+    scores: list[float]
+    tokens: int = 0  # tokens the reward model processed (0 for rule-based rewards)
+
+
+@dataclass(slots=True)
+class StepScored:
+    scores: list[list[float]]  # one list per item, one score per step
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RewardInfo:
+    name: str
+    kind: RewardKind
+    backend: str
+    scale: str  # how to read a score, e.g. "probability in [0, 1]"
+    description: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Reward(abc.ABC):
+    """One named reward. Implementations must be safe to call from concurrent requests."""
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> RewardInfo: ...
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        """Outcome scores, one per item. Process rewards answer with their last step's score."""
+        if self.info.kind != "process":
+            raise NotImplementedError
+        steps = await self.score_steps(
+            [ProcessItem(i.prompt, split_steps(i.response), reference=i.reference) for i in items]
+        )
+        return Scored([s[-1] if s else float("nan") for s in steps.scores], steps.tokens)
+
+    async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
+        """Per-step scores; only process rewards implement it."""
+        raise RewardInputError(f"reward {self.info.name!r} is an outcome reward: no step scores")
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load weights, warm up."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+STEP_DELIMITER = "\n\n"
+
+
+def split_steps(text: str, delimiter: str = STEP_DELIMITER) -> tuple[str, ...]:
+    """Split a response into steps; each step keeps its delimiter, as strategies generate them."""
+    if not text:
+        return ()
+    parts = text.split(delimiter)
+    steps = [p + delimiter for p in parts[:-1]]
+    if parts[-1]:
+        steps.append(parts[-1])
+    return tuple(s for s in steps if s.strip()) or (text,)

@@ -1,0 +1,171 @@
+"""Probe-head rewards: a linear or small MLP head on a backbone's hidden states (Q-Probe style).
+
+A probe directory holds ``head.safetensors`` (``weight``/``bias`` for a linear head, or
+``w1``/``b1``/``w2``/``b2`` for an MLP, in the ``[in, out]`` orientation) and ``probe.json``::
+
+    {"kind": "outcome" | "process", "layer": -1, "output": "sigmoid" | "raw",
+     "step_delimiter": "\\n\\n", "description": "..."}
+
+An outcome probe reads the last token of prompt + response; a process probe reads the last token
+of every step. The head runs through :func:`winnow.kernels.reward_head` (Triton on CUDA, the torch
+reference elsewhere) on the padded batch, flattened, so only the probed rows are gathered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from winnow.kernels.dispatch import reward_head
+from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
+from winnow.rewards.backbone import Backbone
+from winnow.rewards.base import (
+    STEP_DELIMITER,
+    OutcomeItem,
+    ProcessItem,
+    Reward,
+    RewardInfo,
+    RewardKind,
+    Scored,
+    StepScored,
+)
+from winnow.rewards.batcher import BatchObserver, MicroBatcher
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeJob:
+    ids: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    scores: list[float]
+    tokens: int
+
+
+def load_head(directory: Path) -> tuple[RewardHead, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "probe.json").read_text())
+    tensors = load_file(str(directory / "head.safetensors"))
+    head: RewardHead
+    if "w1" in tensors:
+        head = MLPHead(tensors["w1"], tensors.get("b1"), tensors["w2"], tensors.get("b2"))
+    else:
+        head = LinearHead(tensors["weight"], tensors.get("bias"))
+    return head, meta
+
+
+def save_head(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "head.safetensors"))
+    (directory / "probe.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def score_jobs(
+    backbone: Backbone, head: RewardHead, jobs: Sequence[ProbeJob], layer: int, sigmoid: bool
+) -> tuple[list[ProbeResult], int]:
+    """Score probe jobs in as few padded forward passes as ``max_batch_tokens`` allows."""
+    results: list[ProbeResult | None] = [None] * len(jobs)
+    total = 0
+    for group in backbone.batches([len(j.ids) for j in jobs]):
+        batch = backbone.hidden_states([jobs[i].ids for i in group], layer)
+        rows = [batch.row(k, p) for k, i in enumerate(group) for p in jobs[i].positions]
+        values = reward_head(batch.hidden, torch.tensor(rows, dtype=torch.long), head)
+        if sigmoid:
+            values = torch.sigmoid(values)
+        flat = values.reshape(len(rows)).tolist()
+        start = 0
+        for i in group:
+            n = len(jobs[i].positions)
+            results[i] = ProbeResult(flat[start : start + n], len(jobs[i].ids))
+            start += n
+        total += batch.tokens
+    return [r for r in results if r is not None], total
+
+
+class ProbeReward(Reward):
+    def __init__(
+        self,
+        name: str,
+        directory: str | Path,
+        backbone: Backbone,
+        *,
+        observer: BatchObserver | None = None,
+        max_batch: int = 64,
+        max_wait: float = 0.005,
+    ) -> None:
+        self.directory = Path(directory)
+        self.head, self.meta = load_head(self.directory)
+        self.backbone = backbone
+        kind: RewardKind = self.meta.get("kind", "outcome")
+        self._info = RewardInfo(
+            name=name,
+            kind=kind,
+            backend="probe",
+            scale="probability in [0, 1]" if self._sigmoid else "raw head output",
+            description=str(self.meta.get("description", "")),
+            extra={k: v for k, v in self.meta.items() if k in {"metrics", "backbone"}},
+        )
+        self.layer = int(self.meta.get("layer", -1))
+        self.delimiter = str(self.meta.get("step_delimiter", STEP_DELIMITER))
+        self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
+            name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
+        )
+
+    @property
+    def _sigmoid(self) -> bool:
+        return self.meta.get("output", "sigmoid") == "sigmoid"
+
+    @property
+    def info(self) -> RewardInfo:
+        return self._info
+
+    def _run(self, jobs: list[ProbeJob]) -> tuple[list[ProbeResult], int]:
+        return score_jobs(self.backbone, self.head, jobs, self.layer, self._sigmoid)
+
+    async def start(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.backbone.load)
+        if self.head.in_features != self.backbone.hidden_size:
+            raise ValueError(
+                f"probe {self.info.name!r}: head expects {self.head.in_features} features, "
+                f"backbone {self.backbone.model_dir} has {self.backbone.hidden_size}"
+            )
+
+    async def shutdown(self) -> None:
+        await self.batcher.close()
+
+    def outcome_job(self, item: OutcomeItem) -> ProbeJob:
+        ids, ends = self.backbone.encode_segments([item.prompt, item.response])
+        return ProbeJob(tuple(ids), (ends[-1],))
+
+    def process_job(self, item: ProcessItem) -> ProbeJob:
+        steps = list(item.steps)
+        if item.partial and steps and not steps[-1].endswith(self.delimiter):
+            steps[-1] = steps[-1] + self.delimiter  # score the unfinished step as if complete
+        ids, ends = self.backbone.encode_segments([item.prompt, *steps])
+        return ProbeJob(tuple(ids), tuple(ends[1:]))
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        if self.info.kind == "process":
+            return await super().score(items)
+        results = await self.batcher.submit([self.outcome_job(i) for i in items])
+        return Scored([r.scores[0] for r in results], sum(r.tokens for r in results))
+
+    async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
+        if self.info.kind != "process":
+            return await super().score_steps(items)
+        results = await self.batcher.submit([self.process_job(i) for i in items])
+        scores = [[s if not math.isnan(s) else float("nan") for s in r.scores] for r in results]
+        return StepScored(scores, sum(r.tokens for r in results))

@@ -1,0 +1,285 @@
+"""Named rewards, configured at start-up and chosen per request by name.
+
+A configuration is a list of :data:`RewardConfig` (JSON via ``--rewards-config FILE``). With the
+embedded default model and no configuration, winnow serves the shipped, trained defaults:
+``default`` (outcome probe), ``default_prm`` (process probe) and ``verifier`` (rule-based).
+Missing files or bad settings fail at start-up with a message naming the reward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from winnow.rewards.base import (
+    OutcomeItem,
+    ProcessItem,
+    Reward,
+    RewardError,
+    RewardInfo,
+    RewardInputError,
+    Scored,
+    StepScored,
+)
+from winnow.rewards.batcher import BatchObserver
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "rewards"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class ProbeConfig(_Config):
+    backend: Literal["probe"] = "probe"
+    path: str | None = Field(None, description="Probe directory; default: assets/rewards/<name>.")
+    backbone: str | None = Field(None, description="Backbone model dir; default: default model.")
+
+
+class SequenceClassifierConfig(_Config):
+    backend: Literal["seq_cls"] = "seq_cls"
+    path: str = Field(description="A Hugging Face sequence-classification reward model dir.")
+    max_length: int = 4096
+
+
+class StepTagPRMConfig(_Config):
+    backend: Literal["step_tag_prm"] = "step_tag_prm"
+    path: str = Field(description="A causal-LM PRM dir (Math-Shepherd or Qwen2.5-Math-PRM style).")
+    style: Literal["label_token", "two_way"] = "label_token"
+    step_tag: str = Field("ки", description="Tag token appended after every step.")
+    good_token: str = "+"
+    bad_token: str = "-"
+
+
+class JudgeConfig(_Config):
+    backend: Literal["judge"] = "judge"
+    template: str | None = Field(None, description="Verdict prompt with {question}, {answer}.")
+
+
+class VerifierConfig(_Config):
+    backend: Literal["verifier"] = "verifier"
+
+
+class CompositeConfig(_Config):
+    backend: Literal["composite"] = "composite"
+    weights: dict[str, float] = Field(description="Named rewards and their default weights.")
+
+
+RewardConfig = Annotated[
+    ProbeConfig
+    | SequenceClassifierConfig
+    | StepTagPRMConfig
+    | JudgeConfig
+    | VerifierConfig
+    | CompositeConfig,
+    Field(discriminator="backend"),
+]
+RewardConfigList = TypeAdapter(list[RewardConfig])
+
+
+class RewardConfigError(ValueError):
+    """A reward configuration is invalid; raised at start-up."""
+
+
+def load_configs(path: str | Path) -> list[Any]:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RewardConfigError(f"cannot read rewards config {path}: {exc}") from None
+    return RewardConfigList.validate_python(raw)
+
+
+def default_configs(default_model: bool) -> list[Any]:
+    """The shipped rewards: the trained probes only fit the default model's hidden states."""
+    configs: list[Any] = [VerifierConfig(name="verifier")]
+    if default_model:
+        for name in ("default", "default_prm"):
+            if (ASSETS / name / "probe.json").exists():
+                configs.insert(0, ProbeConfig(name=name))
+    return configs
+
+
+class UnknownReward(KeyError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = list(known)
+
+    def __str__(self) -> str:
+        return f"unknown reward {self.name!r}; configured: {', '.join(self.known) or 'none'}"
+
+
+class RewardSet:
+    """All configured rewards of a server, by name."""
+
+    def __init__(self, rewards: dict[str, Reward] | None = None) -> None:
+        self._rewards: dict[str, Reward] = dict(rewards or {})
+
+    def names(self) -> list[str]:
+        return sorted(self._rewards)
+
+    def get(self, name: str) -> Reward:
+        try:
+            return self._rewards[name]
+        except KeyError:
+            raise UnknownReward(name, self.names()) from None
+
+    def infos(self) -> list[RewardInfo]:
+        return [self._rewards[n].info for n in self.names()]
+
+    def add(self, reward: Reward) -> None:
+        if reward.info.name in self._rewards:
+            raise RewardConfigError(f"reward {reward.info.name!r} configured twice")
+        self._rewards[reward.info.name] = reward
+
+    async def start(self) -> None:
+        for name in self.names():
+            try:
+                await self._rewards[name].start()
+            except Exception as exc:
+                raise RewardConfigError(f"reward {name!r} failed to start: {exc}") from exc
+
+    async def shutdown(self) -> None:
+        for reward in self._rewards.values():
+            await reward.shutdown()
+
+
+RewardRef = str | dict[str, float]
+"""How a request names a reward: a configured name, or weights over configured names."""
+
+
+class MeteredRewards:
+    """A request's view of the reward set: counts its reward calls and tokens in its usage."""
+
+    def __init__(self, rewards: RewardSet, usage: Any) -> None:
+        self._rewards = rewards
+        self.usage = usage
+
+    def names(self) -> list[str]:
+        return self._rewards.names()
+
+    def resolve(self, reward: RewardRef) -> Reward:
+        """A configured reward by name, or an ad-hoc weighted composite of configured ones."""
+        if isinstance(reward, str):
+            return self._rewards.get(reward)
+        from winnow.rewards.composite import CompositeReward
+
+        for name in reward:
+            self._rewards.get(name)  # raises UnknownReward with the configured names
+        return CompositeReward("composite", self._rewards, reward)
+
+    def info(self, reward: RewardRef) -> RewardInfo:
+        return self.resolve(reward).info
+
+    async def score(self, reward: RewardRef, items: Sequence[OutcomeItem]) -> Scored:
+        resolved = self.resolve(reward)
+        with _backend_errors(resolved):
+            scored = await resolved.score(items)
+        self.usage.reward_calls += 1
+        self.usage.reward_tokens += scored.tokens
+        return scored
+
+    async def score_steps(self, reward: RewardRef, items: Sequence[ProcessItem]) -> StepScored:
+        resolved = self.resolve(reward)
+        with _backend_errors(resolved):
+            scored = await resolved.score_steps(items)
+        self.usage.reward_calls += 1
+        self.usage.reward_tokens += scored.tokens
+        return scored
+
+
+@contextlib.contextmanager
+def _backend_errors(reward: Reward) -> Iterator[None]:
+    """A backend failure becomes a :class:`RewardError` naming the reward (a 5xx for the client);
+    invalid input stays a :class:`RewardInputError` (a 400)."""
+    try:
+        yield
+    except (RewardInputError, RewardError, UnknownReward):
+        raise
+    except Exception as exc:
+        raise RewardError(
+            f"reward {reward.info.name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def build_rewards(
+    configs: Sequence[Any],
+    *,
+    default_model_dir: str | None,
+    engine: Any = None,
+    observer: BatchObserver | None = None,
+) -> RewardSet:
+    """Instantiate every configured reward (weights load later, in :meth:`RewardSet.start`)."""
+    from winnow.rewards.backbone import Backbone
+
+    rewards = RewardSet()
+    backbones: dict[str, Backbone] = {}
+
+    def backbone(path: str | None) -> Backbone:
+        model = path or default_model_dir
+        if model is None:
+            raise RewardConfigError("a probe reward needs a backbone: set 'backbone'")
+        return backbones.setdefault(model, Backbone(model))
+
+    composites = []
+    for config in configs:
+        if isinstance(config, CompositeConfig):
+            composites.append(config)
+        else:
+            rewards.add(_build_one(config, backbone, engine, observer))
+    for config in composites:
+        from winnow.rewards.composite import CompositeReward
+
+        for part in config.weights:
+            rewards.get(part) if part in rewards.names() else _missing(config.name, part, rewards)
+        rewards.add(CompositeReward(config.name, rewards, config.weights))
+    return rewards
+
+
+def _missing(composite: str, part: str, rewards: RewardSet) -> None:
+    raise RewardConfigError(
+        f"composite reward {composite!r} names unknown reward {part!r}; "
+        f"configured: {', '.join(rewards.names())}"
+    )
+
+
+def _build_one(config: Any, backbone: Any, engine: Any, observer: BatchObserver | None) -> Reward:
+    if isinstance(config, ProbeConfig):
+        from winnow.rewards.probe import ProbeReward
+
+        directory = Path(config.path) if config.path else ASSETS / config.name
+        if not (directory / "probe.json").exists():
+            raise RewardConfigError(f"reward {config.name!r}: no probe.json in {directory}")
+        return ProbeReward(config.name, directory, backbone(config.backbone), observer=observer)
+    if isinstance(config, VerifierConfig):
+        from winnow.rewards.verifier import VerifierReward
+
+        return VerifierReward(config.name)
+    if isinstance(config, SequenceClassifierConfig):
+        from winnow.rewards.seq_cls import SequenceClassifierReward
+
+        _require_dir(config.name, config.path)
+        return SequenceClassifierReward(config, observer=observer)
+    if isinstance(config, StepTagPRMConfig):
+        from winnow.rewards.step_tag_prm import StepTagPRM
+
+        _require_dir(config.name, config.path)
+        return StepTagPRM(config, observer=observer)
+    if isinstance(config, JudgeConfig):
+        from winnow.rewards.judge import JudgeReward
+
+        if engine is None:
+            raise RewardConfigError(f"reward {config.name!r}: the judge needs the policy engine")
+        return JudgeReward(config, engine)
+    raise RewardConfigError(f"unsupported reward backend: {config!r}")
+
+
+def _require_dir(name: str, path: str) -> None:
+    if not (Path(path) / "config.json").exists():
+        raise RewardConfigError(f"reward {name!r}: {path} is not a model directory")

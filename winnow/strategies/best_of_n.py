@@ -1,0 +1,52 @@
+"""Best-of-N: sample N in one engine call, score them in one reward call, select.
+
+The client's ``n`` is how many choices come back (``n=2`` returns the two best); ``strategy.n``
+is how many candidates are sampled. With ``selection="majority"`` no reward is called.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from winnow.strategies.base import GenerationRequest, MeteredEngine, Rewards, StrategyResult
+from winnow.strategies.registry import register
+from winnow.strategies.selection import (
+    SelectionParams,
+    as_choices,
+    candidate_report,
+    pick_by_groups,
+    rank_best,
+    sample_candidates,
+    score_candidates,
+)
+
+
+class BestOfNParams(SelectionParams):
+    selection: Literal["best", "weighted_vote", "majority"] = Field(
+        "best", description="best score, score-weighted vote over answers, or plain majority."
+    )
+
+
+@register("best_of_n", BestOfNParams)
+async def best_of_n(
+    request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
+) -> StrategyResult:
+    """Sample N candidates, score each with a reward, return the best n (or vote)."""
+    params = request.params
+    assert isinstance(params, BestOfNParams)
+    if params.selection != "majority":
+        rewards.info(params.reward)  # an unknown reward fails before any sampling
+    prompt, candidates = await sample_candidates(request, engine, params.n)
+    if params.selection != "majority":
+        await score_candidates(prompt, candidates, rewards, params)
+    if params.selection == "best":
+        chosen = rank_best(candidates)[: request.n]
+    else:
+        chosen = pick_by_groups(candidates, request.n, params.selection)
+    return StrategyResult(
+        as_choices(chosen),
+        candidates=candidate_report(candidates, chosen) if params.return_candidates else None,
+        details={"candidates": len(candidates), "selection": params.selection},
+    )
