@@ -112,3 +112,34 @@ def live_server(default_model_dir: str) -> Iterator[LiveServer]:
     yield LiveServer(engine, loop, f"http://127.0.0.1:{port}/v1", "test-key")
     holder["server"].should_exit = True
     thread.join(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[LiveServer]:
+    """The app on the scripted FakeEngine behind a real uvicorn on 127.0.0.1: fast, no model.
+
+    Each request takes about 2 x ``delay`` (the fake sleeps before the first token, then spreads
+    ``delay`` over the tokens), so timings are measurable. API key ``fake-key``.
+    """
+    import uvicorn
+
+    from winnow.engine.fake import FakeEngine
+    from winnow.server.app import create_app
+    from winnow.settings import Settings
+
+    engine = FakeEngine(delay=0.02)
+    app = create_app(Settings(api_key="fake-key", request_timeout=30), engine)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("fake server failed to start")
+        time.sleep(0.02)
+    yield LiveServer(engine, loop, f"http://127.0.0.1:{port}/v1", "fake-key")
+    server.should_exit = True
+    thread.join(timeout=30)
+    loop.close()

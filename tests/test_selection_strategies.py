@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import pytest
@@ -99,7 +98,7 @@ def test_client_n_returns_the_n_best_in_order():
 
 
 def test_weighted_vote_sums_scores_per_answer():
-    # answer 7: 0.4 + 0.45 + 0.3 = 1.15 beats answer 5: 0.9 + 0.1 = 1.0; "I do not know" has no group
+    # answer 7: 0.4 + 0.45 + 0.3 = 1.15 beats answer 5: 0.9 + 0.1 = 1.0; "I do not know": no group
     with client_for(TaggedReward()) as c:
         body = ask(
             c,
