@@ -252,3 +252,28 @@ def test_script_cycles_for_deterministic_candidates():
     with make_client(engine) as c:
         r = c.post("/v1/completions", json={"prompt": "x", "n": 3, "max_tokens": 10})
         assert [ch["text"] for ch in r.json()["choices"]] == ["one", "two", "one"]
+
+
+def test_overload_gets_429_with_retry_after_and_nothing_leaks():
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = FakeEngine(delay=0.5)
+    with make_client(engine, max_running_requests=1, max_queued_requests=1) as c:
+
+        def post(i: int):
+            return c.post("/v1/completions", json={"prompt": f"p{i}", "max_tokens": 5})
+
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(post, range(4)))
+        codes = sorted(r.status_code for r in responses)
+        assert codes.count(200) >= 2  # one ran, one waited its turn
+        rejected = [r for r in responses if r.status_code == 429]
+        assert rejected, codes
+        assert rejected[0].headers["retry-after"] == "1"
+        assert rejected[0].json()["error"]["type"] == "rate_limit_error"
+        # capacity comes back once the storm is over
+        assert post(9).status_code == 200
+        state = c.app.app.state.winnow  # BodyLimit wraps the FastAPI app
+        assert state.admission.running == 0
+        assert state.admission.queued == 0
+        assert engine._running == 0

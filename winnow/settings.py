@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_tokens_cap: int | None = Field(None, ge=1, description="Largest max_tokens accepted.")
     request_timeout: float | None = Field(600.0, gt=0, description="Wall-time cap per request (s).")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_running_requests: int = Field(64, ge=1, description="Requests served at once.")
+    max_queued_requests: int = Field(256, ge=0, description="Requests waiting; past that, 429.")
     # engine
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size on CPU machines (GiB).")
     engine_args: dict[str, Any] = Field(

@@ -18,6 +18,7 @@ from winnow import strategies
 from winnow.engine.base import Engine, EngineError
 from winnow.rewards.registry import RewardSet
 from winnow.server import serving
+from winnow.server.admission import Slot
 from winnow.server.errors import APIError, error_body, install_error_handlers, status_for
 from winnow.server.metrics import Metrics
 from winnow.server.protocol import (
@@ -153,6 +154,8 @@ def create_app(
     @app.get("/metrics")
     async def prometheus() -> Response:
         metrics.engine_running.set(await engine.running_requests())
+        if state.admission is not None:
+            metrics.queued.set(state.admission.queued)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", dependencies=[auth])
@@ -227,8 +230,14 @@ async def _serve(
         raise
     strategy = jobs[0].strategy
     timeout = state.settings.request_timeout
+    assert state.admission is not None
+    try:
+        slot = await state.admission.acquire()
+    except APIError as exc:
+        metrics.requests.labels(endpoint, strategy, str(exc.status)).inc()
+        raise
     if body.stream:
-        return _stream(state, endpoint, body, jobs, started, timeout)
+        return _stream(state, endpoint, body, jobs, started, timeout, slot)
 
     metrics.in_flight.labels(strategy).inc()
     status = "200"
@@ -245,6 +254,7 @@ async def _serve(
         status = str(status_for(exc))
         raise
     finally:
+        slot.release()
         metrics.in_flight.labels(strategy).dec()
         metrics.requests.labels(endpoint, strategy, status).inc()
 
@@ -276,6 +286,7 @@ def _stream(
     jobs: list[serving.Job],
     started: float,
     timeout: float | None,
+    slot: Slot,
 ) -> StreamingResponse:
     strategy = jobs[0].strategy
     metrics = state.metrics
@@ -318,7 +329,22 @@ def _stream(
             status = "499"
             raise
         finally:
+            slot.release()
             metrics.in_flight.labels(strategy).dec()
             metrics.requests.labels(endpoint, strategy, status).inc()
 
-    return StreamingResponse(body_iter(), media_type="text/event-stream")
+    return _SlotStreamingResponse(slot, body_iter(), media_type="text/event-stream")
+
+
+class _SlotStreamingResponse(StreamingResponse):
+    """Releases the request's slot even if the body never starts (client gone before)."""
+
+    def __init__(self, slot: Slot, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()

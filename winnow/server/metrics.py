@@ -49,6 +49,9 @@ class Metrics:
         self.reward_calls = Counter(
             "winnow_reward_calls", "Reward calls made by strategies.", ["strategy"], registry=r
         )
+        self.queued = Gauge(
+            "winnow_requests_queued", "Requests waiting for a running slot.", registry=r
+        )
         self.engine_running = Gauge(
             "winnow_engine_running_requests", "Engine requests in flight right now.", registry=r
         )

@@ -20,6 +20,7 @@ from fastapi import Request
 
 from winnow.engine.base import Engine, TokenLogprob
 from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.server.admission import Admission
 from winnow.server.errors import APIError, error_body
 from winnow.server.metrics import Metrics
 from winnow.server.protocol import (
@@ -63,6 +64,13 @@ class ServerState:
     metrics: Metrics
     rewards: RewardSet
     created: int = field(default_factory=now)
+    admission: Admission | None = None
+
+    def __post_init__(self) -> None:
+        if self.admission is None:
+            self.admission = Admission(
+                self.settings.max_running_requests, self.settings.max_queued_requests
+            )
 
     @property
     def model_name(self) -> str:
