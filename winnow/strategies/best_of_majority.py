@@ -17,6 +17,7 @@ from winnow.strategies.selection import (
     as_choices,
     candidate_report,
     groups_of,
+    pick_best_of_majority,
     sample_candidates,
     score_candidates,
 )
@@ -45,9 +46,7 @@ async def best_of_majority(
     rewards.info(params.reward)
     prompt, candidates = await sample_candidates(request, engine, params.n)
     await score_candidates(prompt, candidates, rewards, params)
-    groups = [g for g in groups_of(candidates) if g.count / params.n >= params.alpha]
-    groups.sort(key=lambda g: (-g.mean, -g.count, g.first))
-    chosen = [g.representative() for g in groups[:k]]
+    chosen, qualifying = pick_best_of_majority(candidates, k, params.alpha)
     report = None
     if params.return_candidates:
         report = candidate_report(candidates, chosen)
@@ -57,7 +56,7 @@ async def best_of_majority(
         details={
             "candidates": len(candidates),
             "groups": len(groups_of(candidates)),
-            "qualifying_groups": len(groups),
+            "qualifying_groups": qualifying,
             "returned": len(chosen),
         },
     )

@@ -182,6 +182,17 @@ def pick_by_groups(
     return chosen
 
 
+def pick_best_of_majority(
+    candidates: Sequence[Candidate], k: int, alpha: float
+) -> tuple[list[Candidate], int]:
+    """Best-of-majority: groups with frequency >= alpha ranked by mean score; (chosen, groups
+    that qualified)."""
+    total = len(candidates)
+    groups = [g for g in groups_of(candidates) if g.count / total >= alpha]
+    groups.sort(key=lambda g: (-g.mean, -g.count, g.first))
+    return [g.representative() for g in groups[:k]], len(groups)
+
+
 def as_choices(chosen: Sequence[Candidate]) -> list[Choice]:
     return [
         Choice(

@@ -1,0 +1,268 @@
+"""The quality benchmark: accuracy of selection strategies vs N, through the real HTTP server.
+
+For every problem, ONE `best_of_n` request with N_max candidates and `return_candidates: true`
+goes to a running winnow server; it returns every candidate with its reward score and answer
+group. Accuracy for smaller N is computed on the first N candidates (nested subsets, so curves
+are paired), for each selection rule:
+
+* sample (the first candidate), majority vote, best-of-N (best score), weighted vote,
+  best-of-majority (k=1, alpha=0.01), and pass@N (any candidate right: the ceiling).
+
+Correctness is judged by the rule-based verifier against the gold answer (never by the reward
+that guided the selection). The server's own choice at N_max is checked against the offline
+recomputation, so the numbers are the server's. 95% intervals: bootstrap over problems.
+
+    python benchmarks/quality/run.py --base-url http://127.0.0.1:8000/v1 --problems 200 --n 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from winnow.answers import equivalent
+from winnow.engine.base import Completion
+from winnow.strategies.selection import Candidate, pick_best_of_majority, pick_by_groups, rank_best
+from winnow.tasks import TASKS, problems
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+NS = (1, 2, 4, 8, 16, 32)
+RULES = ("sample", "majority", "best_of_n", "weighted_vote", "best_of_majority", "pass@n")
+
+
+def to_candidates(returned: Sequence[dict[str, Any]]) -> list[Candidate]:
+    """The server's returned candidates, as the strategies' own selection code sees them."""
+    out = []
+    for c in sorted(returned, key=lambda c: c["index"]):
+        completion = Completion(c["index"], c["text"], [0] * c["tokens"], c["finish_reason"])
+        out.append(Candidate(completion, c["score"], c["answer"], c["group"]))
+    return out
+
+
+def select(rule: str, cands: Sequence[Candidate], alpha: float = 0.01) -> Candidate | None:
+    """One choice by ``rule``, with winnow/strategies/selection.py's own functions."""
+    if rule == "sample":
+        return cands[0]
+    if rule == "best_of_n":
+        return rank_best(cands)[0]
+    if rule in ("majority", "weighted_vote"):
+        return pick_by_groups(cands, 1, rule)[0]  # type: ignore[arg-type]
+    chosen, _ = pick_best_of_majority(cands, 1, alpha)
+    return chosen[0] if chosen else None
+
+
+def correct(candidate: dict[str, Any] | None, gold: str) -> bool:
+    return bool(
+        candidate and candidate["answer"] is not None and equivalent(candidate["answer"], gold)
+    )
+
+
+async def ask(
+    client: httpx.AsyncClient, model: str, messages: list[dict], args: argparse.Namespace, seed: int
+) -> tuple[dict[str, Any], float]:
+    payload = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": seed,
+        "strategy": {
+            "name": "best_of_n",
+            "n": args.n,
+            "reward": args.reward,
+            "selection": "best",
+            "return_candidates": True,
+        },
+    }
+    started = time.perf_counter()
+    r = await client.post("/chat/completions", json=payload)
+    r.raise_for_status()
+    return r.json(), time.perf_counter() - started
+
+
+def bootstrap(values: Sequence[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+
+
+def paired_diff(
+    a: Sequence[float], b: Sequence[float], rounds: int = 2000
+) -> tuple[float, float, float]:
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    lo, hi = bootstrap(diffs, rounds)
+    return statistics.fmean(diffs), lo, hi
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    items = [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    limits = asyncio.Semaphore(args.concurrency)
+    rows: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=args.base_url, headers=headers, timeout=3600) as client:
+        model = (await client.get("/models")).json()["data"][0]["id"]
+        bar = tqdm(total=len(items), desc=f"best_of_n N={args.n}", unit="problem")
+
+        async def one(i: int, problem: Any) -> None:
+            async with limits:
+                body, seconds = await ask(client, model, problem.messages, args, args.seed + i)
+            rows.append({"problem": problem, "body": body, "seconds": seconds})
+            bar.update(1)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
+        wall = time.perf_counter() - started
+        bar.close()
+    return summarise(rows, args, wall)
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> dict[str, Any]:
+    rows.sort(key=lambda r: r["problem"].question)
+    ns = [n for n in NS if n <= args.n]
+    per: dict[str, dict[int, list[float]]] = {rule: {n: [] for n in ns} for rule in RULES}
+    tokens: dict[int, list[int]] = {n: [] for n in ns}
+    agree = 0
+    for row in rows:
+        returned = row["body"]["winnow"]["candidates"]
+        cands = to_candidates(returned)
+        gold = row["problem"].answer
+        chosen = next(c["index"] for c in returned if c["chosen"])
+        agree += chosen == rank_best(cands)[0].completion.index
+        for n in ns:
+            subset = cands[:n]
+            tokens[n].append(sum(len(c.completion.token_ids) for c in subset))
+            for rule in RULES:
+                if rule == "pass@n":
+                    ok = any(correct(c, gold) for c in subset)
+                else:
+                    ok = correct(select(rule, subset), gold)
+                per[rule][n].append(float(ok))
+    table = {
+        rule: {
+            str(n): {"accuracy": statistics.fmean(v), "ci95": bootstrap(v)} for n, v in by_n.items()
+        }
+        for rule, by_n in per.items()
+    }
+    comparisons = {}
+    for n in ns:
+        for rule in ("weighted_vote", "best_of_majority", "best_of_n"):
+            mean, lo, hi = paired_diff(per[rule][n], per["majority"][n])
+            comparisons[f"{rule}-majority@{n}"] = {"diff": mean, "ci95": [lo, hi]}
+    return {
+        "config": {k: v for k, v in vars(args).items() if k not in {"api_key"}},
+        "problems": len(rows),
+        "tasks": {t: TASKS[t][0] for t in args.tasks},
+        "server_choice_matches_offline_best": agree / max(len(rows), 1),
+        "wall_seconds": wall,
+        "seconds_per_request": {
+            "median": statistics.median(r["seconds"] for r in rows),
+            "p95": sorted(r["seconds"] for r in rows)[int(0.95 * (len(rows) - 1))],
+        },
+        "generated_tokens_per_problem": {str(n): statistics.fmean(v) for n, v in tokens.items()},
+        "reward_tokens_per_request": statistics.fmean(
+            r["body"]["usage"]["winnow"]["reward_tokens"] for r in rows
+        ),
+        "accuracy": table,
+        "vs_majority": comparisons,
+        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "command": " ".join(sys.argv),
+    }
+
+
+def report(summary: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [int(n) for n in summary["accuracy"]["sample"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for rule in RULES:
+        acc = [summary["accuracy"][rule][str(n)]["accuracy"] * 100 for n in ns]
+        ax.plot(ns, acc, marker="o", label=rule, linestyle="--" if rule == "pass@n" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("N (candidates)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{summary['problems']} problems, reward '{summary['config']['reward']}'")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+
+    lines = [
+        "# Quality: accuracy vs N",
+        "",
+        f"Command: `{summary['command']}`",
+        "",
+        f"{summary['problems']} problems ({', '.join(summary['config']['tasks'])}; evaluation "
+        "split, disjoint from the reward's training questions), judged by the verifier.",
+        "",
+        "| rule | " + " | ".join(f"N={n}" for n in ns) + " |",
+        "|---|" + "---|" * len(ns),
+    ]
+    for rule in RULES:
+        cells = []
+        for n in ns:
+            cell = summary["accuracy"][rule][str(n)]
+            lo, hi = cell["ci95"]
+            cells.append(f"{cell['accuracy'] * 100:.1f} [{lo * 100:.0f}, {hi * 100:.0f}]")
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired difference vs majority vote (points, 95% bootstrap interval):", ""]
+    for key, cmp in summary["vs_majority"].items():
+        lo, hi = cmp["ci95"]
+        lines.append(f"- {key}: {cmp['diff'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]")
+    lines += [
+        "",
+        f"Server's choice = offline best-of-N recomputation: "
+        f"{summary['server_choice_matches_offline_best'] * 100:.0f}% of problems.",
+        f"Wall time {summary['wall_seconds']:.0f} s; per request median "
+        f"{summary['seconds_per_request']['median']:.1f} s, p95 "
+        f"{summary['seconds_per_request']['p95']:.1f} s (N={summary['config']['n']}).",
+        f"Reward tokens per request: {summary['reward_tokens_per_request']:.0f}.",
+        "",
+        f"![accuracy vs N]({out.with_suffix('.png').name})",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--tasks", nargs="+", default=["add_sub_1digit", "mul_1digit"])
+    p.add_argument("--problems", type=int, default=200)
+    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--reward", default="default")
+    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="40 problems, N=8: a few minutes")
+    p.add_argument("--out", type=Path, default=RESULTS / "quality")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.problems, args.n = min(args.problems, 40), min(args.n, 8)
+    summary = asyncio.run(run(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    report(summary, args.out)
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
