@@ -277,3 +277,19 @@ def test_overload_gets_429_with_retry_after_and_nothing_leaks():
         assert state.admission.running == 0
         assert state.admission.queued == 0
         assert engine._running == 0
+
+
+def test_request_past_its_wall_time_is_504_and_aborts_engine_work():
+    engine = FakeEngine(delay=5.0)
+    with make_client(engine, request_timeout=0.3) as c:
+        r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 5})
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "timeout"
+        assert engine.aborted == 1
+        assert engine._running == 0
+        payload = {"prompt": "x", "max_tokens": 5, "stream": True}
+        with c.stream("POST", "/v1/completions", json=payload) as s:
+            events = _events(s)
+        assert events[0]["error"]["code"] == "timeout"  # in-band: the stream had begun
+        assert events[-1] == "[DONE]"
+        assert engine._running == 0
