@@ -1,0 +1,264 @@
+"""Sequence-classification reward models (Skywork-Reward style) from a local Hugging Face dir.
+
+The model is loaded with ``AutoModelForSequenceClassification`` (decoder architectures whose
+trunk is ``model.model`` and whose head is a linear ``model.score``: Llama, Qwen2, Mistral,
+Gemma...). Remote-code models (ArmoRM's gated multi-objective head) are not loaded: winnow never
+passes ``trust_remote_code``.
+
+What the model reads, token ids concatenated segment by segment as in :mod:`.backbone`:
+
+* the tokenizer's leading special tokens (BOS), unless the rendered prompt already starts with
+  them;
+* ``item.prompt``, the chat text the policy saw, as-is;
+* ``item.response``;
+* the reward model's end-of-turn text: what its own chat template puts after an assistant
+  message (``<|eot_id|>``, ``<|im_end|>\\n``...). Reward models are trained on whole rendered
+  conversations and score that last token; without it they would score a turn still open.
+
+Longer inputs than ``max_length`` (or the model's position limit) lose tokens from the left of
+the prompt (the BOS stays): the response and the question's end matter most.
+
+The score is not taken from the model's own forward (which pools "the last non-pad token" and
+errs when the pad id is also the end-of-turn id): one padded pass over the trunk gives the final
+hidden states, and the head runs on each sequence's real last row through
+:func:`winnow.kernels.reward_head`. Heads: one label, its logit; two labels, the log-odds of
+label 1 over label 0 (a binary classifier's "good" class); more, the logit of label 0. Scores are
+raw logits (higher is better), not probabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from winnow.kernels.dispatch import reward_head
+from winnow.kernels.reward_head import LinearHead
+from winnow.rewards.backbone import Backbone
+from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
+from winnow.rewards.batcher import BatchObserver, MicroBatcher
+from winnow.rewards.probe import ProbeJob, ProbeResult
+from winnow.rewards.registry import SequenceClassifierConfig
+
+RowScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(hidden [T, H], rows [P]) -> scores [P]``: a head applied to some rows of a padded batch."""
+
+_SENTINEL = "WINNOW_RESPONSE_END"
+
+
+class HFModel(Backbone):
+    """A :class:`Backbone` loaded through any transformers auto class.
+
+    ``head`` names a module the checkpoint must hold: transformers silently initialises a
+    missing head at random (a causal LM dir loaded as a classifier), which would give confident
+    nonsense scores, so a missing head fails the load instead.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        auto_class: str = "AutoModelForCausalLM",
+        *,
+        head: str | None = None,
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        super().__init__(model_dir, max_batch_tokens)
+        self.auto_class = auto_class
+        self.head = head
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        import transformers
+
+        loader = getattr(transformers, self.auto_class)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
+        model, loading = loader.from_pretrained(
+            self.model_dir, dtype=torch.float32, output_loading_info=True
+        )
+        self._check_loaded(model, loading)
+        model.eval()
+        self._tokenizer = tokenizer
+        self._model = model
+
+    def _check_loaded(self, model: Any, loading: dict[str, Any]) -> None:
+        kind = self.auto_class.removeprefix("AutoModelFor")
+        if not isinstance(getattr(model, "model", None), torch.nn.Module):
+            raise ValueError(
+                f"{self.model_dir}: unsupported architecture {type(model).__name__} "
+                "(expected a decoder with its trunk at .model)"
+            )
+        if self.head is None:
+            return
+        missing = sorted(k for k in loading.get("missing_keys", ()) if k.split(".")[0] == self.head)
+        if missing or not hasattr(model, self.head):
+            raise ValueError(
+                f"{self.model_dir} holds no trained {self.head!r} head "
+                f"(missing {', '.join(missing) or self.head}): not a {kind} checkpoint"
+            )
+
+    @property
+    def tokenizer(self) -> Any:
+        self.load()
+        return self._tokenizer
+
+    @property
+    def max_positions(self) -> int | None:
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if value else None
+
+
+def special_prefix(tokenizer: Any) -> list[int]:
+    """Special tokens the tokenizer puts before a text: BOS for Llama/Mistral, none for Qwen."""
+    bare = list(tokenizer.encode("a", add_special_tokens=False))
+    full = list(tokenizer.encode("a", add_special_tokens=True))
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start]
+    return []
+
+
+def with_prefix(prefix: Sequence[int], ids: Sequence[int]) -> list[int]:
+    """``prefix + ids``, unless ``ids`` already starts with it (``<|begin_of_text|>`` as text)."""
+    if list(ids[: len(prefix)]) == list(prefix):
+        return list(ids)
+    return [*prefix, *ids]
+
+
+def turn_suffix(tokenizer: Any) -> str:
+    """What the tokenizer's chat template writes after an assistant message's content."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ""
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False))
+    except Exception:
+        return ""
+    at = text.rfind(_SENTINEL)
+    return text[at + len(_SENTINEL) :] if at >= 0 else ""
+
+
+def outcome_head(score: Any) -> tuple[LinearHead, str]:
+    """A scalar :class:`LinearHead` from a ``score`` linear layer, and how to read it."""
+    if not isinstance(score, torch.nn.Linear):
+        raise ValueError(f"unsupported score head {type(score).__name__} (expected nn.Linear)")
+    weight = score.weight.detach()
+    bias = None if score.bias is None else score.bias.detach()
+    labels = weight.shape[0]
+    if labels == 2:
+        diff_bias = None if bias is None else (bias[1] - bias[0]).reshape(1)
+        return LinearHead(weight[1] - weight[0], diff_bias), "log-odds of label 1 over label 0"
+    reading = "logit" if labels == 1 else f"logit of label 0 (of {labels})"
+    return LinearHead(weight[0], None if bias is None else bias[:1]), reading
+
+
+@torch.inference_mode()
+def score_positions(
+    model: Backbone, jobs: Sequence[ProbeJob], scorer: RowScorer
+) -> tuple[list[ProbeResult], int]:
+    """Score the given positions of every job, in as few padded forward passes as fit.
+
+    Sequences are right-padded with an attention mask, so the rows of real tokens are those of
+    an unpadded pass; only the requested rows reach ``scorer``.
+    """
+    results: list[ProbeResult | None] = [None] * len(jobs)
+    total = 0
+    for group in model.batches([len(j.ids) for j in jobs]):
+        batch = model.hidden_states([jobs[i].ids for i in group])
+        rows = [batch.row(k, p) for k, i in enumerate(group) for p in jobs[i].positions]
+        flat = scorer(batch.hidden, torch.tensor(rows, dtype=torch.long)).reshape(-1).tolist()
+        start = 0
+        for i in group:
+            n = len(jobs[i].positions)
+            results[i] = ProbeResult(flat[start : start + n], len(jobs[i].ids))
+            start += n
+        total += batch.tokens
+    return [r for r in results if r is not None], total
+
+
+class SequenceClassifierReward(Reward):
+    """Outcome reward from a sequence-classification reward model; see the module docstring."""
+
+    def __init__(
+        self,
+        config: SequenceClassifierConfig,
+        *,
+        observer: BatchObserver | None = None,
+        max_batch: int = 64,
+        max_wait: float = 0.005,
+    ) -> None:
+        self.config = config
+        self.model = HFModel(config.path, "AutoModelForSequenceClassification", head="score")
+        self._head: LinearHead | None = None
+        self._prefix: list[int] = []
+        self._suffix: list[int] = []
+        self._suffix_text = ""
+        self._max_length = config.max_length
+        self._info = self._make_info(reading=None)
+        self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
+            config.name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
+        )
+
+    def _make_info(self, reading: str | None) -> RewardInfo:
+        extra: dict[str, object] = {"path": self.config.path, "max_length": self.config.max_length}
+        if reading is not None:
+            extra["head"] = reading
+        return RewardInfo(
+            name=self.config.name,
+            kind="outcome",
+            backend="seq_cls",
+            scale="raw logit (higher is better)",
+            description=f"sequence-classification reward model {Path(self.config.path).name}",
+            extra=extra,
+        )
+
+    @property
+    def info(self) -> RewardInfo:
+        return self._info
+
+    def _load(self) -> LinearHead:
+        """Load weights and tokenizer details once; callable from any thread."""
+        if self._head is not None:
+            return self._head
+        self.model.load()
+        head, reading = outcome_head(self.model.model.score)
+        tokenizer = self.model.tokenizer
+        self._prefix = special_prefix(tokenizer)
+        suffix = turn_suffix(tokenizer)
+        self._suffix, self._suffix_text = self.model.encode(suffix), suffix.strip()
+        limit = self.model.max_positions
+        self._max_length = min(self.config.max_length, limit) if limit else self.config.max_length
+        self._info = self._make_info(reading)
+        self._head = head
+        return head
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    async def shutdown(self) -> None:
+        await self.batcher.close()
+
+    def job(self, item: OutcomeItem) -> ProbeJob:
+        """Token ids of one item, cut from the left of the prompt; the score reads the last one."""
+        self._load()
+        ids = with_prefix(self._prefix, self.model.encode(item.prompt))
+        ids += self.model.encode(item.response)
+        if not (self._suffix_text and item.response.rstrip().endswith(self._suffix_text)):
+            ids += self._suffix
+        if len(ids) > self._max_length:
+            keep = max(self._max_length - len(self._prefix), 1)
+            ids = [*self._prefix, *ids[-keep:]]
+        return ProbeJob(tuple(ids), (len(ids) - 1,))
+
+    def _run(self, jobs: list[ProbeJob]) -> tuple[list[ProbeResult], int]:
+        head = self._load()
+        return score_positions(self.model, jobs, lambda h, rows: reward_head(h, rows, head))
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        if not items:
+            return Scored([], 0)
+        results = await self.batcher.submit([self.job(i) for i in items])
+        return Scored([r.scores[0] for r in results], sum(r.tokens for r in results))

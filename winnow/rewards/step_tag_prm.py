@@ -1,0 +1,204 @@
+"""Step-tag process reward models from a local Hugging Face dir, in two styles.
+
+``label_token`` (Math-Shepherd): a causal LM trained to predict ``good_token``/``bad_token`` right
+after ``step_tag``. A step's score is P(good) = softmax over the two label logits at the tag
+position, computed by :func:`winnow.kernels.prm_label_probs` from the two LM-head rows only
+(never the full-vocabulary logits).
+
+``two_way`` (Qwen2.5-Math-PRM style): a decoder with a 2-class token-classification head
+(``AutoModelForTokenClassification``; a ``score`` module that is a linear layer or
+Linear-ReLU-Linear). A step's score is P(class 1) = softmax of the head at the step's tag,
+computed by :func:`winnow.kernels.reward_head`.
+
+What the model reads, token ids concatenated segment by segment as in :mod:`.backbone`: the
+tokenizer's leading special tokens (BOS) unless the prompt starts with them, ``item.prompt``
+as-is, then per step its text without trailing whitespace, the tag token, and (``label_token``
+only) the trailing whitespace: Math-Shepherd writes ``step ки\\n``, Qwen2.5-Math-PRM joins steps
+with the tag in place of the delimiter. The tag is inserted as a token id, so step text that
+happens to contain it cannot shift the positions read. An unfinished last step
+(``ProcessItem.partial``) gets its tag like any other: it is scored as if complete.
+
+Inputs longer than the model's position limit lose tokens from the left of the prompt; if the
+steps alone do not fit, the call is refused (:class:`RewardInputError`).
+
+``step_tag``, ``good_token`` and ``bad_token`` must each be exactly one token of the model's
+tokenizer (``good``/``bad`` only for ``label_token``); this is checked at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from winnow.kernels.dispatch import prm_label_probs, reward_head
+from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
+from winnow.rewards.base import ProcessItem, Reward, RewardInfo, RewardInputError, StepScored
+from winnow.rewards.batcher import BatchObserver, MicroBatcher
+from winnow.rewards.probe import ProbeJob, ProbeResult
+from winnow.rewards.registry import StepTagPRMConfig
+from winnow.rewards.seq_cls import HFModel, RowScorer, score_positions, special_prefix, with_prefix
+
+
+def single_token(model: HFModel, text: str, what: str) -> int:
+    """The one token id of ``text``; a clear error if it is not exactly one token."""
+    ids = model.encode(text)
+    if len(ids) != 1:
+        raise ValueError(
+            f"{what} {text!r} is {len(ids)} tokens {ids} in the tokenizer of {model.model_dir}; "
+            "it must be exactly one token"
+        )
+    return ids[0]
+
+
+def two_way_head(module: Any) -> RewardHead:
+    """The 2-class head of a token-classification PRM as a kernel head (``[in, out]`` weights)."""
+
+    def detached(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach()
+
+    head: RewardHead
+    if isinstance(module, torch.nn.Linear):
+        head = LinearHead(module.weight.detach().T, detached(module.bias))
+    elif (
+        isinstance(module, torch.nn.Sequential)
+        and len(module) == 3
+        and isinstance(module[0], torch.nn.Linear)
+        and isinstance(module[1], torch.nn.ReLU)
+        and isinstance(module[2], torch.nn.Linear)
+    ):
+        first, second = module[0], module[2]
+        head = MLPHead(
+            first.weight.detach().T,
+            detached(first.bias),
+            second.weight.detach().T,
+            detached(second.bias),
+        )
+    else:
+        raise ValueError(
+            f"unsupported two_way head {type(module).__name__} "
+            "(expected nn.Linear or Linear-ReLU-Linear)"
+        )
+    if head.out_features != 2:
+        raise ValueError(f"a two_way PRM needs a 2-class head, this one has {head.out_features}")
+    return head
+
+
+def _split_trailing_space(step: str) -> tuple[str, str]:
+    body = step.rstrip()
+    return body, step[len(body) :]
+
+
+class StepTagPRM(Reward):
+    """Process reward from a step-tag PRM; see the module docstring."""
+
+    def __init__(
+        self,
+        config: StepTagPRMConfig,
+        *,
+        observer: BatchObserver | None = None,
+        max_batch: int = 64,
+        max_wait: float = 0.005,
+    ) -> None:
+        self.config = config
+        label_token = config.style == "label_token"
+        self.model = HFModel(
+            config.path,
+            "AutoModelForCausalLM" if label_token else "AutoModelForTokenClassification",
+            head=None if label_token else "score",
+        )
+        self._keep_space = label_token
+        self._scorer: RowScorer | None = None
+        self._tag = -1
+        self._prefix: list[int] = []
+        self._info = RewardInfo(
+            name=config.name,
+            kind="process",
+            backend="step_tag_prm",
+            scale="probability in [0, 1] that the step is correct",
+            description=f"{config.style} process reward model {Path(config.path).name}",
+            extra={"path": config.path, "style": config.style, "step_tag": config.step_tag},
+        )
+        self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
+            config.name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
+        )
+
+    @property
+    def info(self) -> RewardInfo:
+        return self._info
+
+    def _load(self) -> RowScorer:
+        """Load weights, resolve the tag and label tokens once; callable from any thread."""
+        if self._scorer is not None:
+            return self._scorer
+        self.model.load()
+        tag = single_token(self.model, self.config.step_tag, "step_tag")
+        scorer = self._label_scorer() if self.config.style == "label_token" else self._head_scorer()
+        self._prefix = special_prefix(self.model.tokenizer)
+        self._tag = tag
+        self._scorer = scorer
+        return scorer
+
+    def _label_scorer(self) -> RowScorer:
+        good = single_token(self.model, self.config.good_token, "good_token")
+        bad = single_token(self.model, self.config.bad_token, "bad_token")
+        if good == bad:
+            raise ValueError(f"good_token and bad_token are the same token ({good})")
+        lm_head = self.model.model.get_output_embeddings().weight.detach()
+        labels = torch.tensor([good, bad], dtype=torch.long)
+        return lambda hidden, rows: prm_label_probs(hidden, rows, lm_head, labels)[:, 0]
+
+    def _head_scorer(self) -> RowScorer:
+        head = two_way_head(self.model.model.score)
+        return lambda hidden, rows: torch.softmax(reward_head(hidden, rows, head), dim=-1)[:, 1]
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    async def shutdown(self) -> None:
+        await self.batcher.close()
+
+    def job(self, item: ProcessItem) -> ProbeJob:
+        """Token ids of one item with a tag after every step, and the tags' positions."""
+        self._load()
+        ids = with_prefix(self._prefix, self.model.encode(item.prompt))
+        prompt_end = len(ids)
+        positions: list[int] = []
+        for step in item.steps:
+            body, space = _split_trailing_space(step)
+            ids += self.model.encode(body)
+            ids.append(self._tag)
+            positions.append(len(ids) - 1)
+            if self._keep_space and space:
+                ids += self.model.encode(space)
+        ids = ids[: positions[-1] + 1] if positions else ids  # nothing after the last tag counts
+        return self._truncate(ids, positions, prompt_end)
+
+    def _truncate(self, ids: list[int], positions: list[int], prompt_end: int) -> ProbeJob:
+        limit = self.model.max_positions
+        cut = len(ids) - limit if limit else 0
+        if cut <= 0:
+            return ProbeJob(tuple(ids), tuple(positions))
+        start = len(self._prefix)
+        if start + cut > prompt_end:
+            raise RewardInputError(
+                f"reward {self.info.name!r}: the steps take {len(ids) - prompt_end} tokens, "
+                f"more than the model's limit of {limit} with the prompt cut away"
+            )
+        kept = [*ids[:start], *ids[start + cut :]]
+        return ProbeJob(tuple(kept), tuple(p - cut for p in positions))
+
+    def _run(self, jobs: list[ProbeJob]) -> tuple[list[ProbeResult], int]:
+        return score_positions(self.model, jobs, self._load())
+
+    async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
+        """One score per step; items without steps get none (and cost no forward pass)."""
+        todo = [i for i, item in enumerate(items) if item.steps]
+        results = await self.batcher.submit([self.job(items[i]) for i in todo])
+        scores: list[list[float]] = [[] for _ in items]
+        for i, result in zip(todo, results, strict=True):
+            scores[i] = result.scores
+        return StepScored(scores, sum(r.tokens for r in results))
