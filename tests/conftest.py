@@ -29,6 +29,7 @@ def free_port() -> int:
 @dataclass
 class LiveServer:
     engine: Any
+    rewards: Any
     loop: asyncio.AbstractEventLoop
     base_url: str  # ends with /v1
     api_key: str
@@ -56,6 +57,7 @@ def live_server(default_model_dir: str) -> Iterator[LiveServer]:
     import uvicorn
 
     from winnow.engine.vllm_local import VllmEngine
+    from winnow.rewards.registry import build_rewards, default_configs
     from winnow.server.app import create_app
     from winnow.settings import Settings, default_data_dir
 
@@ -71,10 +73,15 @@ def live_server(default_model_dir: str) -> Iterator[LiveServer]:
     ready = threading.Event()
     holder: dict[str, Any] = {}
 
+    rewards = build_rewards(
+        default_configs(default_model=True), default_model_dir=default_model_dir, engine=engine
+    )
+
     async def main() -> None:
         try:
             await engine.start()
-            app = create_app(settings, engine, manage_engine=False)
+            await rewards.start()
+            app = create_app(settings, engine, rewards, manage_engine=False)
             config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
             server = uvicorn.Server(config)
             holder["server"] = server
@@ -88,6 +95,7 @@ def live_server(default_model_dir: str) -> Iterator[LiveServer]:
             ready.set()
             raise
         finally:
+            await rewards.shutdown()
             await engine.shutdown()
 
     def run_loop() -> None:
@@ -109,7 +117,7 @@ def live_server(default_model_dir: str) -> Iterator[LiveServer]:
     if "error" in holder or "server" not in holder:
         raise RuntimeError(f"live server failed to start: {holder.get('error')!r}")
     print(f"\nlive server up in {time.monotonic() - started:.1f} s")
-    yield LiveServer(engine, loop, f"http://127.0.0.1:{port}/v1", "test-key")
+    yield LiveServer(engine, rewards, loop, f"http://127.0.0.1:{port}/v1", "test-key")
     holder["server"].should_exit = True
     thread.join(timeout=60)
 

@@ -54,6 +54,11 @@ class Backbone:
         return int(self._model.config.hidden_size)
 
     @property
+    def tokenizer(self) -> Any:
+        self.load()
+        return self._tokenizer
+
+    @property
     def model(self) -> Any:
         self.load()
         return self._model

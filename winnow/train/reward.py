@@ -44,7 +44,6 @@ class TrainConfig:
     max_tokens: int = 96
     process_problems: int = 160
     process_eval_problems: int = 60
-    l2: float = 1e-3
     seed: int = 0
 
 
@@ -162,6 +161,27 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Ten
     return raw_w, raw_b.reshape(1)
 
 
+def choose_l2(
+    x: torch.Tensor, y: torch.Tensor, grid: Sequence[float] = (1e-3, 1e-2, 1e-1), folds: int = 5
+) -> tuple[float, dict[str, float]]:
+    """Pick the L2 strength by k-fold cross-validated AUC on the training set only."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    results: dict[str, float] = {}
+    for l2 in grid:
+        scores: list[float] = []
+        labels: list[int] = []
+        for k in range(folds):
+            test = order[k::folds]
+            mask = torch.ones(len(y), dtype=torch.bool)
+            mask[test] = False
+            w, b = fit_logistic(x[mask], y[mask], l2)
+            scores += (x[test] @ w + b).tolist()
+            labels += y[test].tolist()
+        results[str(l2)] = auc(scores, labels)
+    best = max(grid, key=lambda l2: results[str(l2)])
+    return best, results
+
+
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
     pos = [s for s, y in zip(scores, labels, strict=True) if y]
@@ -219,7 +239,8 @@ async def train_default_reward(
 
     x_train = features(backbone, _jobs_outcome(backbone, train_rows), "outcome features")
     x_held = features(backbone, _jobs_outcome(backbone, held_rows), "held-out features")
-    w, b = fit_logistic(x_train, y_train, config.l2)
+    l2, cv = choose_l2(x_train, y_train)
+    w, b = fit_logistic(x_train, y_train, l2)
     held_scores = torch.sigmoid(x_held @ w + b).tolist()
     train_scores = torch.sigmoid(x_train @ w + b).tolist()
     outcome_metrics = {
@@ -229,6 +250,8 @@ async def train_default_reward(
         "heldout_samples": len(held_rows),
         "heldout_questions": len({p.question for p, _, _ in held_rows}),
         "heldout_accuracy_of_samples": sum(y_held) / max(len(y_held), 1),
+        "l2": l2,
+        "cv_auc_by_l2": cv,
         "train_auc": auc(train_scores, y_train.tolist()),
         "heldout_auc": auc(held_scores, y_held),
     }
@@ -262,12 +285,15 @@ async def train_default_reward(
     py_train = torch.tensor([y for _, _, ys in ex_train + sampled for y in ys], dtype=torch.long)
     px_held = features(backbone, _jobs_process(backbone, ex_held), "held-out step features")
     py_held = [y for _, _, ys in ex_held for y in ys]
-    pw, pb = fit_logistic(px_train, py_train, config.l2)
+    pl2, pcv = choose_l2(px_train, py_train)
+    pw, pb = fit_logistic(px_train, py_train, pl2)
     p_scores = torch.sigmoid(px_held @ pw + pb).tolist()
     process_metrics = {
         "train_solutions": len(ex_train),
         "train_sampled_answers": len(sampled),
         "train_steps": int(py_train.numel()),
+        "l2": pl2,
+        "cv_auc_by_l2": pcv,
         "heldout_solutions": len(ex_held),
         "heldout_steps": len(py_held),
         "heldout_step_auc": auc(p_scores, py_held),
