@@ -16,7 +16,7 @@ def train_reward(out_dir: Path | None, quick: bool, seed: int) -> dict:
     from winnow.engine.vllm_local import VllmEngine
     from winnow.models.default_model import build_default_model
     from winnow.rewards.backbone import Backbone
-    from winnow.train.reward import TrainConfig, train_default_reward
+    from winnow.train.reward import TrainConfig, train_default_reward, write_model_card
 
     data_dir = default_data_dir()
     model = str(build_default_model(data_dir))
@@ -39,5 +39,6 @@ def train_reward(out_dir: Path | None, quick: bool, seed: int) -> dict:
             await engine.shutdown()
 
     summary = asyncio.run(run())
+    write_model_card(target)
     print(json.dumps(summary, indent=2))
     return summary

@@ -322,3 +322,64 @@ async def train_default_reward(
     }
     (out_dir / "training-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _cv(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v:.3f}" for k, v in metrics["cv_auc_by_l2"].items())
+
+
+def write_model_card(out_dir: Path) -> Path:
+    """A model card for the shipped heads, from what training measured."""
+    outcome = json.loads((out_dir / "default" / "probe.json").read_text())
+    process = json.loads((out_dir / "default_prm" / "probe.json").read_text())
+    summary = json.loads((out_dir / "training-summary.json").read_text())
+    om, pm, cfg = outcome["metrics"], process["metrics"], outcome["config"]
+    lines = [
+        "# Default rewards: `default` (outcome) and `default_prm` (process)",
+        "",
+        "Logistic probes on SmolLM2-135M-Instruct's own last-layer hidden state (576 floats, after",
+        "the final norm), shipped as `head.safetensors` + `probe.json`. Trained by",
+        f"`winnow train reward` (seed {cfg['seed']}) in {summary['seconds']:.0f} s on a 2-core "
+        "CPU; no downloaded data:",
+        "reasoning-gym generates the problems, the model itself the answers, the rule-based",
+        "verifier the labels. Questions are split by a hash of their text (`winnow/tasks.py`): the",
+        "held-out and benchmark questions never appear in training.",
+        "",
+        "## `default` — P(answer correct)",
+        "",
+        f"- Data: {om['train_samples']} sampled answers to {om['train_questions']} questions "
+        f"(basic_arithmetic, 2 one-digit terms, + and -, and *), {cfg['samples_per_question']} "
+        f"samples each at temperature {cfg['temperature']}, max {cfg['max_tokens']} tokens; "
+        f"{om['train_accuracy_of_samples'] * 100:.0f}% of them correct.",
+        f"- Features: hidden state at the last token of prompt + response. L2 {om['l2']:g} chosen "
+        f"by 5-fold cross-validation on the training set (CV AUC by L2: {_cv(om)}).",
+        f"- **Held-out AUC: {om['heldout_auc']:.3f}** on {om['heldout_samples']} answers to "
+        f"{om['heldout_questions']} fresh questions ({om['heldout_accuracy_of_samples'] * 100:.0f}%"
+        f" correct); training AUC {om['train_auc']:.3f}.",
+        "",
+        "## `default_prm` — P(steps so far correct)",
+        "",
+        f"- Data: {pm['train_solutions']} gsm_symbolic worked solutions and corrupted copies (one "
+        "number changed in one step: steps before it labelled correct, from it on wrong), plus "
+        f"the {pm['train_sampled_answers']} sampled arithmetic answers above as one-step "
+        f"solutions labelled by the verifier: {pm['train_steps']} labelled steps.",
+        f"- Features: hidden state at the last token of each step (steps end with a blank line). "
+        f"L2 {pm['l2']:g} by cross-validation (CV AUC by L2: {_cv(pm)}).",
+        f"- **Held-out step AUC: {pm['heldout_step_auc']:.3f}** over {pm['heldout_steps']} steps "
+        f"of {pm['heldout_solutions']} held-out solutions and corruptions; as an outcome reward on"
+        f" the held-out arithmetic answers (last step) AUC "
+        f"{pm['heldout_outcome_auc_of_last_step']:.3f}.",
+        "",
+        "## Limits",
+        "",
+        "- Trained for one model (SmolLM2-135M-Instruct, the embedded default) and short",
+        "  arithmetic; it reads that model's hidden states, so it cannot score another model's",
+        "  prompts meaningfully, and it knows nothing of other domains.",
+        "- The process head's corruptions are synthetic (a changed number); real reasoning errors",
+        "  of other kinds are not in its data, and its step-level AUC is modest.",
+        "- The L2 grid's strongest value won cross-validation for both heads: a wider grid (or",
+        "  more data) may do better.",
+    ]
+    path = out_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
