@@ -147,7 +147,8 @@ def fake_server() -> Iterator[LiveServer]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("fake server failed to start")
         time.sleep(0.02)
-    yield LiveServer(engine, loop, f"http://127.0.0.1:{port}/v1", "fake-key")
+    base_url = f"http://127.0.0.1:{port}/v1"
+    yield LiveServer(engine=engine, rewards=None, loop=loop, base_url=base_url, api_key="fake-key")
     server.should_exit = True
     thread.join(timeout=30)
     loop.close()
