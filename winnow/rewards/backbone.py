@@ -8,12 +8,30 @@ exactly without offset mapping.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeJob:
+    """A token sequence and the positions whose hidden states are to be scored."""
+
+    ids: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    scores: list[float]
+    tokens: int
+
+
+RowScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(flattened hidden states, row indices) -> one score per row."""
 
 
 @dataclass(slots=True)
@@ -111,3 +129,27 @@ class Backbone:
         if current:
             groups.append(current)
         return groups
+
+
+@torch.inference_mode()
+def score_positions(
+    model: Backbone, jobs: Sequence[ProbeJob], scorer: RowScorer, layer: int = -1
+) -> tuple[list[ProbeResult], int]:
+    """Score the given positions of every job, in as few padded forward passes as fit.
+
+    Sequences are right-padded with an attention mask, so the rows of real tokens are those of
+    an unpadded pass; only the requested rows reach ``scorer``.
+    """
+    results: list[ProbeResult | None] = [None] * len(jobs)
+    total = 0
+    for group in model.batches([len(j.ids) for j in jobs]):
+        batch = model.hidden_states([jobs[i].ids for i in group], layer)
+        rows = [batch.row(k, p) for k, i in enumerate(group) for p in jobs[i].positions]
+        flat = scorer(batch.hidden, torch.tensor(rows, dtype=torch.long)).reshape(-1).tolist()
+        start = 0
+        for i in group:
+            n = len(jobs[i].positions)
+            results[i] = ProbeResult(flat[start : start + n], len(jobs[i].ids))
+            start += n
+        total += batch.tokens
+    return [r for r in results if r is not None], total

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 
 from winnow.kernels.dispatch import reward_head
 from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
-from winnow.rewards.backbone import Backbone
+from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, score_positions
 from winnow.rewards.base import (
     STEP_DELIMITER,
     OutcomeItem,
@@ -36,18 +35,6 @@ from winnow.rewards.base import (
     StepScored,
 )
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeJob:
-    ids: tuple[int, ...]
-    positions: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    scores: list[float]
-    tokens: int
 
 
 def load_head(directory: Path) -> tuple[RewardHead, dict[str, Any]]:
@@ -75,22 +62,12 @@ def score_jobs(
     backbone: Backbone, head: RewardHead, jobs: Sequence[ProbeJob], layer: int, sigmoid: bool
 ) -> tuple[list[ProbeResult], int]:
     """Score probe jobs in as few padded forward passes as ``max_batch_tokens`` allows."""
-    results: list[ProbeResult | None] = [None] * len(jobs)
-    total = 0
-    for group in backbone.batches([len(j.ids) for j in jobs]):
-        batch = backbone.hidden_states([jobs[i].ids for i in group], layer)
-        rows = [batch.row(k, p) for k, i in enumerate(group) for p in jobs[i].positions]
-        values = reward_head(batch.hidden, torch.tensor(rows, dtype=torch.long), head)
-        if sigmoid:
-            values = torch.sigmoid(values)
-        flat = values.reshape(len(rows)).tolist()
-        start = 0
-        for i in group:
-            n = len(jobs[i].positions)
-            results[i] = ProbeResult(flat[start : start + n], len(jobs[i].ids))
-            start += n
-        total += batch.tokens
-    return [r for r in results if r is not None], total
+
+    def scorer(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        values = reward_head(hidden, rows, head)
+        return torch.sigmoid(values) if sigmoid else values
+
+    return score_positions(backbone, jobs, scorer, layer)
 
 
 class ProbeReward(Reward):

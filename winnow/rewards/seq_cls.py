@@ -29,7 +29,7 @@ raw logits (higher is better), not probabilities.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,11 @@ import torch
 
 from winnow.kernels.dispatch import reward_head
 from winnow.kernels.reward_head import LinearHead
-from winnow.rewards.backbone import Backbone
+from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, score_positions
 from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
-from winnow.rewards.probe import ProbeJob, ProbeResult
 from winnow.rewards.registry import SequenceClassifierConfig
 
-RowScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(hidden [T, H], rows [P]) -> scores [P]``: a head applied to some rows of a padded batch."""
 
 _SENTINEL = "WINNOW_RESPONSE_END"
@@ -153,30 +151,6 @@ def outcome_head(score: Any) -> tuple[LinearHead, str]:
         return LinearHead(weight[1] - weight[0], diff_bias), "log-odds of label 1 over label 0"
     reading = "logit" if labels == 1 else f"logit of label 0 (of {labels})"
     return LinearHead(weight[0], None if bias is None else bias[:1]), reading
-
-
-@torch.inference_mode()
-def score_positions(
-    model: Backbone, jobs: Sequence[ProbeJob], scorer: RowScorer
-) -> tuple[list[ProbeResult], int]:
-    """Score the given positions of every job, in as few padded forward passes as fit.
-
-    Sequences are right-padded with an attention mask, so the rows of real tokens are those of
-    an unpadded pass; only the requested rows reach ``scorer``.
-    """
-    results: list[ProbeResult | None] = [None] * len(jobs)
-    total = 0
-    for group in model.batches([len(j.ids) for j in jobs]):
-        batch = model.hidden_states([jobs[i].ids for i in group])
-        rows = [batch.row(k, p) for k, i in enumerate(group) for p in jobs[i].positions]
-        flat = scorer(batch.hidden, torch.tensor(rows, dtype=torch.long)).reshape(-1).tolist()
-        start = 0
-        for i in group:
-            n = len(jobs[i].positions)
-            results[i] = ProbeResult(flat[start : start + n], len(jobs[i].ids))
-            start += n
-        total += batch.tokens
-    return [r for r in results if r is not None], total
 
 
 class SequenceClassifierReward(Reward):

@@ -36,11 +36,11 @@ import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
 from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
+from winnow.rewards.backbone import ProbeJob, ProbeResult, RowScorer, score_positions
 from winnow.rewards.base import ProcessItem, Reward, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
-from winnow.rewards.probe import ProbeJob, ProbeResult
 from winnow.rewards.registry import StepTagPRMConfig
-from winnow.rewards.seq_cls import HFModel, RowScorer, score_positions, special_prefix, with_prefix
+from winnow.rewards.seq_cls import HFModel, special_prefix, with_prefix
 
 
 def single_token(model: HFModel, text: str, what: str) -> int:

@@ -27,9 +27,9 @@ import torch
 from tqdm import tqdm
 
 from winnow.answers import equivalent, extract_answer
-from winnow.rewards.backbone import Backbone
+from winnow.rewards.backbone import Backbone, ProbeJob
 from winnow.rewards.base import STEP_DELIMITER
-from winnow.rewards.probe import ProbeJob, save_head
+from winnow.rewards.probe import save_head
 from winnow.tasks import Problem, problems
 
 OUTCOME_TASKS = ("add_sub_1digit", "mul_1digit")
