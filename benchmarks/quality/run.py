@@ -64,10 +64,8 @@ def select(rule: str, cands: Sequence[Candidate], alpha: float = 0.01) -> Candid
     return chosen[0] if chosen else None
 
 
-def correct(candidate: dict[str, Any] | None, gold: str) -> bool:
-    return bool(
-        candidate and candidate["answer"] is not None and equivalent(candidate["answer"], gold)
-    )
+def correct(candidate: Candidate | None, gold: str) -> bool:
+    return bool(candidate and candidate.answer is not None and equivalent(candidate.answer, gold))
 
 
 async def ask(
@@ -127,6 +125,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
         wall = time.perf_counter() - started
         bar.close()
+    raw = [{"question": r["problem"].question, "answer": r["problem"].answer,
+            "seconds": r["seconds"], "body": r["body"]} for r in rows]  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".raw.json").write_text(json.dumps({"wall": wall, "rows": raw}))
     return summarise(rows, args, wall)
 
 

@@ -1,0 +1,56 @@
+"""The quality benchmark's offline scoring: selection rules on returned candidates."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from winnow.tasks import Problem
+
+_spec = importlib.util.spec_from_file_location(
+    "quality_run", Path(__file__).parents[1] / "benchmarks" / "quality" / "run.py"
+)
+assert _spec and _spec.loader
+run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run)
+
+
+def _candidate(i: int, answer: int | None, score: float, group: int | None) -> dict:
+    return {
+        "index": i,
+        "text": f"The answer is {answer}." if answer is not None else "no idea",
+        "score": score,
+        "answer": None if answer is None else str(answer),
+        "group": group,
+        "finish_reason": "stop",
+        "tokens": 5,
+        "chosen": False,
+    }
+
+
+def test_rules_on_one_problem():
+    cands = [
+        _candidate(0, 3, 0.1, 0),
+        _candidate(1, 4, 0.9, 1),
+        _candidate(2, 3, 0.5, 0),
+        _candidate(3, None, 0.95, None),
+    ]
+    cands[3]["chosen"] = True  # what the server's best-of-N picks
+    body = {"winnow": {"candidates": cands}, "usage": {"winnow": {"reward_tokens": 40}}}
+    rows = [{"problem": Problem("t", "q", "3"), "seconds": 1.0, "body": body}]
+    args = argparse.Namespace(n=4, tasks=["add_sub_1digit"], reward="default", problems=1)
+    out = run.summarise(rows, args, 1.0)
+    at4 = {rule: out["accuracy"][rule]["4"]["accuracy"] for rule in run.RULES}
+    assert at4 == {
+        "sample": 1.0,  # candidate 0 says 3
+        "majority": 1.0,  # 3 appears twice
+        "best_of_n": 0.0,  # the top score has no answer
+        "weighted_vote": 0.0,  # 0.9 for 4 beats 0.1 + 0.5 for 3
+        "best_of_majority": 0.0,  # mean 0.9 beats mean 0.3
+        "pass@n": 1.0,
+    }
+    assert out["accuracy"]["best_of_n"]["2"]["accuracy"] == 0.0  # first two: 4 wins on score
+    assert out["accuracy"]["majority"]["1"]["accuracy"] == 1.0
+    assert out["server_choice_matches_offline_best"] == 1.0
+    assert out["generated_tokens_per_problem"]["4"] == 20
