@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from winnow.clients.launch import server_process
 from winnow.engine.base import (
     EngineError,
     EngineRequestError,
@@ -456,33 +454,6 @@ def vllm_command(model: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"vLLM not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @dataclass
 class VllmServer:
     url: str
@@ -500,27 +471,18 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     env = {
-        **os.environ,
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
     }
-    started = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            vllm_command(model, port), env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        from transformers import AutoTokenizer  # slow to import: overlap it with vLLM's start
+    from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(model))
-        wait_healthy(proc, url, log, timeout=180)
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    started = time.monotonic()
+    with server_process(vllm_command(model, port), url, log, env=env, timeout=300):
         print(f"\nvLLM server up in {time.monotonic() - started:.1f} s")
         yield VllmServer(url, tokenizer)
-    finally:
-        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")

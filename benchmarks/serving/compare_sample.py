@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -38,8 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from winnow.clients.launch import server_process
 from winnow.clients.loadgen import BenchConfig, BenchRun, run_benchmark
 from winnow.clients.prompts import BenchPrompt, reasoning_gym_prompts
 from winnow.clients.report import to_json
@@ -131,46 +129,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 15)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @contextmanager
 def running(server: Server, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The server up and healthy on 127.0.0.1:port; always stopped (its whole process group)."""
-    env = {**os.environ, **server.env}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            server.command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}", log, timeout=900)
+    with server_process(server.command, f"http://127.0.0.1:{port}", log, env=server.env) as proc:
         yield proc
-    finally:
-        _stop(proc)
 
 
 def measure(
