@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -260,8 +261,6 @@ async def _serve(
 
 
 async def _gather(state: ServerState, jobs: list[serving.Job]) -> None:
-    import asyncio
-
     await asyncio.gather(*(serving.run_job(state, j) for j in jobs))
 
 

@@ -326,10 +326,6 @@ def chat_logprobs(tokens: Sequence[TokenLogprob]) -> ChatLogprobs:
 # ---- whole responses ---------------------------------------------------------------------------
 
 
-def _echo_prefix(body: CompletionRequest, job: Job, prompt_text: str | None) -> str:
-    return prompt_text if body.echo and prompt_text is not None else ""
-
-
 async def completion_response(
     state: ServerState, body: CompletionRequest, jobs: Sequence[Job]
 ) -> CompletionResponse:
@@ -396,7 +392,8 @@ class QueueSink:
         await self._queue.put((self._offset, deltas))
 
 
-ChunkMaker = Callable[[Sequence[ChoiceDelta], int, bool], dict[str, Any]]
+ChunkMaker = Callable[[Sequence[ChoiceDelta], set[int]], dict[str, Any]]
+"""(deltas, indices seen for the first time) -> one SSE chunk."""
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:
@@ -446,7 +443,7 @@ async def stream_jobs(
                 if first:
                     on_first_token()
                     first = False
-                yield sse(make_chunk(shifted, 0, _mark_started(started, shifted)))
+                yield sse(make_chunk(shifted, _mark_started(started, shifted)))
                 continue
             getter.cancel()
             if task in done:
@@ -459,7 +456,7 @@ async def stream_jobs(
                 ChoiceDelta(offset + d.index, d.text, d.token_ids, d.finish_reason, d.logprobs)
                 for d in deltas
             ]
-            yield sse(make_chunk(shifted, 0, _mark_started(started, shifted)))
+            yield sse(make_chunk(shifted, _mark_started(started, shifted)))
         for job in jobs:
             assert job.result is not None
             if job.result.streamed:
@@ -473,7 +470,7 @@ async def stream_jobs(
             if first:
                 on_first_token()
                 first = False
-            yield sse(make_chunk(whole, 0, _mark_started(started, whole)))
+            yield sse(make_chunk(whole, _mark_started(started, whole)))
         if include_usage:
             yield sse(usage_chunk(total_usage(jobs)))
         yield sse("[DONE]")
@@ -504,7 +501,7 @@ def _mark_started(started: set[int], deltas: Sequence[ChoiceDelta]) -> set[int]:
 
 
 def completion_chunk_maker(state: ServerState, response_id: str, created: int) -> ChunkMaker:
-    def make(deltas: Sequence[ChoiceDelta], _: int, fresh: set[int]) -> dict[str, Any]:
+    def make(deltas: Sequence[ChoiceDelta], fresh: set[int]) -> dict[str, Any]:
         choices = [
             CompletionChoice(
                 index=d.index,
@@ -522,7 +519,7 @@ def completion_chunk_maker(state: ServerState, response_id: str, created: int) -
 
 
 def chat_chunk_maker(state: ServerState, response_id: str, created: int) -> ChunkMaker:
-    def make(deltas: Sequence[ChoiceDelta], _: int, fresh: set[int]) -> dict[str, Any]:
+    def make(deltas: Sequence[ChoiceDelta], fresh: set[int]) -> dict[str, Any]:
         choices = [
             ChatChunkChoice(
                 index=d.index,
