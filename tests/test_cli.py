@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.conftest import free_port
-from winnow.cli import build_parser, parse_engine_args
+from winnow.cli import build_parser, parse_engine_args, serve_settings
 from winnow.clients.launch import server_process
 
 
@@ -21,6 +21,18 @@ def test_engine_options_pass_through_to_vllm():
     assert engine_args["tensor_parallel_size"] == 2
     assert engine_args["max_model_len"] == 1024
     assert "port" not in engine_args
+
+
+def test_settings_come_from_options_then_environment(monkeypatch):
+    monkeypatch.setenv("WINNOW_API_KEY", "from-env")
+    monkeypatch.setenv("WINNOW_MAX_N", "8")
+    args, extra = build_parser().parse_known_args(["serve", "--max-n", "4"])
+    settings = serve_settings(args, extra)
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "from-env"
+    assert settings.max_n == 4  # the option wins over the variable
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    args, extra = build_parser().parse_known_args(["serve", "--api-key", "opt"])
+    assert serve_settings(args, extra).api_key.get_secret_value() == "opt"
 
 
 def test_unknown_engine_option_is_refused():

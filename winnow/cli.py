@@ -22,26 +22,36 @@ def _serve_parser(sub: Any) -> None:
         help="start the OpenAI-compatible server",
         description="Start winnow. Options not listed here go to vLLM's engine arguments.",
     )
+    # Defaults live in winnow.settings.Settings (so WINNOW_* variables apply): None = not given.
     p.add_argument("--model", help="model directory (default: the embedded SmolLM2-135M)")
     p.add_argument("--served-model-name", help="name clients use (default: the model's name)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", help="default 127.0.0.1")
+    p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
-    p.add_argument("--backend", choices=["local", "remote"], default="local")
+    p.add_argument("--backend", choices=["local", "remote"], help="default local")
     p.add_argument(
         "--remote-url",
+        dest="remote_urls",
         action="append",
-        default=[],
         help="a vLLM OpenAI server for --backend remote (repeat for round-robin)",
     )
     p.add_argument("--remote-api-key", help="API key of the remote vLLM servers")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--rewards-config", type=Path, default=None, help="JSON list of rewards")
-    p.add_argument("--max-n", type=int, default=64, help="largest n / strategy budget accepted")
-    p.add_argument("--max-tokens-cap", type=int, default=None)
-    p.add_argument("--request-timeout", type=float, default=600.0, help="wall time per request")
-    p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache on CPU machines (GiB)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--data-dir", type=Path, help="default $WINNOW_DATA_DIR or ~/.cache/winnow")
+    p.add_argument("--rewards-config", type=Path, help="JSON list of reward configurations")
+    p.add_argument("--max-n", type=int, help="largest n / strategy budget accepted (64)")
+    p.add_argument("--max-tokens-cap", type=int, help="largest max_tokens accepted")
+    p.add_argument("--request-timeout", type=float, help="wall time per request, s (600)")
+    p.add_argument("--max-running-requests", type=int, help="requests served at once (64)")
+    p.add_argument("--max-queued-requests", type=int, help="requests waiting; past it 429 (256)")
+    p.add_argument("--kv-cache-gib", type=int, help="KV cache on CPU machines, GiB (2)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+SERVE_SETTINGS = (
+    "model", "served_model_name", "host", "port", "api_key", "backend", "remote_urls",
+    "remote_api_key", "data_dir", "rewards_config", "max_n", "max_tokens_cap", "request_timeout",
+    "max_running_requests", "max_queued_requests", "kv_cache_gib", "log_level",
+)  # fmt: skip
 
 
 def _model_parser(sub: Any) -> None:
@@ -90,6 +100,12 @@ def parse_engine_args(extra: list[str]) -> dict[str, Any]:
     return {k: v for k, v in parsed.items() if v != defaults.get(k) and k != "model"}
 
 
+def serve_settings(args: argparse.Namespace, extra: list[str]) -> Settings:
+    """Options given on the command line win; the rest come from WINNOW_* or the defaults."""
+    given = {k: getattr(args, k) for k in SERVE_SETTINGS if getattr(args, k) is not None}
+    return Settings(**given, engine_args=parse_engine_args(extra))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -111,28 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     if args.command == "serve":
-        settings = Settings(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            model=args.model,
-            served_model_name=args.served_model_name,
-            backend=args.backend,
-            remote_urls=args.remote_url,
-            remote_api_key=args.remote_api_key,
-            data_dir=args.data_dir or default_data_dir(),
-            rewards_config=args.rewards_config,
-            max_n=args.max_n,
-            max_tokens_cap=args.max_tokens_cap,
-            request_timeout=args.request_timeout,
-            kv_cache_gib=args.kv_cache_gib,
-            engine_args=parse_engine_args(extra),
-            log_level=args.log_level,
-        )
+        settings = serve_settings(args, extra)
         from winnow.server.run import serve
 
         logging.basicConfig(
-            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         serve(settings)
         return 0
