@@ -8,7 +8,6 @@ coroutines on that loop with :meth:`LiveServer.run`.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -17,13 +16,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from winnow.clients.launch import free_port
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from winnow.clients.launch import server_process
+from winnow.clients.launch import free_port, server_process
 from winnow.engine.base import (
     EngineError,
     EngineRequestError,
@@ -48,12 +47,6 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- a mocked vLLM ------------------------------------------------------------------------------

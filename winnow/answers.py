@@ -630,7 +630,14 @@ def _complex_close(a: complex, b: complex) -> bool:
 
 
 def group_answers(texts: Sequence[str]) -> list[int | None]:
-    """Group ids per response: equal answers share an id, unreadable ones get None.
+    """Group ids per response; see :func:`answers_and_groups`."""
+    return answers_and_groups(texts)[1]
+
+
+def answers_and_groups(texts: Sequence[str]) -> tuple[list[str | None], list[int | None]]:
+    """Each response's extracted answer and its group id (one extraction per response).
+
+    Equal answers share an id, unreadable ones get None (answer and group alike).
 
     Ids are 0, 1, ... in order of first appearance. Grouping is by canonical key (O(n)); the
     only fallback between distinct keys is a merge of numerically close real constants (sort by
@@ -639,7 +646,8 @@ def group_answers(texts: Sequence[str]) -> list[int | None]:
     Keys with variables are not compared pairwise (a sympy call per pair is too slow per
     request); their normal form already unites the spellings models write.
     """
-    values = [_analyse(answer) if (answer := extract_answer(t)) else None for t in texts]
+    answers = [extract_answer(t) for t in texts]
+    values = [_analyse(answer) if answer else None for answer in answers]
     parent: dict[str, str] = {}
     numeric: dict[str, _Value] = {}
     for value in values:
@@ -666,4 +674,4 @@ def group_answers(texts: Sequence[str]) -> list[int | None]:
             groups.append(None)
         else:
             groups.append(ids.setdefault(find(value.key), len(ids)))
-    return groups
+    return [a if g is not None else None for a, g in zip(answers, groups, strict=True)], groups

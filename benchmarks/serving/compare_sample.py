@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from winnow.clients.launch import server_process
+from winnow.clients.launch import free_port, server_process
 from winnow.clients.loadgen import BenchConfig, BenchRun, run_benchmark
 from winnow.clients.prompts import BenchPrompt, reasoning_gym_prompts
 from winnow.clients.report import to_json
@@ -121,12 +120,6 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 # ---- one server ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -310,7 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    args.port = args.port or _free_port()
+    args.port = args.port or free_port()
     if args.quick:
         args.num_prompts, args.max_tokens = 16, 16
     return args

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,6 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:

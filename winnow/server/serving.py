@@ -436,10 +436,7 @@ async def stream_jobs(
             )
             if getter in done:
                 offset, deltas = getter.result()
-                shifted = [
-                    ChoiceDelta(offset + d.index, d.text, d.token_ids, d.finish_reason, d.logprobs)
-                    for d in deltas
-                ]
+                shifted = _shift(offset, deltas)
                 if first:
                     on_first_token()
                     first = False
@@ -452,10 +449,7 @@ async def stream_jobs(
         task.result()  # re-raise a strategy failure
         while not queue.empty():  # deltas sent just before the end
             offset, deltas = queue.get_nowait()
-            shifted = [
-                ChoiceDelta(offset + d.index, d.text, d.token_ids, d.finish_reason, d.logprobs)
-                for d in deltas
-            ]
+            shifted = _shift(offset, deltas)
             yield sse(make_chunk(shifted, _mark_started(started, shifted)))
         for job in jobs:
             assert job.result is not None
@@ -491,6 +485,14 @@ async def stream_jobs(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _shift(offset: int, deltas: Sequence[ChoiceDelta]) -> list[ChoiceDelta]:
+    """A prompt's deltas with choice indices moved to that prompt's place in the response."""
+    return [
+        ChoiceDelta(offset + d.index, d.text, d.token_ids, d.finish_reason, d.logprobs)
+        for d in deltas
+    ]
 
 
 def _mark_started(started: set[int], deltas: Sequence[ChoiceDelta]) -> set[int]:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answers import extract_answer, group_answers
+from winnow.answers import answers_and_groups
 from winnow.engine.base import Completion
 from winnow.rewards.base import OutcomeItem, ProcessItem, split_steps
 from winnow.strategies.base import (
@@ -95,10 +95,9 @@ async def sample_candidates(
     """N samples in ONE engine call (the prompt is prefilled once); returns the prompt text."""
     generation = await engine.generate(request.sampling(n=n))
     candidates = [Candidate(c) for c in generation.completions]
-    groups = group_answers([c.completion.text for c in candidates])
-    for candidate, group in zip(candidates, groups, strict=True):
-        candidate.group = group
-        candidate.answer = extract_answer(candidate.completion.text) if group is not None else None
+    answers, groups = answers_and_groups([c.completion.text for c in candidates])
+    for candidate, answer, group in zip(candidates, answers, groups, strict=True):
+        candidate.answer, candidate.group = answer, group
     return request.prompt_text, candidates
 
 

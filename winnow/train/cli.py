@@ -6,10 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from winnow.rewards.registry import ASSETS  # where the shipped reward heads live
 from winnow.settings import default_data_dir
-
-# Where the shipped default reward heads live inside the package.
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "rewards"
 
 
 def train_reward(out_dir: Path | None, quick: bool, seed: int) -> dict:
