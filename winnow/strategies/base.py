@@ -37,6 +37,11 @@ class StrategyParams(BaseModel):
         """Sequences sampled per prompt at once (checked against the server's --max-n)."""
         return 1
 
+    def token_budget(self, request: GenerationRequest) -> int:
+        """The most tokens this strategy may generate for ``request`` (kept and discarded),
+        checked against the server's per-request cap before any work starts."""
+        return self.candidates() * request.max_tokens
+
     def check(self, request: GenerationRequest) -> None:
         """Raise ``StrategyError`` if these parameters cannot serve ``request`` (a 400)."""
 

@@ -1,0 +1,13 @@
+"""Engine-side logits processors: per-request control that runs inside vLLM's sampler.
+
+Every processor here is registered with the shared ``AsyncLLM`` at start-up and stays inert for
+requests that do not carry its key in ``SamplingParams.extra_args``, so ordinary requests are
+token-identical to an engine without them. Strategies reach them only through
+``SamplingSpec.extra_args`` (plain JSON), never through vLLM types.
+
+They run in vLLM's engine-core process (pickled there by import path), so each lives in an
+importable module and loads what it needs (weights, tokenizer facts) itself.
+"""
+
+PROCESSORS: tuple[str, ...] = ()
+"""``module:Class`` import paths handed to ``AsyncEngineArgs(logits_processors=...)``."""
