@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     max_n: int = Field(64, ge=1, le=128, description="Largest n (and strategy budget) accepted.")
     max_tokens_cap: int | None = Field(None, ge=1, description="Largest max_tokens accepted.")
     request_timeout: float | None = Field(600.0, gt=0, description="Wall-time cap per request (s).")
+    max_request_tokens: int | None = Field(
+        None, ge=1, description="Largest strategy token budget (kept + discarded) per request."
+    )
+    reward_timeout: float | None = Field(
+        120.0, gt=0, description="Wall-time cap per reward call (s); past it the request is 504."
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish (s)."
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_running_requests: int = Field(64, ge=1, description="Requests served at once.")
     max_queued_requests: int = Field(256, ge=0, description="Requests waiting; past that, 429.")
