@@ -29,6 +29,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 FinishReason = Literal["stop", "length", "abort"]
 
 
+class SegmentSpec(BaseModel):
+    """End the generation before the first token whose next-token entropy (full vocabulary,
+    nats) reaches ``entropy``, once at least ``min_tokens`` tokens are written (CARDS). The
+    completion then finishes with ``finish_reason="stop"`` and ``stop_reason="segment"``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entropy: float = Field(3.0, gt=0.0)
+    min_tokens: int = Field(4, ge=0)
+
+
+SEGMENT_STOP = "segment"
+
+
 class SamplingSpec(BaseModel):
     """One engine call: sample ``n`` continuations of one prompt."""
 
@@ -56,6 +70,7 @@ class SamplingSpec(BaseModel):
     extra_args: dict[str, Any] | None = Field(
         None, description="Per-request arguments for engine-side logits processors."
     )
+    segment: SegmentSpec | None = Field(None, description="Stop where the model is uncertain.")
 
     @model_validator(mode="after")
     def _check(self) -> SamplingSpec:

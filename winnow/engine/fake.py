@@ -12,6 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from winnow.engine.base import (
+    SEGMENT_STOP,
     ChatMessage,
     Completion,
     CompletionDelta,
@@ -25,6 +26,10 @@ from winnow.engine.base import (
 )
 
 EOS_ID = 0
+UNCERTAIN = "\u00a6"
+"""Scripts may mark positions where the fake model is "uncertain" with ``¦``: a call with
+``SamplingSpec.segment`` stops before the first mark after ``min_tokens`` characters (as the
+entropy processor does in vLLM); otherwise marks are invisible."""
 Script = Callable[[str, int, SamplingSpec], str]
 """(prompt text, completion index, spec) -> the completion's full text before truncation."""
 
@@ -55,10 +60,14 @@ class FakeEngine(Engine):
         return self._info
 
     def _complete(self, prompt: str, index: int, spec: SamplingSpec) -> Completion:
-        text = self.script(prompt, index, spec)
+        text, uncertain = _uncertain_positions(self.script(prompt, index, spec))
         finish: str = "length"
         stop_reason: str | int | None = None
         cut = len(text)
+        if spec.segment is not None:
+            at = next((u for u in uncertain if u >= spec.segment.min_tokens), None)
+            if at is not None:
+                cut, finish, stop_reason = at, "stop", SEGMENT_STOP
         for stop in spec.stop:
             at = text.find(stop)
             if 0 <= at < cut:
@@ -157,6 +166,15 @@ class FakeEngine(Engine):
 
     async def running_requests(self) -> int:
         return self._running
+
+
+def _uncertain_positions(marked: str) -> tuple[str, list[int]]:
+    pieces = marked.split(UNCERTAIN)
+    positions, length = [], 0
+    for piece in pieces[:-1]:
+        length += len(piece)
+        positions.append(length)
+    return "".join(pieces), positions
 
 
 def cycle_script(texts: Sequence[str]) -> Script:

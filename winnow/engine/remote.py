@@ -124,6 +124,11 @@ def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
 
 def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
     """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
+    if spec.segment is not None:
+        raise EngineRequestError(
+            "uncertainty segmentation (cards) runs in winnow's local engine only: a remote vLLM "
+            "server does not load winnow's logits processor"
+        )
     payload: dict[str, Any] = {
         "model": model,
         "prompt": spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt),

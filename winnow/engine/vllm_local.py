@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.engine.base import (
+    SEGMENT_STOP,
     ChatMessage,
     Completion,
     CompletionDelta,
@@ -105,6 +106,7 @@ class VllmEngine(Engine):
         self._tokenizer: Any = None
         self._info: ModelInfo | None = None
         self._running: set[str] = set()
+        self._sentinel: int | None = None  # ends uncertainty segments (see processors.segment)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -119,6 +121,9 @@ class VllmEngine(Engine):
         log.info("starting vLLM engine: %s", self.engine_args)
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()
+        from winnow.engine.processors.segment import pick_sentinel
+
+        self._sentinel = pick_sentinel(self._tokenizer)
         config = self._llm.model_config
         eos = self._tokenizer.eos_token_id
         self._info = ModelInfo(
@@ -190,6 +195,15 @@ class VllmEngine(Engine):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        stop_token_ids, extra_args = list(spec.stop_token_ids), spec.extra_args
+        if spec.segment is not None:
+            from winnow.engine.processors.segment import KEY
+
+            if self._sentinel is None:
+                raise ValueError("this model has no sentinel token to end uncertainty segments")
+            stop_token_ids.append(self._sentinel)
+            rule = {**spec.segment.model_dump(), "sentinel": self._sentinel}
+            extra_args = {**(extra_args or {}), KEY: rule}
         return SamplingParams(
             n=spec.n,
             max_tokens=spec.max_tokens,
@@ -202,12 +216,12 @@ class VllmEngine(Engine):
             repetition_penalty=spec.repetition_penalty,
             seed=spec.seed,
             stop=list(spec.stop) or None,
-            stop_token_ids=list(spec.stop_token_ids) or None,
+            stop_token_ids=stop_token_ids or None,
             include_stop_str_in_output=spec.include_stop_str_in_output,
             ignore_eos=spec.ignore_eos,
             logprobs=spec.logprobs,
             prompt_logprobs=spec.prompt_logprobs,
-            extra_args=spec.extra_args,
+            extra_args=extra_args,
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 
@@ -247,14 +261,7 @@ class VllmEngine(Engine):
         if final is None:
             raise EngineError("vLLM returned no output")
         completions = [
-            Completion(
-                index=o.index,
-                text=o.text,
-                token_ids=list(o.token_ids),
-                finish_reason=o.finish_reason,
-                stop_reason=o.stop_reason,
-                logprobs=self._logprobs(o.token_ids, o.logprobs, spec.logprobs),
-            )
+            Completion(o.index, o.text, *self._tokens_and_reasons(o, spec))
             for o in sorted(final.outputs, key=lambda o: o.index)
         ]
         prompt_logprobs = None
@@ -273,14 +280,7 @@ class VllmEngine(Engine):
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
         async for output in self._outputs(spec, stream=True):
             deltas = [
-                CompletionDelta(
-                    index=o.index,
-                    text=o.text,
-                    token_ids=list(o.token_ids),
-                    finish_reason=o.finish_reason,
-                    stop_reason=o.stop_reason,
-                    logprobs=self._logprobs(o.token_ids, o.logprobs, spec.logprobs),
-                )
+                CompletionDelta(o.index, o.text, *self._tokens_and_reasons(o, spec))
                 for o in output.outputs
             ]
             yield StreamEvent(
@@ -288,6 +288,17 @@ class VllmEngine(Engine):
                 deltas=deltas,
                 cached_prompt_tokens=int(output.num_cached_tokens or 0),
             )
+
+    def _tokens_and_reasons(
+        self, output: Any, spec: SamplingSpec
+    ) -> tuple[list[int], Any, Any, list[TokenLogprob] | None]:
+        """(token ids, finish reason, stop reason, logprobs) of one vLLM output; a segment cut
+        drops its sentinel token (it is not text) and reports ``stop_reason="segment"``."""
+        ids, logprobs, stop_reason = list(output.token_ids), output.logprobs, output.stop_reason
+        if spec.segment is not None and stop_reason == self._sentinel and ids:
+            ids, stop_reason = ids[:-1], SEGMENT_STOP
+            logprobs = logprobs[: len(ids)] if logprobs is not None else None
+        return ids, output.finish_reason, stop_reason, self._logprobs(ids, logprobs, spec.logprobs)
 
     # ---- logprobs -----------------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""CARDS on the scripted fake engine: segmentation, threshold schedule, acceptance, fallback."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+
+import pytest
+from fastapi.testclient import TestClient
+
+from winnow.engine.base import SegmentSpec
+from winnow.engine.fake import FakeEngine, Script
+from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
+from winnow.rewards.registry import RewardSet
+from winnow.server.app import create_app
+from winnow.settings import Settings
+from winnow.strategies.cards import accepts, threshold
+
+WORDS = {"good": 0.9, "meh": 0.3, "bad": 0.1}
+
+
+class LastWordReward(Reward):
+    """Scores a prefix by the last tag word in it (good/meh/bad); 0 without one."""
+
+    def __init__(self, name: str = "words", r_star: float | None = 0.8) -> None:
+        extra = {"calibration": {"r_star": r_star}} if r_star is not None else {}
+        self._info = RewardInfo(name, "outcome", "test", "tag", extra=extra)
+        self.seen: list[str] = []
+
+    @property
+    def info(self) -> RewardInfo:
+        return self._info
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        out = []
+        for i in items:
+            self.seen.append(i.response)
+            tags = [w for w in i.response.replace("¦", " ").split() if w in WORDS]
+            out.append(WORDS[tags[-1]] if tags else 0.0)
+        return Scored(out, tokens=len(items))
+
+
+def queue(texts: Sequence[str]) -> Script:
+    """Each engine call writes the next text of the list (then the last one again)."""
+    it: Iterator[str] = iter(texts)
+    last = [texts[-1]]
+
+    def script(prompt: str, index: int, spec: object) -> str:
+        last[0] = next(it, last[0])
+        return last[0]
+
+    return script
+
+
+def run(texts: Sequence[str], strategy: dict, reward: Reward | None = None, **body) -> tuple:
+    reward = reward or LastWordReward()
+    engine = FakeEngine(queue(texts))
+    app = create_app(Settings(max_n=8), engine, RewardSet({reward.info.name: reward}))
+    payload = {"prompt": "Q:", "max_tokens": 40, "seed": 1, **body}
+    payload["strategy"] = {"name": "cards", "reward": reward.info.name, **strategy}
+    with TestClient(app) as client:
+        r = client.post("/v1/completions", json=payload)
+    return r, engine, reward
+
+
+def test_threshold_rises_from_r0_to_r_star_and_stays():
+    assert threshold(0, 0.4, 0.8, 100) == pytest.approx(0.4)
+    assert threshold(50, 0.4, 0.8, 100) == pytest.approx(0.6)
+    assert threshold(100, 0.4, 0.8, 100) == pytest.approx(0.8)
+    assert threshold(250, 0.4, 0.8, 100) == pytest.approx(0.8)
+
+
+def test_soft_acceptance_is_exp_of_the_margin_over_beta():
+    p = math.exp((0.3 - 0.5) / 0.7)
+    assert accepts(0.3, 0.5, 0.7, "soft", p - 1e-9)
+    assert not accepts(0.3, 0.5, 0.7, "soft", p + 1e-9)
+    assert accepts(0.9, 0.5, 0.7, "soft", 0.999999)  # above tau: always
+    assert not accepts(0.49, 0.5, 0.7, "hard", 0.0)
+    assert accepts(0.5, 0.5, 0.7, "hard", 0.99)
+    assert not accepts(float("nan"), 0.0, 0.7, "soft", 0.0)
+
+
+def test_hard_acceptance_rejects_bad_segments_and_counts_them():
+    r, engine, reward = run(
+        ["bad one¦ x", "good one¦ x", " bad two¦ y", " good two"],
+        {"acceptance": "hard", "min_segment_tokens": 4},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["text"] == "good one good two"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    details = body["winnow"]["details"]
+    assert details["segments"] == 2 and details["candidates"] == 4 and details["rejections"] == 2
+    assert details["rejections_per_segment"] == [[1, 1]]
+    assert details["r0"] == pytest.approx(0.5 * 0.0 + 0.5 * 0.8)  # RM(prompt) = 0
+    # every call is cut by the engine, with the request's rule
+    assert all(c.segment == SegmentSpec(entropy=3.0, min_tokens=4) for c in engine.calls)
+    # honest accounting: the rejected segments' tokens count as generated
+    written = len("bad one") + len("good one") + len(" bad two") + len(" good two") + 1  # + EOS
+    assert body["usage"]["winnow"]["generated_tokens"] == written
+    assert body["usage"]["completion_tokens"] == len("good one good two") + 1
+    assert body["usage"]["winnow"]["reward_calls"] == 5  # RM(prompt) + 4 candidates
+    assert reward.seen[0] == ""  # the threshold schedule starts from RM(prompt)
+
+
+def test_min_segment_tokens_skips_early_uncertainty():
+    r, _, _ = run(["ok¦ good one¦ rest"], {"acceptance": "hard", "min_segment_tokens": 4})
+    assert r.json()["choices"][0]["text"].startswith("ok good one")
+
+
+def test_after_max_rejections_the_best_candidate_is_taken():
+    r, _, _ = run(
+        ["bad a", "meh b", "bad c"],
+        {"acceptance": "hard", "max_rejections": 3},
+    )
+    body = r.json()
+    assert body["choices"][0]["text"] == "meh b"
+    assert body["winnow"]["details"]["forced_accepts"] == 1
+    assert body["winnow"]["details"]["candidates"] == 3
+
+
+def test_segment_cap_continues_until_max_tokens():
+    r, engine, _ = run(
+        ["good aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],
+        {"max_segment_tokens": 8, "acceptance": "hard"},
+        max_tokens=20,
+    )
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert len(choice["text"]) == 20
+    assert [c.max_tokens for c in engine.calls] == [8, 8, 4]
+
+
+def test_soft_acceptance_is_reproducible_with_a_seed():
+    texts = ["meh a¦ ", " bad b¦ ", " meh c¦ ", " good d"] * 10
+    first = run(texts, {"acceptance": "soft"})[0].json()
+    second = run(texts, {"acceptance": "soft"})[0].json()
+    assert first["choices"][0]["text"] == second["choices"][0]["text"]
+    assert first["winnow"]["details"] == second["winnow"]["details"]
+
+
+def test_n_chains_run_independently():
+    r, _, _ = run(["good a¦ b", " good c"] * 4, {"acceptance": "hard"}, n=2)
+    body = r.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert len(body["winnow"]["details"]["rejections_per_segment"]) == 2
+
+
+def test_streaming_sends_each_accepted_segment_once():
+    reward = LastWordReward()
+    engine = FakeEngine(queue(["bad x¦ y", "good one¦ x", " good two"]))
+    app = create_app(Settings(), engine, RewardSet({"words": reward}))
+    payload = {"prompt": "Q:", "max_tokens": 40, "seed": 1, "stream": True,
+               "strategy": {"name": "cards", "reward": "words", "acceptance": "hard"}}  # fmt: skip
+    with TestClient(app) as client, client.stream("POST", "/v1/completions", json=payload) as r:
+        assert r.status_code == 200
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    texts = [c["choices"][0]["text"] for c in chunks if c["choices"]]
+    assert "".join(texts) == "good one good two"
+    assert [t for t in texts if t] == ["good one", " good two"]  # bad x never went out
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_reward_without_calibration_needs_r_star():
+    r, engine, _ = run(["good"], {}, reward=LastWordReward(r_star=None))
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "strategy.r_star"
+    assert not engine.calls
+    ok, _, _ = run(["good"], {"r_star": 0.5}, reward=LastWordReward(r_star=None))
+    assert ok.status_code == 200
+
+
+def test_bad_parameters_are_400():
+    r, _, _ = run(["good"], {"min_segment_tokens": 10, "max_segment_tokens": 5})
+    assert r.status_code == 400 and "min_segment_tokens" in r.json()["error"]["message"]
+    r, _, _ = run(["good"], {"beta": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "strategy.beta"

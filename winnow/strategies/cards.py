@@ -1,0 +1,241 @@
+"""CARDS: cascade reward sampling, segment-level rejection sampling (Li et al., 2024).
+
+The answer grows one *segment* at a time. A segment ends where the model becomes uncertain
+(next-token entropy over the full vocabulary >= ``entropy_threshold`` nats after at least
+``min_segment_tokens`` tokens; at most ``max_segment_tokens``; or end of sequence); the engine
+cuts it there itself (``SamplingSpec.segment``: a logits processor inside vLLM), so no token past
+the cut is written and thrown away. Each candidate segment is scored with an outcome reward on
+the whole prefix (prompt + accepted segments + candidate) and accepted against a rising
+threshold:
+
+    r0     = (1 - alpha) * RM(prompt) + alpha * r_star
+    tau(t) = min(r_star, r0 + t * (r_star - r0) / max_tokens)       t = tokens incl. the segment
+    accept with probability min(1, exp((r - tau(t)) / beta))       (soft)   or   r >= tau(t) (hard)
+
+After ``max_rejections`` rejections in a row the best candidate since the last acceptance is
+taken. ``beta`` is both the sampling temperature and the acceptance temperature, as published.
+
+Accepted segments stream to the client as soon as they are accepted (real streaming: nothing is
+sent that is later taken back). ``n`` > 1 runs n independent chains at once (the engine and the
+reward batcher merge their calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
+
+from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, SegmentSpec
+from winnow.rewards.base import OutcomeItem
+from winnow.strategies.base import (
+    Choice,
+    ChoiceDelta,
+    GenerationRequest,
+    MeteredEngine,
+    Rewards,
+    StrategyParams,
+    StrategyResult,
+)
+from winnow.strategies.registry import StrategyError, register
+from winnow.strategies.selection import RewardField
+
+
+class CardsParams(StrategyParams):
+    reward: str | dict[str, float] = RewardField
+    r_star: float | None = Field(
+        None,
+        description="Target reward; default: the reward's calibrated r_star (GET /v1/rewards).",
+    )
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Start of the threshold schedule.")
+    beta: float = Field(0.7, gt=0.0, le=5.0, description="Sampling + acceptance temperature.")
+    acceptance: Literal["soft", "hard"] = "soft"
+    entropy_threshold: float = Field(3.0, gt=0.0, description="Nats; a segment ends here.")
+    min_segment_tokens: int = Field(4, ge=1, le=256)
+    max_segment_tokens: int = Field(64, ge=1, le=1024)
+    max_rejections: int = Field(20, ge=1, le=200, description="Then take the best candidate.")
+    top_k: int = Field(40, ge=0, description="Top-k sampling (0: off).")
+    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+
+    def token_budget(self, request: GenerationRequest) -> int:
+        # every token position can be sampled (max_rejections + 1) times at worst
+        return request.n * request.max_tokens * (self.max_rejections + 1)
+
+    def check(self, request: GenerationRequest) -> None:
+        if self.min_segment_tokens > self.max_segment_tokens:
+            raise StrategyError(
+                "min_segment_tokens must not exceed max_segment_tokens",
+                "strategy.min_segment_tokens",
+            )
+
+
+def threshold(t: int, r0: float, r_star: float, max_tokens: int) -> float:
+    """tau(t): rises linearly from r0 towards r_star over the token budget, then stays."""
+    return min(r_star, r0 + t * (r_star - r0) / max_tokens)
+
+
+def accepts(
+    score: float, tau: float, beta: float, rule: Literal["soft", "hard"], draw: float
+) -> bool:
+    """Soft: accept with probability min(1, exp((r - tau) / beta)); ``draw`` ~ U[0, 1)."""
+    if math.isnan(score):
+        return False
+    if rule == "hard":
+        return score >= tau
+    return draw < math.exp(min(0.0, (score - tau) / beta))
+
+
+@dataclass(slots=True)
+class ChainStats:
+    segments: int = 0
+    candidates: int = 0
+    rejections: int = 0
+    forced: int = 0  # segments taken after max_rejections rejections in a row
+    rejections_per_segment: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Chain:
+    """One CARDS answer under construction."""
+
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish: FinishReason | None = None
+    score: float | None = None
+    stats: ChainStats = field(default_factory=ChainStats)
+
+
+def r_star_for(params: CardsParams, rewards: Rewards) -> float:
+    if params.r_star is not None:
+        return params.r_star
+    info = rewards.info(params.reward)
+    calibration = info.extra.get("calibration") if isinstance(params.reward, str) else None
+    if isinstance(calibration, dict) and "r_star" in calibration:
+        return float(calibration["r_star"])
+    raise StrategyError(
+        f"reward {params.reward!r} has no calibrated r_star; pass strategy.r_star "
+        "(a high quantile of this reward on sampled answers is a good start)",
+        "strategy.r_star",
+    )
+
+
+@register("cards", CardsParams, streams=True)
+async def cards(
+    request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
+) -> StrategyResult:
+    """Segment-level rejection sampling: accept uncertainty-delimited segments by reward."""
+    params = request.params
+    assert isinstance(params, CardsParams)
+    if rewards.info(params.reward).kind != "outcome":
+        raise StrategyError("cards scores prefixes with an outcome reward", "strategy.reward")
+    r_star = r_star_for(params, rewards)
+    prompt_ids = tuple(
+        request.prompt
+        if isinstance(request.prompt, tuple)
+        else await engine.tokenize(request.prompt, add_special_tokens=True)
+    )
+    r_prompt = (await rewards.score(params.reward, [item(request, "")])).scores[0]
+    r0 = (1 - params.alpha) * r_prompt + params.alpha * r_star
+    chains = [Chain(i) for i in range(request.n)]
+    async with asyncio.TaskGroup() as group:
+        for chain in chains:
+            group.create_task(grow(chain, request, prompt_ids, r0, r_star, engine, rewards))
+    stats = [c.stats for c in chains]
+    return StrategyResult(
+        [Choice(c.index, c.text, c.token_ids, c.finish, score=c.score) for c in chains],
+        details={
+            "r_star": r_star,
+            "r0": r0,
+            "segments": sum(s.segments for s in stats),
+            "candidates": sum(s.candidates for s in stats),
+            "rejections": sum(s.rejections for s in stats),
+            "forced_accepts": sum(s.forced for s in stats),
+            "rejections_per_segment": [s.rejections_per_segment for s in stats],
+        },
+        streamed=request.sink is not None,
+    )
+
+
+def item(request: GenerationRequest, response: str) -> OutcomeItem:
+    params = request.params
+    assert isinstance(params, CardsParams)
+    return OutcomeItem(request.prompt_text, response, params.reference)
+
+
+async def grow(
+    chain: Chain,
+    request: GenerationRequest,
+    prompt_ids: tuple[int, ...],
+    r0: float,
+    r_star: float,
+    engine: MeteredEngine,
+    rewards: Rewards,
+) -> None:
+    params = request.params
+    assert isinstance(params, CardsParams)
+    rng = random.Random(None if request.seed is None else request.seed * 1_000_003 + chain.index)
+    calls = 0
+    while chain.finish is None:
+        remaining = request.max_tokens - len(chain.token_ids)
+        best: tuple[float, Completion, str] | None = None
+        rejected = 0
+        while True:
+            seed = None if request.seed is None else request.seed + 7919 * chain.index + calls
+            calls += 1
+            spec = request.sampling(
+                prompt=prompt_ids + tuple(chain.token_ids),
+                n=1,
+                max_tokens=min(params.max_segment_tokens, remaining),
+                temperature=params.beta,
+                top_k=params.top_k,
+                seed=seed,
+                logprobs=None,
+                segment=SegmentSpec(
+                    entropy=params.entropy_threshold, min_tokens=params.min_segment_tokens
+                ),
+            )
+            segment = (await engine.generate(spec)).completions[0]
+            text = await engine.detokenize([*chain.token_ids, *segment.token_ids])
+            score = (await rewards.score(params.reward, [item(request, text)])).scores[0]
+            chain.stats.candidates += 1
+            t = len(chain.token_ids) + len(segment.token_ids)
+            tau = threshold(t, r0, r_star, request.max_tokens)
+            if best is None or (not math.isnan(score) and score > best[0]):
+                best = (score, segment, text)
+            if accepts(score, tau, params.beta, params.acceptance, rng.random()):
+                best = (score, segment, text)
+                break
+            rejected += 1
+            if rejected >= params.max_rejections:
+                chain.stats.forced += 1
+                break
+        score, segment, text = best
+        await accept(chain, segment, text, score, request)
+        chain.stats.segments += 1
+        chain.stats.rejections += rejected
+        chain.stats.rejections_per_segment.append(rejected)
+
+
+async def accept(
+    chain: Chain, segment: Completion, text: str, score: float, request: GenerationRequest
+) -> None:
+    delta = text[len(chain.text) :] if text.startswith(chain.text) else text
+    chain.token_ids.extend(segment.token_ids)
+    chain.text = text
+    chain.score = None if math.isnan(score) else score
+    if segment.finish_reason == "stop" and segment.stop_reason == SEGMENT_STOP:
+        if len(chain.token_ids) >= request.max_tokens:
+            chain.finish = "length"
+    else:
+        chain.finish = segment.finish_reason or "length"
+        if segment.finish_reason == "length" and len(chain.token_ids) < request.max_tokens:
+            chain.finish = None  # only the segment cap was hit: keep going
+    if request.sink is not None:
+        await request.sink.send(
+            [ChoiceDelta(chain.index, delta, list(segment.token_ids), chain.finish)]
+        )
