@@ -107,27 +107,50 @@ def paired_diff(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Ask the server about every problem; each answer is appended to ``<out>.rows.jsonl`` as it
+    arrives, so a long run that stops resumes where it was (``--resume``) with the same seeds."""
     items = [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+    journal = args.out.with_suffix(".rows.jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[int, dict[str, Any]] = {}
+    if args.resume and journal.exists():
+        for line in journal.read_text().splitlines():
+            row = json.loads(line)
+            done[row["i"]] = row
+    elif journal.exists():
+        journal.unlink()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     limits = asyncio.Semaphore(args.concurrency)
-    rows: list[dict[str, Any]] = []
+    args.resumed_rows = len(done)  # their wall time is estimated from their latencies
+    rows: list[dict[str, Any]] = [
+        {"problem": items[i], "body": r["body"], "seconds": r["seconds"]} for i, r in done.items()
+    ]
     async with httpx.AsyncClient(base_url=args.base_url, headers=headers, timeout=3600) as client:
         model = (await client.get("/models")).json()["data"][0]["id"]
-        bar = tqdm(total=len(items), desc=f"best_of_n N={args.n}", unit="problem")
+        bar = tqdm(
+            total=len(items), initial=len(done), desc=f"best_of_n N={args.n}", unit="problem"
+        )
 
         async def one(i: int, problem: Any) -> None:
             async with limits:
                 body, seconds = await ask(client, model, problem.messages, args, args.seed + i)
             rows.append({"problem": problem, "body": body, "seconds": seconds})
+            record = {"i": i, "question": problem.question, "body": body, "seconds": seconds}
+            with journal.open("a") as f:
+                f.write(json.dumps(record) + "\n")
             bar.update(1)
 
         started = time.perf_counter()
-        await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
-        wall = time.perf_counter() - started
+        todo = [(i, p) for i, p in enumerate(items) if i not in done]
+        await asyncio.gather(*(one(i, p) for i, p in todo))
+        wall = (
+            time.perf_counter()
+            - started
+            + sum(r["seconds"] for r in done.values()) / max(args.concurrency, 1)
+        )
         bar.close()
     raw = [{"question": r["problem"].question, "answer": r["problem"].answer,
             "seconds": r["seconds"], "body": r["body"]} for r in rows]  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".raw.json").write_text(json.dumps({"wall": wall, "rows": raw}))
     return summarise(rows, args, wall)
 
@@ -255,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="40 problems, N=8: a few minutes")
+    p.add_argument(
+        "--resume", action="store_true", help="keep the answers already in <out>.rows.jsonl"
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "quality")
     args = p.parse_args(argv)
     if args.quick:
