@@ -1,0 +1,142 @@
+"""Step-level search on token ids: beams, expansions and scoring, shared by step searches.
+
+A beam is the prompt's token ids plus the ids it generated, so every expansion is a plain
+continuation of a prefix the engine has just seen: vLLM's prefix cache serves the prompt and the
+beam's earlier steps, and only the new step is computed. The text of a beam is kept as the texts
+of its steps (each step keeps its delimiter), which is what a process reward scores.
+
+Expansions of one round run as one :class:`asyncio.TaskGroup`: if the request is cancelled (client
+gone, wall time), or one call fails, every other call of the round is cancelled too, and
+cancelling an engine call aborts its engine request (see :mod:`winnow.engine.base`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from winnow import answers
+from winnow.engine.base import Completion, FinishReason, Generation, SamplingSpec, TokenLogprob
+from winnow.rewards.base import OutcomeItem, ProcessItem
+from winnow.strategies.base import MeteredEngine, Rewards
+from winnow.strategies.selection import Aggregation, aggregate
+
+
+@dataclass(slots=True)
+class Beam:
+    """A partial (or finished) response: its generated token ids and its steps' texts."""
+
+    ids: list[int] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    step_scores: list[float] = field(default_factory=list)  # one per step, as last scored
+    logprobs: list[TokenLogprob] | None = None
+    subtree: int = 0  # DVTS: which independent subtree the beam belongs to
+    partial: bool = False  # the last step is unfinished (early rejection)
+    step_ids: int = 0  # tokens of the last step so far
+    finish_reason: FinishReason | None = None  # set once the beam has left the search
+    scored: bool = False  # step_scores cover the beam as it is now
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def score(self, how: Aggregation) -> float | None:
+        value = aggregate(self.step_scores, how)
+        return None if math.isnan(value) else float(value)
+
+    def extend(self, completion: Completion, text: str, *, new_step: bool) -> Beam:
+        """A child (``new_step``) or a continuation of this beam's last step, as a new beam."""
+        steps = list(self.steps)
+        if new_step and (text.strip() or not steps):
+            steps.append(text)
+        elif steps:  # continuing a step, or a blank "step" that belongs to the previous one
+            steps[-1] += text
+        logprobs = None
+        if self.logprobs is not None or completion.logprobs is not None:
+            logprobs = [*(self.logprobs or []), *(completion.logprobs or [])]
+        return Beam(
+            ids=[*self.ids, *completion.token_ids],
+            steps=steps,
+            step_scores=list(self.step_scores),
+            logprobs=logprobs,
+            subtree=self.subtree,
+            step_ids=(0 if new_step else self.step_ids) + len(completion.token_ids),
+        )
+
+
+def has_final_answer(text: str) -> bool:
+    """True when ``text`` states its final answer explicitly (``\\boxed{}``, "The answer is
+    ...", ``#### n``): a bare last number does not count, it may be an intermediate result."""
+    # answers.py's own finders: one answer grammar for the whole project
+    return bool(
+        answers._last_boxed(text)
+        or answers._last_answer_clause(text)
+        or answers._last_gsm8k_marker(text)
+    )
+
+
+async def generate_all(engine: MeteredEngine, specs: Sequence[SamplingSpec]) -> list[Generation]:
+    """Run ``specs`` concurrently (the engine batches them); cancel all if one fails or the
+    caller is cancelled, so no engine request outlives the round."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(engine.generate(spec)) for spec in specs]
+    return [t.result() for t in tasks]
+
+
+async def step_text(
+    engine: MeteredEngine, completion: Completion, delimiter: str, request_stop: Sequence[str]
+) -> str:
+    """The completion's text, in line with its token ids.
+
+    When the delimiter ends a step, vLLM cuts the text right after it, but the last token may
+    reach past it (a token "\\n\\n\\n" for the delimiter "\\n\\n"). The next step continues
+    from the ids, so the text must say what the ids say. A stop string of the request itself is
+    not kept (OpenAI's rule), although steps keep theirs.
+    """
+    text = completion.text
+    reason = completion.stop_reason
+    if reason == delimiter:
+        decoded = await engine.detokenize(completion.token_ids)
+        if decoded != text and decoded.startswith(text):
+            text = decoded
+    elif isinstance(reason, str) and reason in request_stop and text.endswith(reason):
+        text = text[: -len(reason)]
+    return text
+
+
+async def score_beams(
+    beams: Sequence[Beam],
+    prompt: str,
+    rewards: Rewards,
+    reward: str | dict[str, float],
+    kind: str,
+    reference: str | None,
+) -> None:
+    """Score every beam in ONE reward call and store its per-step scores.
+
+    A process reward scores every step of each prefix (the last one as a partial step when the
+    beam is partial). An outcome reward scores each prefix's text as it stands; its earlier
+    steps keep the scores they got when they were the last step.
+    """
+    if not beams:
+        return
+    if kind == "process":
+        items = [
+            ProcessItem(prompt, tuple(b.steps), partial=b.partial, reference=reference)
+            for b in beams
+        ]
+        scored = await rewards.score_steps(reward, items)
+        for beam, scores in zip(beams, scored.scores, strict=True):
+            beam.step_scores, beam.scored = [float(s) for s in scores], True
+        return
+    outcome = [OutcomeItem(prompt, b.text, reference) for b in beams]
+    result = await rewards.score(reward, outcome)
+    for beam, score in zip(beams, result.scores, strict=True):
+        beam.step_scores = [*beam.step_scores[: max(len(beam.steps) - 1, 0)], float(score)]
+        beam.scored = True

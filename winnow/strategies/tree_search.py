@@ -1,0 +1,389 @@
+"""Tree search over steps with a process reward: beam search, DVTS, early rejection.
+
+As in HF search-and-learn (beam search and DVTS) and "PRMs as partial reward models" (early
+rejection). A step is the text up to the delimiter ("\\n\\n", kept in the text); the round at
+``max_depth`` runs to the end.
+
+* ``beam``: round 0 samples N first steps (one engine call, n=N). Every round, all prefixes are
+  scored in ONE reward call; finished beams leave the search; the top N/M of the others survive
+  and are expanded back to N children (M each; more each when fewer than N/M are left, as
+  search-and-learn refills its N beams). The search ends when N beams have finished, none is
+  left, or at ``max_depth``.
+* ``dvts``: N/M independent subtrees; each round every subtree samples M next steps and keeps its
+  best; a subtree ends when its best child is finished (EOS, length, or a final answer).
+* ``partial_tokens`` (early rejection): each child first writes only ``partial_tokens`` tokens of
+  its step; these are scored as PARTIAL steps; the top 1/M (N/M in beam mode, one per subtree in
+  DVTS) survive and finish their step; the rest are dropped. A child's partial generation is an
+  engine call of its own that has already ended when it is scored, so a rejected child holds no
+  engine request (its KV blocks are free, or kept only as prefix cache) and costs no more tokens.
+
+Our choices where the papers leave room:
+
+* Beams are token ids (prompt ids + generated ids): every expansion is a continuation that hits
+  vLLM's prefix cache. All expansions of a round go to the engine together (one call per parent,
+  n = its children), in a TaskGroup: a cancelled request cancels (aborts) every call in flight.
+* Every finished child becomes a candidate, in both modes (search-and-learn's DVTS keeps only the
+  last round's children; a complete, scored answer is too good to drop).
+* ``stop_at_answer``: a step that states its final answer ("The answer is ...", ``\\boxed{}``,
+  ``####``) finishes its beam, in both modes (DVTS's rule, applied to beam search too).
+* A step cut at ``step_tokens`` ends there and the beam goes on with a new step; a beam ends at
+  the request's ``max_tokens`` in total.
+* Outcome rewards are accepted too: each prefix is scored as a response of its own (the text so
+  far), as CARDS scores its prefixes; the aggregation runs over those prefix scores. Finished
+  beams whose last step was scored as partial are re-scored complete in the next reward call.
+* The client's ``n`` choices come back. Plain beam search always finishes at least N beams;
+  DVTS and early rejection at least N/M, so ``n`` may not exceed that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
+
+from winnow.answers import answers_and_groups
+from winnow.engine.base import Completion, SamplingSpec
+from winnow.strategies.base import (
+    GenerationRequest,
+    MeteredEngine,
+    Rewards,
+    StrategyParams,
+    StrategyResult,
+)
+from winnow.strategies.registry import StrategyError, register
+from winnow.strategies.selection import (
+    Aggregation,
+    Candidate,
+    as_choices,
+    candidate_report,
+    pick_by_groups,
+    rank_best,
+)
+from winnow.strategies.steps import (
+    Beam,
+    generate_all,
+    has_final_answer,
+    score_beams,
+    step_text,
+)
+
+
+class TreeSearchParams(StrategyParams):
+    n: int = Field(4, ge=1, le=1024, description="Beams (N): children sampled per round.")
+    beam_width: int = Field(4, ge=1, le=1024, description="M: children per kept beam.")
+    mode: Literal["beam", "dvts"] = Field("beam", description="Beam search or DVTS.")
+    max_depth: int = Field(40, ge=1, le=1000, description="Rounds; the last runs to the end.")
+    step_tokens: int = Field(256, ge=1, description="At most this many tokens per step.")
+    delimiter: str = Field("\n\n", min_length=1, description="Ends a step (kept in the text).")
+    aggregation: Aggregation = Field("last", description="Step scores -> a beam's score.")
+    selection: Literal["best", "weighted_vote"] = Field(
+        "best", description="Final pick among finished beams: best score or weighted vote."
+    )
+    reward: str | dict[str, float] = Field(
+        "default_prm",
+        description="A process reward (or an outcome reward, scored on prefixes); name or weights.",
+    )
+    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="Sampling temperature; default: the request's."
+    )
+    partial_tokens: int | None = Field(
+        None, ge=1, description="Early rejection: score children after this many tokens."
+    )
+    stop_at_answer: bool = Field(True, description="A step stating a final answer ends a beam.")
+    return_candidates: bool = Field(False, description="Add every finished beam to the response.")
+
+    @property
+    def kept(self) -> int:
+        """Beams that survive a round (N/M)."""
+        return max(self.n // self.beam_width, 1)
+
+    def candidates(self) -> int:
+        return self.n
+
+    def guaranteed(self) -> int:
+        """Finished beams the search always returns at least."""
+        if self.mode == "beam" and self.partial_tokens is None:
+            return self.n
+        return self.kept
+
+    def token_budget(self, request: GenerationRequest) -> int:
+        """Upper bound: every round samples N children of at most one step each (the last round
+        up to ``max_tokens``); with early rejection N partial children and N/M finished steps.
+        A round adds at least one token to every beam, so there are at most ``max_tokens``."""
+        total = request.max_tokens
+        step = min(self.step_tokens, total)
+        rounds = min(self.max_depth, total)
+        if self.partial_tokens is None:
+            return self.n * ((rounds - 1) * step + total)
+        part = min(self.partial_tokens, step)
+        rejected = (self.n - self.kept) * part
+        return (rounds - 1) * (rejected + self.kept * step) + rejected + self.kept * total
+
+    def effective_temperature(self, request: GenerationRequest) -> float:
+        return request.temperature if self.temperature is None else self.temperature
+
+    def check(self, request: GenerationRequest) -> None:
+        if self.n % self.beam_width:
+            raise StrategyError(
+                f"strategy.n={self.n} must be a multiple of strategy.beam_width="
+                f"{self.beam_width} (N/M beams survive each round)",
+                "strategy.n",
+            )
+        if self.partial_tokens is not None and self.partial_tokens >= self.step_tokens:
+            raise StrategyError(
+                f"strategy.partial_tokens={self.partial_tokens} must be below "
+                f"strategy.step_tokens={self.step_tokens}",
+                "strategy.partial_tokens",
+            )
+        if request.n > self.guaranteed():
+            how = "DVTS" if self.mode == "dvts" else "early rejection"
+            raise StrategyError(
+                f"n={request.n} choices asked, but {how} with strategy.n={self.n}, "
+                f"beam_width={self.beam_width} may finish only {self.guaranteed()} beams",
+                "n",
+            )
+        if self.n > 1 and self.effective_temperature(request) == 0:
+            raise StrategyError(
+                "tree search samples several children per step: temperature must be > 0",
+                "temperature",
+            )
+
+
+@dataclass
+class Search:
+    """One request's search state and its figures."""
+
+    request: GenerationRequest
+    engine: MeteredEngine
+    rewards: Rewards
+    params: TreeSearchParams
+    kind: str
+    finished: list[Beam] = field(default_factory=list)
+    pending: list[Beam] = field(default_factory=list)  # finished, not yet scored as they are
+    rounds: int = 0
+    expansions: int = 0  # children sampled
+    continuations: int = 0  # early rejection: survivors that finished their step
+    pruned: int = 0  # children dropped (not finished, not kept)
+    survivors: list[int] = field(default_factory=list)
+    reward_calls: int = 0
+    _calls: int = 0
+
+    @property
+    def early_rejection(self) -> bool:
+        return self.params.partial_tokens is not None
+
+    def _seed(self) -> int | None:
+        """Each engine call its own seed (equal seeds would give equal DVTS subtrees)."""
+        self._calls += 1
+        if self.request.seed is None:
+            return None
+        return (self.request.seed + 7919 * self._calls) % 2**31
+
+    def _spec(self, beam: Beam, n: int, max_tokens: int, last: bool) -> SamplingSpec:
+        prompt = self.request.prompt
+        assert isinstance(prompt, tuple)
+        stop = self.request.stop if last else (self.params.delimiter, *self.request.stop)
+        return self.request.sampling(
+            prompt=(*prompt, *beam.ids),
+            n=n,
+            max_tokens=max_tokens,
+            temperature=self.params.effective_temperature(self.request),
+            stop=stop,
+            include_stop_str_in_output=True,
+            seed=self._seed(),
+        )
+
+    def _remaining(self, beam: Beam) -> int:
+        return self.request.max_tokens - len(beam.ids)
+
+    def _settle(self, beam: Beam, completion: Completion, capped_partial: bool) -> None:
+        """Decide whether ``beam`` (just extended by ``completion``) finished, is partial, or
+        goes on with a new step."""
+        beam.partial = False
+        reason = completion.finish_reason
+        if self._remaining(beam) <= 0:
+            beam.finish_reason = "length"
+        elif reason == "stop" and completion.stop_reason != self.params.delimiter:
+            beam.finish_reason = "stop"  # EOS, or a stop string / token of the request
+        elif reason == "abort":
+            beam.finish_reason = "abort"
+        elif reason == "length" and capped_partial:
+            beam.partial = True  # early rejection: the step is not written to its end yet
+        elif self.params.stop_at_answer and beam.steps and has_final_answer(beam.steps[-1]):
+            beam.finish_reason = "stop"
+        beam.scored = False
+
+    async def _expand(self, plan: Sequence[tuple[Beam, int]], last: bool) -> list[Beam]:
+        """Sample children of every planned parent at once; each writes one step (or its first
+        ``partial_tokens`` tokens)."""
+        specs, caps = [], []
+        part = self.params.partial_tokens
+        for parent, count in plan:
+            remaining = self._remaining(parent)
+            cap = remaining if last else min(self.params.step_tokens, remaining)
+            partial = part is not None and part < cap
+            specs.append(self._spec(parent, count, part if partial and part else cap, last))
+            caps.append(partial)
+        generations = await generate_all(self.engine, specs)
+        children = []
+        for (parent, _), partial, generation in zip(plan, caps, generations, strict=True):
+            for completion in generation.completions:
+                text = await step_text(
+                    self.engine, completion, self.params.delimiter, self.request.stop
+                )
+                child = parent.extend(completion, text, new_step=True)
+                self._settle(child, completion, partial)
+                children.append(child)
+        self.expansions += len(children)
+        return children
+
+    async def _finish_steps(self, beams: Sequence[Beam], last: bool) -> list[Beam]:
+        """Early rejection: the survivors write the rest of their step."""
+        specs = []
+        for beam in beams:
+            remaining = self._remaining(beam)
+            cap = remaining if last else min(self.params.step_tokens - beam.step_ids, remaining)
+            specs.append(self._spec(beam, 1, max(cap, 1), last))
+        generations = await generate_all(self.engine, specs)
+        out = []
+        for beam, generation in zip(beams, generations, strict=True):
+            (completion,) = generation.completions
+            text = await step_text(
+                self.engine, completion, self.params.delimiter, self.request.stop
+            )
+            done = beam.extend(completion, text, new_step=False)
+            self._settle(done, completion, capped_partial=False)
+            out.append(done)
+        self.continuations += len(out)
+        return out
+
+    async def _score(self, beams: Sequence[Beam]) -> None:
+        beams = [*beams, *self.pending]
+        self.pending = []
+        if beams:
+            await score_beams(
+                beams,
+                self.request.prompt_text,
+                self.rewards,
+                self.params.reward,
+                self.kind,
+                self.params.reference,
+            )
+            self.reward_calls += 1
+
+    def _rank(self, beams: Sequence[Beam]) -> list[Beam]:
+        agg = self.params.aggregation
+        order = {id(b): i for i, b in enumerate(beams)}
+
+        def key(b: Beam) -> tuple[float, int]:
+            score = b.score(agg)
+            return (-(score if score is not None else -math.inf), order[id(b)])
+
+        return sorted(beams, key=key)
+
+    def _keep(self, children: Sequence[Beam]) -> list[Beam]:
+        """The children that go on: top N/M (beam) or each subtree's best (DVTS)."""
+        alive = [c for c in children if not c.finished]
+        if self.params.mode == "beam":
+            kept = self._rank(alive)[: self.params.kept]
+        else:
+            kept = []
+            for subtree in sorted({c.subtree for c in children}):
+                best = self._rank([c for c in children if c.subtree == subtree])[0]
+                if not best.finished:
+                    kept.append(best)
+        self.pruned += len(alive) - len(kept)
+        return kept
+
+    def _plan(self, parents: Sequence[Beam]) -> list[tuple[Beam, int]]:
+        n, width = self.params.n, self.params.beam_width
+        if self.params.mode == "dvts":
+            return [(p, width) for p in parents]
+        share, extra = divmod(n, len(parents))  # refill to N children, as search-and-learn
+        return [(p, share + (i < extra)) for i, p in enumerate(parents)]
+
+    def _leave(self, beams: Sequence[Beam]) -> None:
+        for beam in beams:
+            if beam.finished:
+                self.finished.append(beam)
+                if not beam.scored:
+                    self.pending.append(beam)
+
+    async def run(self) -> None:
+        params = self.params
+        if params.mode == "beam":
+            parents = [Beam()]
+        else:
+            parents = [Beam(subtree=i) for i in range(params.kept)]
+        for depth in range(params.max_depth):
+            last = depth == params.max_depth - 1
+            self.rounds += 1
+            children = await self._expand(self._plan(parents), last)
+            await self._score(children)
+            self._leave(children)
+            kept = self._keep(children)
+            partial = [b for b in kept if b.partial]
+            if partial:
+                done = await self._finish_steps(partial, last)
+                kept = [b for b in kept if not b.partial] + done
+                self._leave(done)
+            parents = [b for b in kept if not b.finished]
+            self.survivors.append(len(parents))
+            if not parents or (params.mode == "beam" and len(self.finished) >= params.n):
+                break
+        await self._score([])  # beams that finished after their last score
+
+    def candidates(self) -> list[Candidate]:
+        out = []
+        for i, beam in enumerate(self.finished):
+            completion = Completion(i, beam.text, beam.ids, beam.finish_reason, None, beam.logprobs)
+            out.append(Candidate(completion, beam.score(self.params.aggregation)))
+        answers, groups = answers_and_groups([c.completion.text for c in out])
+        for candidate, answer, group in zip(out, answers, groups, strict=True):
+            candidate.answer, candidate.group = answer, group
+        return out
+
+
+@register("tree_search", TreeSearchParams)
+async def tree_search(
+    request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
+) -> StrategyResult:
+    """Step-level beam search or DVTS guided by a process reward (optionally early rejection)."""
+    params = request.params
+    assert isinstance(params, TreeSearchParams)
+    kind = rewards.info(params.reward).kind  # an unknown reward fails before any sampling
+    if isinstance(request.prompt, str):
+        request.prompt = tuple(await engine.tokenize(request.prompt, add_special_tokens=True))
+    search = Search(request, engine, rewards, params, kind)
+    await search.run()
+    candidates = search.candidates()
+    if params.selection == "best":
+        chosen = rank_best(candidates)[: request.n]
+    else:
+        chosen = pick_by_groups(candidates, request.n, "weighted_vote")
+    report = None
+    if params.return_candidates:
+        report = candidate_report(candidates, chosen)
+        for entry, beam in zip(report, search.finished, strict=True):
+            entry["steps"] = len(beam.steps)
+            entry["step_scores"] = beam.step_scores
+    return StrategyResult(
+        as_choices(chosen),
+        candidates=report,
+        details={
+            "mode": params.mode,
+            "early_rejection": search.early_rejection,
+            "rounds": search.rounds,
+            "expansions": search.expansions,
+            "continuations": search.continuations,
+            "pruned": search.pruned,
+            "survivors": search.survivors,
+            "finished": len(search.finished),
+            "reward_calls": search.reward_calls,
+            "selection": params.selection,
+        },
+    )
