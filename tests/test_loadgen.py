@@ -356,3 +356,17 @@ def test_compare_sample_overheads_best_round_and_markdown():
     md = cs.markdown(data)
     assert "| 1 | winnow | 105 | 210 |" in md and "| 1 | +5.0% | +5.0% | +5.0% | +10.0% |" in md
     assert "2 cores (cpu)" in md and "python compare_sample.py --quick" in md
+
+
+def test_winnow_task_prompts_carry_the_instruction_and_cycle():
+    from winnow.clients.prompts import reasoning_gym_prompts
+    from winnow.tasks import INSTRUCTION, TASKS, split_of
+
+    assert "add_sub_1digit" in TASKS
+    prompts = reasoning_gym_prompts("add_sub_1digit", 6, seed=0)
+    assert prompts == reasoning_gym_prompts("add_sub_1digit", 6, seed=0)
+    assert len({p.text for p in prompts}) == 6
+    for p in prompts:
+        assert p.text.endswith(INSTRUCTION)
+        assert p.chat_messages() == [{"role": "user", "content": p.text}]
+        assert split_of(p.text.removesuffix(" " + INSTRUCTION)) == "eval"

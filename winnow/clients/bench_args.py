@@ -74,7 +74,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     prompts = p.add_argument_group("prompts (one source)")
     source = prompts.add_mutually_exclusive_group()
     source.add_argument("--prompts-file", type=Path, help=".jsonl or .txt (one per line)")
-    source.add_argument("--task", default="basic_arithmetic", help="a reasoning-gym task")
+    source.add_argument(
+        "--task",
+        default="basic_arithmetic",
+        help="a reasoning-gym dataset name, or a winnow task (add_sub_1digit, mul_1digit, "
+        "gsm_symbolic: its evaluation split, with the answer instruction)",
+    )
 
     body = p.add_argument_group("request")
     body.add_argument("--max-tokens", type=_positive_int, default=64)
@@ -86,8 +91,26 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help='JSON merged into every request, e.g. \'{"strategy": {"name": "sample"}}\'',
     )
     body.add_argument(
-        "--stream", action=argparse.BooleanOptionalAction, default=True, help="SSE streaming"
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="SSE streaming (default: on, except for the naive pipeline)",
     )
+
+    kind = p.add_argument_group("client kind")
+    kind.add_argument(
+        "--client",
+        choices=["openai", "naive_best_of_n"],
+        default="openai",
+        help="openai: one request per prompt; naive_best_of_n: the client-side pipeline peers "
+        "use, --naive-n separate completions then one POST /v1/rewards per candidate",
+    )
+    kind.add_argument("--naive-n", type=_positive_int, default=8, help="candidates per prompt")
+    kind.add_argument("--reward", default="default", help="reward that scores each candidate")
+    kind.add_argument(
+        "--reward-base-url", help="winnow server scoring the candidates (default: --base-url)"
+    )
+    kind.add_argument("--reward-api-key", help="its bearer key (default: --api-key)")
 
     out = p.add_argument_group("report")
     out.add_argument(

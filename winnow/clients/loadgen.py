@@ -10,6 +10,11 @@ request count is fixed and every request has a timeout.
 Two deliberate differences from vLLM's client, both to compare servers fairly: only chunks that
 carry text count as tokens for TTFT / ITL (a role-only or finish-only chunk does not), and E2EL
 ends when the stream ends (after the usage chunk), which is when a client has the whole answer.
+
+Besides plain requests (client kind ``openai``) it can run the naive client-side best-of-N
+pipeline peers use (``naive_best_of_n``, :mod:`winnow.clients.naive`): each "request" is then n
+separate completions at ``base_url`` plus one ``POST /v1/rewards`` per candidate at
+``reward_base_url``, so winnow's ``best_of_n`` can be measured against it at the same load.
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from tqdm import tqdm
 
 from winnow.clients.arrivals import arrival_times
 from winnow.clients.errors import WinnowAPIError, api_error
+from winnow.clients.naive import REWARDS_PATH, send_naive
 from winnow.clients.prompts import BenchPrompt, load_prompts_file, reasoning_gym_prompts, take
 from winnow.clients.stats import BenchMetrics, RequestResult, compute_metrics, parse_goodput
 from winnow.clients.wire import aiter_events, endpoint_path, request_body
+
+ClientKind = Literal["openai", "naive_best_of_n"]
+CLIENT_KINDS: tuple[ClientKind, ...] = ("openai", "naive_best_of_n")
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,22 @@ class BenchConfig:
     seed: int = 0
     timeout: float = 600.0  # per request, seconds
     progress: bool = True
+    # the naive client-side best-of-N pipeline (client="naive_best_of_n")
+    client: ClientKind = "openai"
+    naive_n: int = 8  # separate completion requests per prompt
+    reward: str = "default"  # the reward each candidate is scored with
+    reward_base_url: str | None = None  # where POST /rewards goes; None: base_url
+    reward_api_key: str | None = None  # None: api_key
 
     def __post_init__(self) -> None:
         endpoint_path(self.endpoint)  # validates
+        if self.client not in CLIENT_KINDS:
+            raise ValueError(f"client must be one of {CLIENT_KINDS}, not {self.client!r}")
+        if self.client == "naive_best_of_n":
+            if self.stream:
+                raise ValueError("the naive best-of-N pipeline is not streamed: use stream=False")
+            if self.naive_n < 1:
+                raise ValueError("naive_n must be >= 1")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if self.goodput and "tpot" in self.goodput and not self.stream:
@@ -192,7 +214,8 @@ async def resolve_model(http: httpx.AsyncClient, cfg: BenchConfig) -> str | None
 
 
 def _client(cfg: BenchConfig, requests: int) -> httpx.AsyncClient:
-    pool = max(1, min(cfg.max_concurrency or requests, 4096))
+    per_request = 2 * cfg.naive_n if cfg.client == "naive_best_of_n" else 1
+    pool = max(1, min((cfg.max_concurrency or requests) * per_request, 4096))
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     # waiting for a pooled connection is part of the offered load, not a failure: no pool timeout
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(cfg.timeout, pool=None))
@@ -230,13 +253,31 @@ async def _send_all(
     return list(results), time.perf_counter() - t0
 
 
-async def run_benchmark(cfg: BenchConfig, prompts: Sequence[BenchPrompt]) -> BenchRun:
-    """One run over ``prompts`` (one request each) after ``cfg.num_warmups`` warm-up requests."""
+def _sender(cfg: BenchConfig, http: httpx.AsyncClient) -> Sender:
+    """How one request of the run is sent and timed, for the configured client kind."""
     url = cfg.base_url.rstrip("/") + endpoint_path(cfg.endpoint)
-    async with _client(cfg, len(prompts)) as http:
+    if cfg.client == "openai":
 
         async def send(body: dict[str, Any], t0: float) -> RequestResult:
             return await send_request(http, url, body, api_key=cfg.api_key, t0=t0)
+
+        return send
+    rewards_url = (cfg.reward_base_url or cfg.base_url).rstrip("/") + REWARDS_PATH
+    reward_key = cfg.reward_api_key if cfg.reward_api_key is not None else cfg.api_key
+
+    async def send_pipeline(body: dict[str, Any], t0: float) -> RequestResult:
+        return await send_naive(
+            http, url, rewards_url, body, n=cfg.naive_n, reward=cfg.reward,
+            headers=_headers(cfg.api_key), reward_headers=_headers(reward_key), t0=t0,
+        )  # fmt: skip
+
+    return send_pipeline
+
+
+async def run_benchmark(cfg: BenchConfig, prompts: Sequence[BenchPrompt]) -> BenchRun:
+    """One run over ``prompts`` (one request each) after ``cfg.num_warmups`` warm-up requests."""
+    async with _client(cfg, len(prompts)) as http:
+        send = _sender(cfg, http)
 
         model = await resolve_model(http, cfg)
         bodies = [build_body(cfg, model, p) for p in prompts]
@@ -281,11 +322,16 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         temperature=args.temperature,
         ignore_eos=args.ignore_eos,
         extra_body=args.extra_body,
-        stream=args.stream,
+        stream=args.client == "openai" if args.stream is None else args.stream,
         goodput=parse_goodput(args.goodput) if args.goodput else None,
         seed=args.seed,
         timeout=args.timeout,
         progress=not args.disable_tqdm,
+        client=args.client,
+        naive_n=args.naive_n,
+        reward=args.reward,
+        reward_base_url=args.reward_base_url,
+        reward_api_key=args.reward_api_key,
     )
 
 

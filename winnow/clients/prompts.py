@@ -57,14 +57,36 @@ def load_prompts_file(path: Path) -> list[BenchPrompt]:
     return prompts
 
 
+def winnow_task_prompts(task: str, n: int, seed: int) -> list[BenchPrompt]:
+    """``n`` prompts from a :mod:`winnow.tasks` task's evaluation split, as the quality benchmark
+    asks them (question + answer instruction). A task with fewer distinct questions is cycled."""
+    from winnow.tasks import problems
+
+    count = n
+    while True:
+        try:
+            found = problems(task, "eval", count, seed)
+            break
+        except ValueError:
+            if count == 1:
+                raise
+            count = max(1, count // 2)
+    return take([BenchPrompt(p.messages[0]["content"], tuple(p.messages)) for p in found], n)
+
+
 def reasoning_gym_prompts(task: str, n: int, seed: int) -> list[BenchPrompt]:
-    """``n`` questions of a reasoning-gym task (deterministic for a seed)."""
+    """``n`` questions of a reasoning-gym task (deterministic for a seed); a winnow task name
+    (:data:`winnow.tasks.TASKS`) gives that task's prompts instead."""
     try:
         import reasoning_gym
     except ImportError as exc:  # not a dependency of the server
         raise RuntimeError(
             "--task needs the reasoning_gym package (pip install reasoning-gym)"
         ) from exc
+    from winnow.tasks import TASKS
+
+    if task in TASKS:
+        return winnow_task_prompts(task, n, seed)
     dataset = reasoning_gym.create_dataset(task, size=n, seed=seed)
     return [BenchPrompt(str(entry["question"])) for entry in dataset]
 

@@ -55,12 +55,23 @@ def _latency_rows(short: str, title: str, dist: Dist) -> list[str]:
     ]
 
 
+def _client_rows(run: BenchRun) -> list[str]:
+    cfg = run.config
+    if cfg.client == "openai":
+        return []
+    return [
+        _row("Client:", f"{cfg.client} (n={cfg.naive_n}, reward {cfg.reward!r})"),
+        _row("Rewards at:", cfg.reward_base_url or cfg.base_url),
+    ]
+
+
 def format_table(run: BenchRun) -> str:
     """The fixed-width report of one run (vLLM's layout, plus winnow's usage when present)."""
     cfg, m = run.config, run.metrics
     lines = [
         _rule("Serving Benchmark Result", "="),
         _row("Endpoint:", f"{cfg.endpoint} {'(stream)' if cfg.stream else '(no stream)'}"),
+        *_client_rows(run),
         _row("Successful requests:", m.completed),
         _row("Failed requests:", m.failed),
         _row("Maximum request concurrency:", cfg.max_concurrency),
@@ -117,6 +128,7 @@ def to_json(run: BenchRun) -> dict[str, Any]:
         "extra_body": dict(cfg.extra_body or {}),
         "seed": cfg.seed,
         "goodput_slos_ms": dict(cfg.goodput or {}),
+        "client": cfg.client,
         "duration": m.duration_s,
         "completed": m.completed,
         "failed": m.failed,
@@ -129,6 +141,8 @@ def to_json(run: BenchRun) -> dict[str, Any]:
     }
     for key, _, _ in LATENCIES:
         out.update(_dist_keys(key, getattr(m, key)))
+    if cfg.client == "naive_best_of_n":
+        out.update(naive_n=cfg.naive_n, reward=cfg.reward, reward_base_url=cfg.reward_base_url)
     out["winnow_usage"] = m.winnow
     out.update(run.extra)
     out["requests"] = [asdict(r) for r in run.results]
