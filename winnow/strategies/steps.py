@@ -84,8 +84,11 @@ def has_final_answer(text: str) -> bool:
 async def generate_all(engine: MeteredEngine, specs: Sequence[SamplingSpec]) -> list[Generation]:
     """Run ``specs`` concurrently (the engine batches them); cancel all if one fails or the
     caller is cancelled, so no engine request outlives the round."""
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(engine.generate(spec)) for spec in specs]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(engine.generate(spec)) for spec in specs]
+    except BaseExceptionGroup as failed:  # the first failure, as a plain call would raise it
+        raise failed.exceptions[0] from None
     return [t.result() for t in tasks]
 
 
