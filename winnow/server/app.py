@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from winnow import strategies
 from winnow.engine.base import Engine, EngineError
 from winnow.rewards.registry import RewardSet
-from winnow.server import serving
+from winnow.server import openapi, serving
 from winnow.server.admission import Slot
 from winnow.server.errors import APIError, error_body, install_error_handlers, status_for
 from winnow.server.metrics import Metrics
@@ -140,6 +140,7 @@ def create_app(
     app = FastAPI(title="winnow", version="0.1.0", lifespan=lifespan)
     app.state.winnow = state
     install_error_handlers(app)
+    openapi.install(app)
     auth = Depends(_auth(settings))
 
     @app.get("/health")

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from winnow.engine.base import EngineError, EngineRequestError, EngineUnavailable
 from winnow.rewards.base import RewardError, RewardInputError
@@ -99,6 +100,15 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -119,9 +129,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus else "error"
+        try:  # `code in HTTPStatus` raises TypeError on Python 3.11: every 404/405 was a 500
+            phrase = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "error"
         message = exc.detail if isinstance(exc.detail, str) else phrase
-        return error_response(APIError(exc.status_code, message))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette lists only the first matching route's methods
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(APIError(exc.status_code, message, headers=headers or None))
 
     @app.exception_handler(UnknownReward)
     async def _unknown_reward(request: Request, exc: UnknownReward) -> JSONResponse:

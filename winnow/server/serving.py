@@ -107,9 +107,10 @@ async def _prompt_ids(state: ServerState, prompt: str | list[int]) -> list[int]:
         ids = await state.engine.tokenize(prompt, add_special_tokens=True)
     else:
         ids = list(prompt)
-        vocab = state.engine.info.vocab_size
-        if vocab and any(t < 0 or t >= vocab for t in ids):
-            raise APIError(400, f"prompt token ids must lie in [0, {vocab})", "prompt")
+        vocab = state.engine.info.vocab_size  # 0 when the engine does not say (remote)
+        if any(t < 0 or (vocab and t >= vocab) for t in ids):
+            bound = vocab or "the vocabulary size"
+            raise APIError(400, f"prompt token ids must lie in [0, {bound})", "prompt")
     if not ids:
         raise APIError(400, "prompt is empty after tokenization", "prompt")
     return ids
