@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -304,58 +303,6 @@ def test_run_against_real_engine(live_server: LiveServer):
     assert m.winnow is not None and m.winnow["generated_tokens"] == 24
     assert m.itl.count > 0 and m.tpot.mean > 0
     assert "Serving Benchmark Result" in report.format_table(run)
-
-
-# ---- the winnow-vs-vLLM comparison script (its arithmetic; the servers are not started) ------
-
-
-def _compare_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serving" / "compare_sample.py"
-    spec = importlib.util.spec_from_file_location("compare_sample", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_compare_sample_overheads_best_round_and_markdown():
-    cs = _compare_module()
-
-    def run(e2el: float, rps: float, cpu: float) -> dict:
-        return {"median_e2el_ms": e2el, "p99_e2el_ms": 2 * e2el, "median_ttft_ms": 10.0,
-                "request_throughput": rps, "output_throughput": 16 * rps, "failed": 0,
-                "server_cpu_ms_per_request": cpu, "other_engines_seen": 0,
-                "loadavg_1m_after": 1.0}  # fmt: skip
-
-    def record(*runs: dict) -> dict:
-        return {"command": "cmd", "env": {}, "startup_s": 1.0,
-                "runs": {str(c): r for c, r in zip((1, 4), runs, strict=True)}}  # fmt: skip
-
-    vllm = cs.best_round([record(run(100, 10, 50), run(300, 4, 50))], [1, 4])
-    winnow = cs.best_round(
-        [record(run(150, 10, 60), run(310, 4, 55)), record(run(105, 9.5, 55), run(400, 3, 55))],
-        [1, 4],
-    )
-    assert winnow["runs"]["1"]["median_e2el_ms"] == 105 and len(winnow["rounds"]) == 2
-    over = cs.overheads({"winnow": winnow, "vllm": vllm}, [1, 4])
-    assert over["1"]["median_e2el"] == pytest.approx(0.05)
-    assert over["1"]["request_throughput"] == pytest.approx(0.05)
-    assert over["4"]["server_cpu"] == pytest.approx(0.10)
-    data = {
-        "date": "d", "quick": True, "command": "python compare_sample.py --quick",
-        "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gib": 24.0, "platform": "linux"},
-        "config": {"model_dir": "m", "task": "basic_arithmetic", "seed": 0, "num_prompts": 4,
-                   "max_tokens": 16, "temperature": 0.0, "endpoint": "chat",
-                   "concurrency": [1, 4], "rounds": 2},
-        "other_engines_seen": 0, "servers": {"winnow": winnow, "vllm": vllm},
-        "overhead": over, "target_met": True,
-    }  # fmt: skip
-    md = cs.markdown(data)
-    assert "| 1 | winnow | 105 | 210 |" in md and "| 1 | +5.0% | +5.0% | +5.0% | +10.0% |" in md
-    assert "2 cores (cpu)" in md and "python compare_sample.py --quick" in md
 
 
 def test_winnow_task_prompts_carry_the_instruction_and_cycle():
