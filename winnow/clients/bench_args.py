@@ -121,6 +121,33 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--disable-tqdm", action="store_true")
 
 
+SERVE_EPILOG = """\
+metrics (per request, then mean / median / std / p99 in ms):
+  TTFT  time to the first chunk that carries text (streamed; else the whole answer)
+  ITL   gaps between text chunks          TPOT  (E2EL - TTFT) / (output tokens - 1)
+  E2EL  send to the end of the stream (after the usage chunk)
+  plus completed / failed, request, output and total token throughput, goodput (requests
+  within every --goodput SLO, per s) and winnow's usage (generated tokens incl. discarded
+  candidates, engine calls, reward calls) when the server sends usage.winnow.
+
+examples:
+  # best-of-8 on winnow, 4 clients, Poisson arrivals at 2 req/s, goodput under a 10 s E2EL SLO
+  winnow bench serve --base-url http://127.0.0.1:8000/v1 --endpoint chat \\
+    --task add_sub_1digit --num-prompts 64 --max-tokens 64 --temperature 0.7 \\
+    --request-rate 2 --burstiness 1 --max-concurrency 4 --num-warmups 2 \\
+    --extra-body '{"strategy": {"name": "best_of_n", "n": 8}}' --goodput e2el:10000 \\
+    --result-file bon.json
+  # the same load on a plain vLLM server, as a rate sweep with a latency-vs-load plot
+  winnow bench serve --base-url http://127.0.0.1:8001/v1 --endpoint chat \\
+    --task add_sub_1digit --num-prompts 64 --rate-sweep 0.5,1,2,inf --result-file vllm.json
+  # the naive client-side pipeline: 8 completions on vLLM, one /v1/rewards each on winnow
+  winnow bench serve --base-url http://127.0.0.1:8001/v1 --endpoint chat \\
+    --client naive_best_of_n --naive-n 8 --reward-base-url http://127.0.0.1:8000/v1 \\
+    --task add_sub_1digit --num-prompts 64 --max-tokens 64 --temperature 0.7 \\
+    --max-concurrency 4
+"""
+
+
 def add_bench_parser(sub: Any) -> None:
     """``winnow bench serve ...``."""
     p = sub.add_parser("bench", help="benchmark a running OpenAI-compatible server")
@@ -130,5 +157,7 @@ def add_bench_parser(sub: Any) -> None:
         help="load-test a server (vLLM bench serve conventions)",
         description="Load-test winnow or any OpenAI-compatible server; vLLM bench serve's "
         "options and metrics, so the two compare.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_serve_arguments(serve)
