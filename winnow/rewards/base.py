@@ -20,6 +20,10 @@ class RewardError(RuntimeError):
     """A reward failed to score (backend error); the request fails with a 5xx."""
 
 
+class RewardTimeout(RewardError):
+    """A reward call did not answer within the server's --reward-timeout; it was abandoned."""
+
+
 class RewardInputError(ValueError):
     """The items given to a reward are invalid for it (e.g. the verifier without a reference)."""
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from winnow.rewards.base import RewardTimeout
+
 J = TypeVar("J")
 R = TypeVar("R")
 
@@ -41,12 +43,16 @@ class MicroBatcher(Generic[J, R]):
         max_jobs: int = 64,
         max_wait: float = 0.005,
         observer: BatchObserver | None = None,
+        pass_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._run = run
         self.max_jobs = max_jobs
         self.max_wait = max_wait
         self.observer = observer
+        # A pass that takes longer is abandoned (its thread cannot be killed; it finishes or
+        # hangs on its own) and its calls fail, so a wedged backend does not stall later calls.
+        self.pass_timeout = pass_timeout
         self._queue: list[_Pending[J, R]] = []
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -107,7 +113,18 @@ class MicroBatcher(Generic[J, R]):
         jobs = [job for call in calls for job in call.jobs]
         wait = time.perf_counter() - calls[0].queued_at
         try:
-            results, tokens = await asyncio.to_thread(self._run, jobs)
+            results, tokens = await asyncio.wait_for(
+                asyncio.to_thread(self._run, jobs), self.pass_timeout
+            )
+        except TimeoutError:
+            exc = RewardTimeout(
+                f"reward {self.name!r}: a forward pass took over {self.pass_timeout:g} s and "
+                "was abandoned"
+            )
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
         except Exception as exc:
             for call in calls:
                 if not call.future.done():

@@ -8,11 +8,12 @@ Missing files or bad settings fail at start-up with a message naming the reward.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -23,11 +24,13 @@ from winnow.rewards.base import (
     RewardError,
     RewardInfo,
     RewardInputError,
+    RewardTimeout,
     Scored,
     StepScored,
 )
 from winnow.rewards.batcher import BatchObserver
 
+T = TypeVar("T")
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "rewards"
 
 
@@ -120,6 +123,7 @@ class RewardSet:
 
     def __init__(self, rewards: dict[str, Reward] | None = None) -> None:
         self._rewards: dict[str, Reward] = dict(rewards or {})
+        self.call_timeout: float | None = None  # per reward call (the server's --reward-timeout)
 
     def names(self) -> list[str]:
         return sorted(self._rewards)
@@ -177,10 +181,24 @@ class MeteredRewards:
     def info(self, reward: RewardRef) -> RewardInfo:
         return self.resolve(reward).info
 
+    async def _bounded(self, reward: Reward, call: Awaitable[T]) -> T:
+        """Wait for a reward call at most ``call_timeout``; past it the call is cancelled
+        (a batched call leaves its batch; a judge call aborts its engine requests)."""
+        timeout = self._rewards.call_timeout
+        if timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except TimeoutError:
+            raise RewardTimeout(
+                f"reward {reward.info.name!r} did not answer within {timeout:g} s "
+                "(--reward-timeout); the call was abandoned"
+            ) from None
+
     async def score(self, reward: RewardRef, items: Sequence[OutcomeItem]) -> Scored:
         resolved = self.resolve(reward)
         with _backend_errors(resolved):
-            scored = await resolved.score(items)
+            scored = await self._bounded(resolved, resolved.score(items))
         self.usage.reward_calls += 1
         self.usage.reward_tokens += scored.tokens
         return scored
@@ -188,7 +206,7 @@ class MeteredRewards:
     async def score_steps(self, reward: RewardRef, items: Sequence[ProcessItem]) -> StepScored:
         resolved = self.resolve(reward)
         with _backend_errors(resolved):
-            scored = await resolved.score_steps(items)
+            scored = await self._bounded(resolved, resolved.score_steps(items))
         self.usage.reward_calls += 1
         self.usage.reward_tokens += scored.tokens
         return scored

@@ -120,19 +120,25 @@ def create_app(
     stops both (rewards start after the engine: the judge reward uses it)."""
     metrics = Metrics()
     state = ServerState(settings, engine, metrics, rewards or RewardSet())
+    state.rewards.call_timeout = settings.reward_timeout
     for reward in state.rewards.infos():
         batcher = getattr(state.rewards.get(reward.name), "batcher", None)
         if batcher is not None:
             batcher.observer = metrics
+            batcher.pass_timeout = settings.reward_timeout
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert state.drain is not None and state.admission is not None
+        admission = state.admission
+        state.drain.bind(asyncio.get_running_loop(), lambda: admission.running + admission.queued)
         if manage_engine:
             await engine.start()
             await state.rewards.start()
         try:
             yield
         finally:
+            await state.drain.finish()  # a no-op when uvicorn drained already (SIGTERM)
             if manage_engine:
                 await state.rewards.shutdown()
                 await engine.shutdown()
@@ -199,6 +205,8 @@ def create_app(
 
     @app.post("/v1/rewards", dependencies=[auth])
     async def score_rewards(body: RewardRequest, request: Request) -> RewardResponse:
+        assert state.drain is not None
+        state.drain.check_open()
         return await serving.run_until_disconnect(
             request, score_items(state, body), settings.request_timeout
         )
@@ -226,6 +234,8 @@ async def _serve(
     started = time.perf_counter()
     strategy = "unknown"
     try:
+        assert state.drain is not None
+        state.drain.check_open()
         jobs = await serving.prepare(state, body)
     except APIError as exc:
         metrics.requests.labels(endpoint, strategy, str(exc.status)).inc()
@@ -333,18 +343,26 @@ def _stream(
             metrics.in_flight.labels(strategy).dec()
             metrics.requests.labels(endpoint, strategy, status).inc()
 
-    return _SlotStreamingResponse(slot, body_iter(), media_type="text/event-stream")
+    return _SlotStreamingResponse(slot, timeout, body_iter(), media_type="text/event-stream")
 
 
 class _SlotStreamingResponse(StreamingResponse):
-    """Releases the request's slot even if the body never starts (client gone before)."""
+    """Releases the request's slot even if the body never starts (client gone before), and
+    holds the whole response, sending included, to the wall time: a client that stops reading
+    without closing is cut off then, and its engine work aborted."""
 
-    def __init__(self, slot: Slot, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, slot: Slot, timeout: float | None, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slot = slot
+        self._timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            # past the wall time the stream itself ends with an in-band 504; this backstop only
+            # fires when sending is stuck
+            limit = None if self._timeout is None else self._timeout + 5
+            await asyncio.wait_for(super().__call__(scope, receive, send), limit)
+        except TimeoutError:
+            log.warning("stream cut off: the client did not read it within %s s", limit)
         finally:
             self._slot.release()

@@ -12,9 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from winnow.engine.base import EngineError, EngineRequestError, EngineUnavailable
-from winnow.rewards.base import RewardError, RewardInputError
+from winnow.rewards.base import RewardError, RewardInputError, RewardTimeout
 from winnow.rewards.registry import UnknownReward
 from winnow.server.protocol import ErrorDetail, ErrorResponse
+from winnow.strategies.base import TokenBudgetExceeded
 from winnow.strategies.registry import StrategyError
 
 log = logging.getLogger("winnow.server")
@@ -87,10 +88,37 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"invalid parameter {param}: {msg}" if param else msg, param or None
 
 
+def as_api_error(exc: BaseException) -> APIError:
+    """The error a client sees for ``exc`` (the handlers below and in-band stream errors)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, StrategyError):
+        return APIError(400, str(exc), exc.param, "invalid_strategy")
+    if isinstance(exc, UnknownReward):
+        return APIError(400, str(exc), "reward", "unknown_reward")
+    if isinstance(exc, RewardInputError):
+        return APIError(400, str(exc), "reward", "invalid_reward_input")
+    if isinstance(exc, RewardTimeout):
+        return APIError(504, str(exc), "reward", "reward_timeout")
+    if isinstance(exc, RewardError):
+        return APIError(500, str(exc), "reward", "reward_error")
+    if isinstance(exc, TokenBudgetExceeded):
+        return APIError(500, str(exc), "strategy", "token_budget_exceeded")
+    if isinstance(exc, EngineRequestError):
+        return APIError(400, f"the engine refused the request: {exc}")
+    if isinstance(exc, EngineUnavailable):
+        return APIError(503, f"engine unavailable: {exc}", code="engine_unavailable")
+    if isinstance(exc, EngineError):
+        return APIError(502, f"engine error: {exc}", code="engine_error")
+    return APIError(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
 def status_for(exc: BaseException) -> int:
     """The HTTP status an exception turns into (for metrics; the handlers below agree)."""
     if isinstance(exc, APIError):
         return exc.status
+    if isinstance(exc, RewardTimeout):
+        return 504
     if isinstance(exc, StrategyError | UnknownReward | RewardInputError | EngineRequestError):
         return 400
     if isinstance(exc, EngineUnavailable):
@@ -147,6 +175,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _reward_input(request: Request, exc: RewardInputError) -> JSONResponse:
         return error_response(APIError(400, str(exc), "reward", "invalid_reward_input"))
 
+    @app.exception_handler(RewardTimeout)
+    async def _reward_timeout(request: Request, exc: RewardTimeout) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(as_api_error(exc))
+
     @app.exception_handler(RewardError)
     async def _reward_failed(request: Request, exc: RewardError) -> JSONResponse:
         log.error("%s", exc)
@@ -166,6 +199,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:
         log.error("engine error: %s", exc)
         return error_response(APIError(502, f"engine error: {exc}", code="engine_error"))
+
+    @app.exception_handler(TokenBudgetExceeded)
+    async def _over_budget(request: Request, exc: TokenBudgetExceeded) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(APIError(500, str(exc), "strategy", "token_budget_exceeded"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

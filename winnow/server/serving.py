@@ -21,7 +21,8 @@ from fastapi import Request
 from winnow.engine.base import Engine, TokenLogprob
 from winnow.rewards.registry import MeteredRewards, RewardSet
 from winnow.server.admission import Admission
-from winnow.server.errors import APIError, error_body
+from winnow.server.errors import APIError, as_api_error, error_body
+from winnow.server.lifecycle import Drain
 from winnow.server.metrics import Metrics
 from winnow.server.protocol import (
     ChatChoice,
@@ -65,12 +66,15 @@ class ServerState:
     rewards: RewardSet
     created: int = field(default_factory=now)
     admission: Admission | None = None
+    drain: Drain | None = None
 
     def __post_init__(self) -> None:
         if self.admission is None:
             self.admission = Admission(
                 self.settings.max_running_requests, self.settings.max_queued_requests
             )
+        if self.drain is None:
+            self.drain = Drain(self.settings.shutdown_timeout)
 
     @property
     def model_name(self) -> str:
@@ -208,7 +212,30 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
             raise APIError(400, "n > 1 needs temperature > 0 (greedy samples are equal)", "n")
         params.check(request)
         jobs.append(Job(entry.name, request, i * body.n))
+    _check_budget(state, entry.name, jobs)
     return jobs
+
+
+def _check_budget(state: ServerState, strategy: str, jobs: list[Job]) -> None:
+    """Refuse a request whose strategy may generate more than --max-request-tokens, before any
+    work; with the cap set, each job is also held to its declared budget while it runs."""
+    cap = state.settings.max_request_tokens
+    if cap is None:
+        return
+    budgets = [job.request.params.token_budget(job.request) for job in jobs]
+    if sum(budgets) > cap:
+        per_prompt = f" ({len(jobs)} prompts)" if len(jobs) > 1 else ""
+        raise APIError(
+            400,
+            f"strategy {strategy!r} may generate up to {sum(budgets)} tokens for this "
+            f"request{per_prompt} (kept and discarded); this server's cap is {cap} tokens per "
+            "request (--max-request-tokens): lower max_tokens or the strategy's budget "
+            "(n, depth, ...)",
+            "strategy",
+            "token_budget_exceeded",
+        )
+    for job, budget in zip(jobs, budgets, strict=True):
+        job.usage.token_limit = budget
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -236,20 +263,27 @@ async def run_until_disconnect(
     """Run ``work``; cancel it (aborting its engine calls) if the client leaves or time runs out."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
+    state = getattr(request.app.state, "winnow", None)
+    drain: Drain | None = state.drain if state is not None else None
+    aborter = asyncio.ensure_future(
+        drain.wait_aborted() if drain is not None else asyncio.Event().wait()
+    )
     try:
         done, _ = await asyncio.wait(
-            {task, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            {task, watcher, aborter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if task in done:
             return task.result()
         if watcher in done:
             raise APIError(499, "client disconnected", code="client_disconnected")
+        if aborter in done and drain is not None:
+            raise drain.abort_error()
         raise APIError(504, f"request exceeded its wall time of {timeout:g} s", code="timeout")
     finally:
-        for t in (task, watcher):
+        for t in (task, watcher, aborter):
             t.cancel()
         with contextlib.suppress(BaseException):
-            await asyncio.gather(task, watcher, return_exceptions=True)
+            await asyncio.gather(task, watcher, aborter, return_exceptions=True)
 
 
 def total_usage(jobs: Sequence[Job], include_winnow: bool = True) -> Usage:
@@ -425,6 +459,8 @@ async def stream_jobs(
         return done_marker
 
     task = asyncio.ensure_future(run_all())
+    assert state.drain is not None
+    aborter = asyncio.ensure_future(state.drain.wait_aborted())
     started: set[int] = set()
     deadline = None if timeout is None else time.monotonic() + timeout
     first = True
@@ -433,7 +469,7 @@ async def stream_jobs(
             getter = asyncio.ensure_future(queue.get())
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
             done, _ = await asyncio.wait(
-                {getter, task}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                {getter, task, aborter}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
             if getter in done:
                 offset, deltas = getter.result()
@@ -446,6 +482,8 @@ async def stream_jobs(
             getter.cancel()
             if task in done:
                 break
+            if aborter in done:
+                raise state.drain.abort_error()
             raise TimeoutError
         task.result()  # re-raise a strategy failure
         while not queue.empty():  # deltas sent just before the end
@@ -478,10 +516,13 @@ async def stream_jobs(
         yield sse(error_body(exc.status, exc.message, exc.param, exc.code))
         yield sse("[DONE]")
     except Exception as exc:  # the stream has begun: report in-band, as OpenAI does
-        log.exception("strategy failed while streaming")
-        yield sse(error_body(500, f"internal error ({type(exc).__name__})"))
+        err = as_api_error(exc)
+        if err.status >= 500:
+            log.error("strategy failed while streaming: %r", exc, exc_info=err.status == 500)
+        yield sse(error_body(err.status, err.message, err.param, err.code))
         yield sse("[DONE]")
     finally:
+        aborter.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):

@@ -9,6 +9,7 @@ that decides at the end just returns, and the server sends the chosen answers wh
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class UsageMeter:
     cached_tokens: int = 0  # of those, tokens served from the prefix cache
     reward_calls: int = 0
     reward_tokens: int = 0
+    token_limit: int | None = None  # the request's token budget, enforced by MeteredEngine
 
     def record(self, generation_prompt_tokens: int, generated: int, cached: int) -> None:
         self.engine_calls += 1
@@ -145,6 +147,10 @@ class StrategyResult:
     streamed: bool = False  # the choices already went out through the sink
 
 
+class TokenBudgetExceeded(RuntimeError):
+    """A strategy generated more tokens than the budget it declared (:meth:`token_budget`)."""
+
+
 class MeteredEngine:
     """An engine bound to one request's :class:`UsageMeter`; strategies only ever see this."""
 
@@ -164,18 +170,31 @@ class MeteredEngine:
             generation.generated_tokens,
             generation.cached_prompt_tokens,
         )
+        self._check_budget()
         return generation
+
+    def _check_budget(self) -> None:
+        limit = self.usage.token_limit
+        if limit is not None and self.usage.generated_tokens > limit:
+            raise TokenBudgetExceeded(
+                f"the strategy generated {self.usage.generated_tokens} tokens, past its token "
+                f"budget of {limit}; its engine work was stopped"
+            )
 
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
         first = True
         try:
-            async for event in self._engine.stream(spec):
-                if first:
-                    self._count_prompt(event.prompt_token_ids)
-                    self.usage.record(len(event.prompt_token_ids), 0, event.cached_prompt_tokens)
-                    first = False
-                self.usage.generated_tokens += sum(len(d.token_ids) for d in event.deltas)
-                yield event
+            async with contextlib.aclosing(self._engine.stream(spec)) as events:
+                async for event in events:
+                    if first:
+                        self._count_prompt(event.prompt_token_ids)
+                        self.usage.record(
+                            len(event.prompt_token_ids), 0, event.cached_prompt_tokens
+                        )
+                        first = False
+                    self.usage.generated_tokens += sum(len(d.token_ids) for d in event.deltas)
+                    self._check_budget()  # leaving the loop closes the stream: the engine aborts
+                    yield event
         finally:
             if first:  # closed before any output: the call was still made
                 self.usage.engine_calls += 1
