@@ -183,3 +183,15 @@ def test_cli_runs_the_naive_pipeline(scored_server: LiveServer, tmp_path: Path, 
     assert result["request_goodput"] > 0
     assert all(not r["streamed"] for r in result["requests"])
     assert cli_main([*args[:-3], "--stream", "--disable-tqdm"]) == 2  # streaming refused
+
+
+def test_help_documents_metrics_kinds_and_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "serve", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--request-rate", "--burstiness", "--max-concurrency", "--num-warmups",
+                   "--num-prompts", "--prompts-file", "--task", "--extra-body", "--goodput",
+                   "--rate-sweep", "--result-file", "--disable-tqdm", "--client", "TTFT", "ITL",
+                   "TPOT", "E2EL", "naive_best_of_n"):  # fmt: skip
+        assert needle in text, needle

@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -273,12 +274,14 @@ def wait_for_memory(need_gib: float, patience_s: float = 600.0) -> None:
 
 
 @contextmanager
-def both_running(pair: Sequence[Server], logs: Path, need_gib: float) -> Iterator[dict[str, Any]]:
+def both_running(
+    pair: Sequence[Server], logs: Path, need_gib: float, patience_s: float
+) -> Iterator[dict[str, Any]]:
     """Start the servers one after the other (never two engines loading at once); stop both."""
     started: dict[str, Any] = {}
     with ExitStack() as stack:
-        for server in pair:
-            wait_for_memory(need_gib)
+        for i, server in enumerate(pair):
+            wait_for_memory(need_gib * (len(pair) - i), patience_s)  # room for all still to come
             t = time.monotonic()
             log = logs / f"{server.name}.log"
             proc = stack.enter_context(server_process(server.command, _root(server), log,
@@ -740,6 +743,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reward", default="default", help="best-of-N reward (winnow's)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--estimate", action="store_true", help="print the duration estimate, exit")
+    p.add_argument(
+        "--memory-wait", type=float, default=10, help="minutes to wait for free memory (shared)"
+    )
     return p.parse_args(argv)
 
 
@@ -752,7 +758,12 @@ def plan_from(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the with-blocks: both servers are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     plan = plan_from(args)
     estimate = estimate_seconds(plan)
@@ -771,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="serving-compare-"))
     # per server: KV cache + ~2 GiB of engine worker + ~1.5 GiB server (winnow: the backbone)
-    with both_running([winnow, vllm], logs, need_gib=args.kv_cache_gib + 3.5) as up:
+    with both_running([winnow, vllm], logs, need_gib=args.kv_cache_gib + 3.5,
+                      patience_s=60 * args.memory_wait) as up:  # fmt: skip
         pgids = {name: info["pgid"] for name, info in up.items()}
         t = time.monotonic()
         warm_up(groups, prompts, pgids)
