@@ -41,6 +41,15 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--max-n", type=int, help="largest n / strategy budget accepted (64)")
     p.add_argument("--max-tokens-cap", type=int, help="largest max_tokens accepted")
     p.add_argument("--request-timeout", type=float, help="wall time per request, s (600)")
+    p.add_argument(
+        "--max-request-tokens",
+        type=int,
+        help="largest strategy token budget per request, kept + discarded (no cap)",
+    )
+    p.add_argument("--reward-timeout", type=float, help="wall time per reward call, s (120)")
+    p.add_argument(
+        "--shutdown-timeout", type=float, help="on SIGTERM, drain in-flight requests for s (30)"
+    )
     p.add_argument("--max-running-requests", type=int, help="requests served at once (64)")
     p.add_argument("--max-queued-requests", type=int, help="requests waiting; past it 429 (256)")
     p.add_argument("--kv-cache-gib", type=int, help="KV cache on CPU machines, GiB (2)")
@@ -51,6 +60,7 @@ SERVE_SETTINGS = (
     "model", "served_model_name", "host", "port", "api_key", "backend", "remote_urls",
     "remote_api_key", "data_dir", "rewards_config", "max_n", "max_tokens_cap", "request_timeout",
     "max_running_requests", "max_queued_requests", "kv_cache_gib", "log_level",
+    "max_request_tokens", "reward_timeout", "shutdown_timeout",
 )  # fmt: skip
 
 
