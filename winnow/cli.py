@@ -79,6 +79,19 @@ def _train_parser(sub: Any) -> None:
     r.add_argument("--out", type=Path, default=None, help="default: the package's assets")
     r.add_argument("--quick", action="store_true", help="a small run, to check the pipeline")
     r.add_argument("--seed", type=int, default=0)
+    v = tsub.add_parser("value", help="train VAS value models (Q-heads) on the default policy")
+    v.add_argument(
+        "--reward",
+        dest="rewards",
+        action="append",
+        help="a configured reward name or 'brevity' (repeat; default: default and brevity)",
+    )
+    v.add_argument("--out", type=Path, default=None, help="default: the package's assets")
+    v.add_argument("--work-dir", type=Path, default=None, help="samples, features, checkpoints")
+    v.add_argument("--prompts", type=Path, default=None, help="a file of prompts (or JSONL)")
+    v.add_argument("--quick", action="store_true", help="a small run, to check the pipeline")
+    v.add_argument("--fresh", action="store_true", help="ignore the work dir (no resume)")
+    v.add_argument("--seed", type=int, default=0)
 
 
 def _bench_parser(sub: Any) -> None:
@@ -126,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
 
         path = build_default_model(args.data_dir or default_data_dir(), force=args.force)
         print(path)
+        return 0
+    if args.command == "train" and args.train_command == "value":
+        from winnow.train.cli import train_value
+
+        train_value(
+            args.rewards, args.out, args.work_dir, args.prompts, args.quick, args.seed, args.fresh
+        )
         return 0
     if args.command == "train":
         from winnow.train.cli import train_reward

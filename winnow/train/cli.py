@@ -40,3 +40,42 @@ def train_reward(out_dir: Path | None, quick: bool, seed: int) -> dict:
     write_model_card(target)
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def train_value(
+    rewards: list[str] | None,
+    out_dir: Path | None,
+    work_dir: Path | None,
+    prompts: Path | None,
+    quick: bool,
+    seed: int,
+    fresh: bool,
+) -> dict:
+    """Train one VAS value model per reward; reuse (resume from) the work dir unless ``fresh``."""
+    import shutil
+
+    from winnow.engine.vllm_local import VllmEngine
+    from winnow.models.default_model import build_default_model
+    from winnow.train.value import ValueConfig, train_values, write_model_card
+    from winnow.values import ASSETS as VALUE_ASSETS
+
+    data_dir = default_data_dir()
+    model = str(build_default_model(data_dir))
+    fields: dict = {"seed": seed, "prompts_file": str(prompts) if prompts else None}
+    if rewards:
+        fields["rewards"] = tuple(rewards)
+    if quick:
+        fields.update(train_questions=4, eval_questions=2, samples_per_question=2, epochs=2)
+    config = ValueConfig(**fields)
+    target = out_dir or VALUE_ASSETS
+    work = work_dir or data_dir / "train-value" / ("quick" if quick else f"seed{seed}")
+    if fresh and work.exists():
+        shutil.rmtree(work)
+
+    def engine() -> VllmEngine:
+        return VllmEngine(model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache")
+
+    summary = asyncio.run(train_values(engine, model, target, work, config))
+    write_model_card(target, list(config.rewards))
+    print(json.dumps(summary, indent=2))
+    return summary

@@ -9,5 +9,8 @@ They run in vLLM's engine-core process (pickled there by import path), so each l
 importable module and loads what it needs (weights, tokenizer facts) itself.
 """
 
-PROCESSORS: tuple[str, ...] = ("winnow.engine.processors.segment:UncertaintySegmenter",)
+PROCESSORS: tuple[str, ...] = (
+    "winnow.engine.processors.segment:UncertaintySegmenter",
+    "winnow.engine.processors.vas:ValueGuide",
+)
 """``module:Class`` import paths handed to ``AsyncEngineArgs(logits_processors=...)``."""

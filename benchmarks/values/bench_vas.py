@@ -1,0 +1,126 @@
+"""Decoding speed of VAS vs plain sampling, side by side on one winnow server.
+
+Starts ``winnow serve`` (the embedded default model) on a free port, then for ``--rounds``
+rounds sends the same batch of requests (``--concurrency`` at once, ``--max-tokens`` each,
+``ignore_eos`` so every request writes exactly that many tokens) as plain sampling, as VAS with
+one value model and as VAS composing two, in an order that rotates every round. Reports the
+median tokens/s of each and VAS's overhead.
+
+    python benchmarks/values/bench_vas.py                # 3 rounds, 4 concurrent, 64 tokens
+    python benchmarks/values/bench_vas.py --rounds 5 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from winnow.clients.launch import free_port, server_process
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+CASES: dict[str, dict[str, Any] | None] = {
+    "sample": None,
+    "vas default": {"name": "vas", "values": {"default": 3.0}},
+    "vas default+brevity": {"name": "vas", "values": {"default": 3.0, "brevity": 1.0}},
+}
+PROMPT = "Calculate 7 * 8. Give the final answer as a single number."
+
+
+async def one_case(
+    client: httpx.AsyncClient, strategy: dict | None, concurrency: int, max_tokens: int, seed: int
+) -> dict[str, float]:
+    async def one(i: int) -> int:
+        body: dict[str, Any] = {
+            "prompt": PROMPT,
+            "max_tokens": max_tokens,
+            "temperature": 1.0,
+            "ignore_eos": True,
+            "seed": seed + i,
+        }
+        if strategy is not None:
+            body["strategy"] = strategy
+        r = await client.post("/v1/completions", json=body)
+        r.raise_for_status()
+        return int(r.json()["usage"]["completion_tokens"])
+
+    start = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(one(i) for i in range(concurrency))))
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+async def measure(url: str, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CASES}
+    names = list(CASES)
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        await one_case(client, CASES["vas default"], 1, 8, 0)  # warm-up (loads the heads)
+        for r in range(args.rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                result = await one_case(
+                    client, CASES[name], args.concurrency, args.max_tokens, 100 * r
+                )
+                runs[name].append(result)
+                print(f"round {r} {name:22s} {result['tokens_per_s']:7.1f} tok/s", flush=True)
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS / "vas_speed")
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = args.out.with_suffix(".server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "winnow.cli", "serve", "--port", str(port)]
+    with server_process(command, url, log):
+        runs = asyncio.run(measure(url, args))
+    medians = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs.items()}
+    base = medians["sample"]
+    report = {
+        "what": "tokens/s of plain sampling vs VAS on one winnow server (median of rounds)",
+        "command": "python benchmarks/values/bench_vas.py " + " ".join(sys.argv[1:]),
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "median_tokens_per_s": medians,
+        "overhead_vs_sample": {k: 1 - v / base for k, v in medians.items()},
+        "runs": runs,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# VAS decoding speed vs plain sampling",
+        "",
+        f"`{report['command']}`: {args.concurrency} concurrent requests x {args.max_tokens} "
+        f"tokens (ignore_eos), median of {args.rounds} rounds, order rotated per round, "
+        f"{os.cpu_count()} CPUs.",
+        "",
+        "| case | tokens/s | overhead vs sample |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {v:.1f} | {report['overhead_vs_sample'][k] * 100:+.1f}% |"
+            for k, v in medians.items()
+        ),
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

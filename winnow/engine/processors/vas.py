@@ -1,0 +1,203 @@
+"""Value-augmented sampling inside the engine: ``logits[top-k] += sum_i beta_i (Q_i - mean Q_i)``.
+
+A request opts in with ``extra_args={"winnow_vas": {"values": {"/path/to/value_model": 3.0,
+...}, "top_k": 20}}``. On every decoding step this processor takes each opted-in row's raw
+logits (before temperature and penalties), recovers the policy's final hidden state from them
+(``h = pinv(E_S) l_S``, see :class:`winnow.values.EmbeddingInverse`), computes Q of the row's
+top-k tokens with each requested value head, centres Q over those k and adds ``beta * Q`` to
+their logits; the other tokens are untouched. Rows of all VAS requests in the step are done in
+one batched pass per value model; there is no extra forward pass and no round trip per token.
+
+Sampling then draws from ``pi_ref * exp(beta * Q / T)`` on the top-k (``T`` the request's
+temperature; the paper's formula at ``T = 1``).
+
+Refused per request (they edit the logits before this processor sees them, so ``h`` would be
+wrong): ``min_tokens``, ``logit_bias``, ``allowed_token_ids``, ``bad_words`` and the uncertainty
+segmenter. Penalties (repetition, presence, frequency) are applied by vLLM after all processors,
+on the adjusted logits, and are allowed.
+
+Nothing here may raise once a request is in the engine (an exception in the sampler kills the
+engine): value models are checked by :meth:`ValueGuide.validate_params` when the request
+arrives, and a model that still fails to load is logged and the row left unguided.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model, output_embedding
+
+KEY = "winnow_vas"
+MAX_TOP_K = 100
+log = logging.getLogger("winnow.engine.vas")
+
+
+class VasRule:
+    """One opted-in row: its value models (path -> beta) and top-k."""
+
+    __slots__ = ("top_k", "values")
+
+    def __init__(self, values: dict[str, float], top_k: int) -> None:
+        self.values = values
+        self.top_k = top_k
+
+
+def parse_rule(params: SamplingParams | None) -> VasRule | None:
+    """The row's VAS arguments, or None; ``ValueError`` (a 400) if they are malformed."""
+    extra = params.extra_args if params is not None else None
+    if not extra or KEY not in extra:
+        return None
+    args = extra[KEY]
+    if not isinstance(args, dict) or not isinstance(args.get("values"), dict):
+        raise ValueError(f"extra_args.{KEY} needs 'values': {{value model path: beta}}")
+    values: dict[str, float] = {}
+    for path, beta in args["values"].items():
+        if not isinstance(beta, int | float) or not math.isfinite(beta):
+            raise ValueError(f"extra_args.{KEY}.values: beta of {path!r} must be a finite number")
+        if not (Path(path) / META_FILE).is_file():
+            raise ValueError(f"extra_args.{KEY}.values: {path!r} is not a value model directory")
+        values[str(path)] = float(beta)
+    top_k = args.get("top_k", 20)
+    if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"extra_args.{KEY}.top_k must be an integer in [1, {MAX_TOP_K}]")
+    return VasRule(values, top_k)
+
+
+def conflicts(params: SamplingParams) -> list[str]:
+    """Settings vLLM applies to the logits before this processor runs (see module docstring)."""
+    found = []
+    if params.min_tokens:
+        found.append("min_tokens")
+    if params.logit_bias:
+        found.append("logit_bias")
+    if params.allowed_token_ids:
+        found.append("allowed_token_ids")
+    if params.bad_words:
+        found.append("bad_words")
+    if params.extra_args and "winnow_segment" in params.extra_args:
+        found.append("segment")
+    return found
+
+
+def guide_rows(
+    logits: torch.Tensor,
+    rows: dict[int, VasRule],
+    inverse: EmbeddingInverse,
+    heads: dict[str, QHead],
+) -> None:
+    """Add ``sum_i beta_i * (Q_i - mean_k Q_i)`` to each row's top-k logits, in place."""
+    if not rows:
+        return
+    index = torch.tensor(list(rows), dtype=torch.long, device=logits.device)
+    sub = logits.index_select(0, index)
+    k = max(r.top_k for r in rows.values())
+    top = sub.topk(min(k, sub.shape[1]), dim=1).indices  # [B, k]
+    hidden = inverse.hidden(sub)  # [B, H]
+    add = torch.zeros(top.shape, dtype=logits.dtype, device=logits.device)
+    rules = list(rows.values())
+    for path in sorted({p for r in rules for p in r.values}):
+        head = heads.get(path)
+        if head is None:
+            continue
+        betas = torch.tensor([r.values.get(path, 0.0) for r in rules], dtype=logits.dtype)
+        use = torch.nonzero(betas).reshape(-1)
+        if not len(use):
+            continue
+        for kk in sorted({r.top_k for r in rules}):  # centre over each row's own k
+            pick = use[torch.tensor([rules[int(i)].top_k == kk for i in use], dtype=torch.bool)]
+            if not len(pick):
+                continue
+            adv = head.advantage(hidden[pick], top[pick, :kk], inverse.embedding)
+            add[pick, :kk] += betas[pick, None] * adv
+    add[~torch.isfinite(hidden).all(dim=1)] = 0.0  # a row masked by someone else: leave it
+    logits[index[:, None], top] += add
+
+
+class ValueGuide(LogitsProcessor):
+    """Batch-level vLLM logits processor; inert for rows without ``extra_args.winnow_vas``."""
+
+    _heads: dict[str, QHead] = {}  # by path, shared by every instance in the process
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        rule = parse_rule(sampling_params)
+        if rule is None:
+            return
+        bad = conflicts(sampling_params)
+        if bad:
+            raise ValueError(
+                f"value-augmented sampling cannot be combined with {', '.join(bad)}: "
+                "they change the logits the value models read"
+            )
+
+    def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
+        self.rows: dict[int, VasRule] = {}
+        self.inverse: EmbeddingInverse | None = None
+        self.error: str | None = None
+        self.model = getattr(getattr(vllm_config, "model_config", None), "model", None)
+
+    def _ensure_inverse(self) -> EmbeddingInverse | None:
+        """Read the LM head and invert it at the first VAS request (not at engine start-up)."""
+        if self.inverse is None and self.error is None:
+            try:
+                self.inverse = EmbeddingInverse(output_embedding(str(self.model)))
+            except Exception as exc:  # the engine must still serve everything else
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.error("value-augmented sampling disabled for %s: %s", self.model, self.error)
+        return self.inverse
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it changes greedy choices too, and must see logits before temperature
+
+    def _head(self, path: str) -> QHead | None:
+        head = self._heads.get(path)
+        if head is not None or self.inverse is None:
+            return head
+        try:
+            head, _ = load_value_model(path)
+            vocab, hidden = self.inverse.embedding.shape
+            if head.hidden_size != hidden or head.vocab_size != vocab:
+                raise ValueError(
+                    f"head is {head.hidden_size}x{head.vocab_size}, model {hidden}x{vocab}"
+                )
+        except Exception as exc:
+            log.error("value model %s not usable, row left unguided: %s", path, exc)
+            return None
+        self._heads[path] = head
+        return head
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.rows.pop(index, None)
+        for index, params, _prompt, _output in batch_update.added:
+            rule = None
+            try:
+                rule = parse_rule(params)
+            except ValueError:  # validated on arrival; never fail inside the engine
+                rule = None
+            if rule is None or self._ensure_inverse() is None:
+                self.rows.pop(index, None)  # a freed slot can be reused without a removal
+                continue
+            for path in rule.values:
+                self._head(path)
+            self.rows[index] = rule
+        for a, b, direction in batch_update.moved:
+            ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
+            if ra is not None:
+                self.rows[b] = ra
+            if direction == MoveDirectionality.SWAP and rb is not None:
+                self.rows[a] = rb
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.rows and self.inverse is not None:
+            guide_rows(logits, self.rows, self.inverse, self._heads)
+        return logits

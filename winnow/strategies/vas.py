@@ -1,0 +1,115 @@
+"""VAS: value-augmented sampling (Han et al., 2024), token by token inside the engine.
+
+At every token the policy's top-k candidates get ``beta_i * (Q_i - mean Q_i)`` added to their
+logits for each requested value model ``i``, and the engine samples as usual: the answer is drawn
+from ``pi_ref * exp(sum_i beta_i Q_i)`` restricted to the top-k. The adjustment runs in vLLM's
+sampler (:mod:`winnow.engine.processors.vas`), batched over every VAS request of the step, so a
+VAS request costs one engine call, streams like plain sampling, and shares the prefix cache.
+
+``values`` composes several value models per request (one per reward), each with its own beta:
+``{"default": 3.0, "brevity": 1.0}``. Q is in units of each reward's standard deviation on the
+policy's samples, so the betas are comparable. With temperature T the effective beta is beta / T
+(the adjustment is applied before temperature, as in the paper at T = 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, field_validator
+
+from winnow.strategies.base import (
+    Choice,
+    ChoiceDelta,
+    GenerationRequest,
+    MeteredEngine,
+    Rewards,
+    StrategyParams,
+    StrategyResult,
+)
+from winnow.strategies.registry import StrategyError, register
+from winnow.values import available, read_meta
+
+KEY = "winnow_vas"
+
+
+class VasParams(StrategyParams):
+    values: dict[str, float] = Field(
+        default_factory=lambda: {"default": 3.0},
+        description="Value models by name with their beta (GET /v1/strategies lists the names "
+        "in the description of 'vas'); several compose additively.",
+    )
+    top_k: int = Field(20, ge=1, le=100, description="Candidates adjusted per token.")
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, values: dict[str, float]) -> dict[str, float]:
+        if not values:
+            raise ValueError("name at least one value model")
+        for name, beta in values.items():
+            if not math.isfinite(beta):
+                raise ValueError(f"beta of {name!r} must be finite")
+        return values
+
+    def check(self, request: GenerationRequest) -> None:
+        known = available()
+        for name in self.values:
+            if name not in known:
+                raise StrategyError(
+                    f"unknown value model {name!r}; available: {', '.join(known) or 'none'}",
+                    "strategy.values",
+                )
+
+
+def engine_args(params: VasParams, vocab_size: int) -> dict[str, object]:
+    """The processor's per-request arguments: value model paths (resolved here) and betas."""
+    known = available()
+    values: dict[str, float] = {}
+    for name, beta in params.values.items():
+        meta = read_meta(known[name])
+        if vocab_size and int(meta.get("vocab_size", vocab_size)) != vocab_size:
+            raise StrategyError(
+                f"value model {name!r} was trained for a vocabulary of {meta['vocab_size']} "
+                f"tokens; the served model has {vocab_size}",
+                "strategy.values",
+            )
+        values[str(known[name])] = float(beta)
+    return {KEY: {"values": values, "top_k": params.top_k}}
+
+
+@register("vas", VasParams, streams=True)
+async def vas(
+    request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
+) -> StrategyResult:
+    """Value-augmented sampling: steer each token by trained value models (one engine call)."""
+    params = request.params
+    assert isinstance(params, VasParams)
+    params.check(request)
+    spec = request.sampling(extra_args=engine_args(params, engine.info.vocab_size))
+    details = {"values": dict(params.values), "top_k": params.top_k}
+    if request.sink is None:
+        generation = await engine.generate(spec)
+        choices = [
+            Choice(c.index, c.text, c.token_ids, c.finish_reason, c.logprobs)
+            for c in generation.completions
+        ]
+        return StrategyResult(choices, details=details)
+
+    texts: dict[int, list[str]] = {i: [] for i in range(request.n)}
+    token_ids: dict[int, list[int]] = {i: [] for i in range(request.n)}
+    finish: dict[int, str | None] = dict.fromkeys(range(request.n))
+    async for event in engine.stream(spec):
+        deltas = []
+        for d in event.deltas:
+            texts[d.index].append(d.text)
+            token_ids[d.index].extend(d.token_ids)
+            if d.finish_reason is not None:
+                finish[d.index] = d.finish_reason
+            deltas.append(ChoiceDelta(d.index, d.text, d.token_ids, d.finish_reason, d.logprobs))
+        if deltas:
+            await request.sink.send(deltas)
+    choices = [
+        Choice(i, "".join(texts[i]), token_ids[i], finish[i])  # type: ignore[arg-type]
+        for i in range(request.n)
+    ]
+    return StrategyResult(choices, details=details, streamed=True)
