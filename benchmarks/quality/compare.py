@@ -47,6 +47,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "beam4x2": {"name": "tree_search", "n": 4, "beam_width": 2},
     "beam4x2_er16": {"name": "tree_search", "n": 4, "beam_width": 2, "partial_tokens": 16},
     "dvts4x2": {"name": "tree_search", "n": 4, "beam_width": 2, "mode": "dvts"},
+    "vas3": {"name": "vas", "values": {"default": 3.0}},
+    "vas10": {"name": "vas", "values": {"default": 10.0}},
 }
 DEFAULT_CONFIGS = list(PRESETS)
 
