@@ -464,6 +464,7 @@ async def stream_jobs(
     started: set[int] = set()
     deadline = None if timeout is None else time.monotonic() + timeout
     first = True
+    getter: asyncio.Future[tuple[int, Sequence[ChoiceDelta]]] | None = None
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
@@ -523,6 +524,8 @@ async def stream_jobs(
         yield sse("[DONE]")
     finally:
         aborter.cancel()
+        if getter is not None:
+            getter.cancel()  # the client left while we waited for output
         if not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):
