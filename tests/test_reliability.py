@@ -201,6 +201,16 @@ def test_dead_engine_fails_health_and_requests_with_503_without_hanging():
         assert c.get("/health").status_code == 503
         assert complete(c).status_code == 503
         assert engine._running == 0
+        # even with every running place and queue place taken, a dead engine is a 503, not 429
+        c.app.app.state.winnow.admission.running = 10**6
+        c.app.app.state.winnow.admission.queued = 10**6
+        r = complete(c)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "engine_unavailable"
+        c.app.app.state.winnow.admission.running = 0
+        c.app.app.state.winnow.admission.queued = 0
+        engine.healthy, engine.delay = True, 0.0  # it came back: admitted again
+        assert complete(c, max_tokens=3).status_code == 200
 
 
 # ---- slow clients -------------------------------------------------------------------------------

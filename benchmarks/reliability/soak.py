@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -329,6 +331,7 @@ def real_server(max_running: int, max_queued: int, log: Path) -> Iterator[str]:
         sys.executable, "-m", "winnow.cli", "serve", "--port", str(port),
         "--max-running-requests", str(max_running), "--max-queued-requests", str(max_queued),
         "--request-timeout", "120", "--shutdown-timeout", "10", "--log-level", "warning",
+        "--kv-cache-gib", "1",
     ]  # fmt: skip
     with server_process(command, url, log, timeout=600):
         yield url
@@ -350,8 +353,9 @@ def run(args: argparse.Namespace) -> SoakReport:
     elif args.base_url:
         server = _existing(args.base_url)
     else:
-        args.out.mkdir(parents=True, exist_ok=True)
-        server = real_server(args.max_running, args.max_queued, args.out / "soak_server.log")
+        log = Path(tempfile.gettempdir()) / f"winnow_soak_server_{os.getpid()}.log"
+        print(f"server log: {log}")
+        server = real_server(args.max_running, args.max_queued, log)
     with server as url:
         print(f"server up at {url}; sending for {args.duration:g} s at {args.rate:g} req/s")
         outcomes, names, wall = asyncio.run(

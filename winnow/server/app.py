@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow import strategies
-from winnow.engine.base import Engine, EngineError
+from winnow.engine.base import Engine, EngineError, EngineUnavailable
 from winnow.rewards.registry import RewardSet
 from winnow.server import openapi, serving
 from winnow.server.admission import Slot
@@ -155,6 +155,7 @@ def create_app(
             await engine.check_health()
         except EngineError as exc:
             metrics.engine_healthy.set(0)
+            state.engine_suspect = True
             raise APIError(503, f"engine unhealthy: {exc}", code="engine_unavailable") from None
         metrics.engine_healthy.set(1)
         return {"status": "ok"}
@@ -244,6 +245,7 @@ async def _serve(
     timeout = state.settings.request_timeout
     assert state.admission is not None
     try:
+        await _check_engine(state)
         slot = await state.admission.acquire()
     except APIError as exc:
         metrics.requests.labels(endpoint, strategy, str(exc.status)).inc()
@@ -264,11 +266,25 @@ async def _serve(
         return response
     except Exception as exc:
         status = str(status_for(exc))
+        if isinstance(exc, EngineUnavailable):
+            state.engine_suspect = True
         raise
     finally:
         slot.release()
         metrics.in_flight.labels(strategy).dec()
         metrics.requests.labels(endpoint, strategy, status).inc()
+
+
+async def _check_engine(state: ServerState) -> None:
+    """Once a request or /health found the engine unavailable, ask it before admitting more:
+    a 503 at once instead of queueing (or a 429) for an engine that is dead."""
+    if not state.engine_suspect:
+        return
+    try:
+        await state.engine.check_health()
+    except EngineError as exc:
+        raise APIError(503, f"engine unavailable: {exc}", code="engine_unavailable") from None
+    state.engine_suspect = False
 
 
 async def _gather(state: ServerState, jobs: list[serving.Job]) -> None:

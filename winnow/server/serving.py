@@ -67,6 +67,7 @@ class ServerState:
     created: int = field(default_factory=now)
     admission: Admission | None = None
     drain: Drain | None = None
+    engine_suspect: bool = False  # the engine was found unavailable: check before admitting
 
     def __post_init__(self) -> None:
         if self.admission is None:
