@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -762,8 +762,16 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds the with-blocks: both servers are stopped
 
 
+def _yield_to_oom_killer() -> None:
+    """On a shared machine, if memory runs out, let the kernel kill this benchmark (and the
+    servers it starts, which inherit the setting) rather than someone else's work."""
+    with suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("800")
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _yield_to_oom_killer()
     args = parse_args(argv)
     plan = plan_from(args)
     estimate = estimate_seconds(plan)
