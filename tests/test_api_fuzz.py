@@ -24,7 +24,7 @@ from winnow.settings import Settings
 
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 30
 
 
 class _Engine(FakeEngine):
