@@ -563,7 +563,7 @@ def test_real_engine_end_to_end(sdk, live_server, strategy):
     assert chosen[0]["text"] == r.choices[0].message.content
     assert all(c["tokens"] <= 24 for c in extra["candidates"])
     if strategy.get("partial_tokens"):  # steps of this model are longer than 4 tokens
-        assert details["continuations"] >= 1 and details["pruned"] >= 2
+        assert details["continuations"] >= 1 and details["pruned"] >= 1
     assert live_server.wait_idle() == 0
 
 
