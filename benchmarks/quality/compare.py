@@ -42,11 +42,14 @@ RESULTS = HERE.parent / "results"
 
 # label -> the request's "strategy" object. One line per preset.
 PRESETS: dict[str, dict[str, Any]] = {
+    "sample": {"name": "sample"},
     "bon4": {"name": "best_of_n", "n": 4, "reward": "default"},
     "bon8": {"name": "best_of_n", "n": 8, "reward": "default"},
     "beam4x2": {"name": "tree_search", "n": 4, "beam_width": 2},
     "beam4x2_er16": {"name": "tree_search", "n": 4, "beam_width": 2, "partial_tokens": 16},
     "dvts4x2": {"name": "tree_search", "n": 4, "beam_width": 2, "mode": "dvts"},
+    "cards": {"name": "cards", "reward": "default"},
+    "cards_hard": {"name": "cards", "reward": "default", "acceptance": "hard"},
     "vas3": {"name": "vas", "values": {"default": 3.0}},
     "vas10": {"name": "vas", "values": {"default": 10.0}},
 }

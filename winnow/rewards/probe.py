@@ -70,6 +70,9 @@ def score_jobs(
     return score_positions(backbone, jobs, scorer, layer)
 
 
+_INFO_KEYS = {"metrics", "backbone", "calibration"}  # probe.json entries GET /v1/rewards shows
+
+
 class ProbeReward(Reward):
     def __init__(
         self,
@@ -91,7 +94,7 @@ class ProbeReward(Reward):
             backend="probe",
             scale="probability in [0, 1]" if self._sigmoid else "raw head output",
             description=str(self.meta.get("description", "")),
-            extra={k: v for k, v in self.meta.items() if k in {"metrics", "backbone"}},
+            extra={k: v for k, v in self.meta.items() if k in _INFO_KEYS},
         )
         self.layer = int(self.meta.get("layer", -1))
         self.delimiter = str(self.meta.get("step_delimiter", STEP_DELIMITER))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +60,11 @@ class CardsParams(StrategyParams):
     max_segment_tokens: int = Field(64, ge=1, le=1024)
     max_rejections: int = Field(20, ge=1, le=200, description="Then take the best candidate.")
     top_k: int = Field(40, ge=0, description="Top-k sampling (0: off).")
+    log_odds: bool = Field(
+        True,
+        description="Score a probability reward as log(p / (1 - p)), the unbounded scale of the "
+        "paper's reward models on which beta is meaningful; r_star is then on that scale too.",
+    )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
 
     def token_budget(self, request: GenerationRequest) -> int:
@@ -110,13 +116,24 @@ class Chain:
     stats: ChainStats = field(default_factory=ChainStats)
 
 
+def uses_log_odds(params: CardsParams, rewards: Rewards) -> bool:
+    return params.log_odds and rewards.info(params.reward).scale.startswith("probability")
+
+
+def log_odds(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
 def r_star_for(params: CardsParams, rewards: Rewards) -> float:
+    """The request's r_star, else the reward's calibrated one (on the scale cards scores on)."""
     if params.r_star is not None:
         return params.r_star
     info = rewards.info(params.reward)
     calibration = info.extra.get("calibration") if isinstance(params.reward, str) else None
-    if isinstance(calibration, dict) and "r_star" in calibration:
-        return float(calibration["r_star"])
+    key = "r_star_log_odds" if uses_log_odds(params, rewards) else "r_star"
+    if isinstance(calibration, dict) and key in calibration:
+        return float(calibration[key])  # type: ignore[arg-type]
     raise StrategyError(
         f"reward {params.reward!r} has no calibrated r_star; pass strategy.r_star "
         "(a high quantile of this reward on sampled answers is a good start)",
@@ -139,12 +156,15 @@ async def cards(
         if isinstance(request.prompt, tuple)
         else await engine.tokenize(request.prompt, add_special_tokens=True)
     )
-    r_prompt = (await rewards.score(params.reward, [item(request, "")])).scores[0]
+    scale = log_odds if uses_log_odds(params, rewards) else float
+    r_prompt = scale((await rewards.score(params.reward, [item(request, "")])).scores[0])
     r0 = (1 - params.alpha) * r_prompt + params.alpha * r_star
     chains = [Chain(i) for i in range(request.n)]
     async with asyncio.TaskGroup() as group:
         for chain in chains:
-            group.create_task(grow(chain, request, prompt_ids, r0, r_star, engine, rewards))
+            group.create_task(
+                grow(chain, request, prompt_ids, (r0, r_star), scale, engine, rewards)
+            )
     stats = [c.stats for c in chains]
     return StrategyResult(
         [Choice(c.index, c.text, c.token_ids, c.finish, score=c.score) for c in chains],
@@ -171,18 +191,20 @@ async def grow(
     chain: Chain,
     request: GenerationRequest,
     prompt_ids: tuple[int, ...],
-    r0: float,
-    r_star: float,
+    schedule: tuple[float, float],
+    scale: Callable[[float], float],
     engine: MeteredEngine,
     rewards: Rewards,
 ) -> None:
+    """Grow one answer segment by segment until EOS, a stop, or max_tokens."""
+    r0, r_star = schedule
     params = request.params
     assert isinstance(params, CardsParams)
     rng = random.Random(None if request.seed is None else request.seed * 1_000_003 + chain.index)
     calls = 0
     while chain.finish is None:
         remaining = request.max_tokens - len(chain.token_ids)
-        best: tuple[float, Completion, str] | None = None
+        best: tuple[float, float, Completion, str] | None = None  # (score, raw, segment, text)
         rejected = 0
         while True:
             seed = None if request.seed is None else request.seed + 7919 * chain.index + calls
@@ -201,21 +223,22 @@ async def grow(
             )
             segment = (await engine.generate(spec)).completions[0]
             text = await engine.detokenize([*chain.token_ids, *segment.token_ids])
-            score = (await rewards.score(params.reward, [item(request, text)])).scores[0]
+            raw = (await rewards.score(params.reward, [item(request, text)])).scores[0]
+            score = scale(raw) if not math.isnan(raw) else raw
             chain.stats.candidates += 1
             t = len(chain.token_ids) + len(segment.token_ids)
             tau = threshold(t, r0, r_star, request.max_tokens)
             if best is None or (not math.isnan(score) and score > best[0]):
-                best = (score, segment, text)
+                best = (score, raw, segment, text)
             if accepts(score, tau, params.beta, params.acceptance, rng.random()):
-                best = (score, segment, text)
+                best = (score, raw, segment, text)
                 break
             rejected += 1
             if rejected >= params.max_rejections:
                 chain.stats.forced += 1
                 break
-        score, segment, text = best
-        await accept(chain, segment, text, score, request)
+        _, raw, segment, text = best
+        await accept(chain, segment, text, raw, request)
         chain.stats.segments += 1
         chain.stats.rejections += rejected
         chain.stats.rejections_per_segment.append(rejected)
