@@ -177,3 +177,25 @@ def test_bad_parameters_are_400():
     assert r.status_code == 400 and "min_segment_tokens" in r.json()["error"]["message"]
     r, _, _ = run(["good"], {"beta": 0})
     assert r.status_code == 400 and r.json()["error"]["param"] == "strategy.beta"
+
+
+class ProbabilityReward(LastWordReward):
+    """The same tags on a probability scale, calibrated like the trained default reward."""
+
+    def __init__(self) -> None:
+        calibration = {"r_star": 0.5, "r_star_log_odds": 0.0}
+        self._info = RewardInfo(
+            "prob", "outcome", "test", "probability in [0, 1]", extra={"calibration": calibration}
+        )
+        self.seen = []
+
+
+def test_probability_rewards_are_scored_as_log_odds():
+    reward = ProbabilityReward()
+    r, _, _ = run(["meh a"], {"acceptance": "hard"}, reward=reward)
+    details = r.json()["winnow"]["details"]
+    assert details["r_star"] == 0.0  # the calibrated log-odds r_star
+    assert details["r0"] == pytest.approx(0.5 * math.log(1e-6 / (1 - 1e-6)))  # RM(prompt) = 0
+    assert r.json()["choices"][0]["text"] == "meh a"
+    raw, _, _ = run(["meh a"], {"acceptance": "hard", "log_odds": False}, reward=reward)
+    assert raw.json()["winnow"]["details"]["r_star"] == 0.5
