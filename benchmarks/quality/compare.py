@@ -45,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "sample": {"name": "sample"},
     "bon4": {"name": "best_of_n", "n": 4, "reward": "default"},
     "bon8": {"name": "best_of_n", "n": 8, "reward": "default"},
+    "bon4_prm": {"name": "best_of_n", "n": 4, "reward": "default_prm"},  # tree search's reward
     "beam4x2": {"name": "tree_search", "n": 4, "beam_width": 2},
     "beam4x2_er16": {"name": "tree_search", "n": 4, "beam_width": 2, "partial_tokens": 16},
     "dvts4x2": {"name": "tree_search", "n": 4, "beam_width": 2, "mode": "dvts"},
