@@ -15,12 +15,19 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 
+from tests.fakes import placeholder_value_models
 from winnow.engine.base import ModelInfo
 from winnow.engine.fake import FakeEngine
 from winnow.rewards.fake import fake_rewards
 from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _value_models(monkeypatch, tmp_path):
+    placeholder_value_models(monkeypatch, tmp_path / "values")
+
 
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.fakes import placeholder_value_models
 from winnow import strategies
 from winnow.engine.base import EngineUnavailable, Generation, SamplingSpec
 from winnow.engine.fake import FakeEngine, cycle_script
@@ -26,6 +27,12 @@ from winnow.server.app import create_app
 from winnow.server.background import BackgroundServer
 from winnow.settings import Settings
 from winnow.strategies.base import MeteredEngine, TokenBudgetExceeded, UsageMeter
+
+
+@pytest.fixture(autouse=True)
+def _value_models(monkeypatch, tmp_path):
+    placeholder_value_models(monkeypatch, tmp_path / "values")
+
 
 BEST_OF_4 = {"name": "best_of_n", "n": 4}
 

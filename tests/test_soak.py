@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import placeholder_value_models
 from winnow import strategies
 
 SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability" / "soak.py"
@@ -26,7 +27,8 @@ def _soak():
 
 
 @pytest.mark.timeout(180)
-def test_soak_on_the_fake_engine(tmp_path):
+def test_soak_on_the_fake_engine(tmp_path, monkeypatch):
+    placeholder_value_models(monkeypatch, tmp_path / "values")
     soak = _soak()
     argv = ["--engine", "fake", "--duration", "5", "--rate", "50", "--cancel-fraction", "0.2",
             "--settle", "60", "--out", str(tmp_path), "--quiet"]  # fmt: skip

@@ -93,6 +93,7 @@ class SoakReport:
     by_strategy: dict[str, dict[str, int]] = field(default_factory=dict)
     strategies: list[str] = field(default_factory=list)
     started_at: str = ""
+    load_average: list[float] = field(default_factory=list)  # 1-min load at start and end
     command: str = ""
 
 
@@ -266,7 +267,8 @@ def markdown(report: SoakReport) -> str:
         f"{r.cancel_fraction:.0%} of clients give up after 0.05-3 s; server caps "
         f"{r.max_running_requests} running + {r.max_queued_requests} queued. "
         f"Strategies: {', '.join(r.strategies)}; both endpoints, 30% streamed. "
-        f"Started {r.started_at}, wall {r.wall_s:.1f} s.",
+        f"Started {r.started_at}, wall {r.wall_s:.1f} s; 1-min load average at start and "
+        f"end {r.load_average} on {os.cpu_count()} cores (a shared machine).",
         "",
         "| sent | accepted | completed | rejected 429 | failed | cancelled "
         "| engine running at end |",
@@ -316,8 +318,20 @@ def fake_server(max_running: int, max_queued: int, delay: float) -> Iterator[str
     )
     rewards = RewardSet(fake_rewards(delay=0.005, batched=True))
     app = create_app(settings, FakeEngine(delay=delay), rewards)
-    with BackgroundServer(app) as server:
+    with tempfile.TemporaryDirectory() as values, BackgroundServer(app) as server:
+        _placeholder_value_models(Path(values))
         yield server.base_url
+
+
+def _placeholder_value_models(root: Path) -> None:
+    """vas names value models; the fake engine applies none, so when winnow ships none (yet) a
+    placeholder ``default`` stands in for the fake run."""
+    from winnow.values import available
+
+    if "default" not in available() and not os.environ.get("WINNOW_VALUES_DIR"):
+        (root / "default").mkdir()
+        (root / "default" / "value.json").write_text("{}")
+        os.environ["WINNOW_VALUES_DIR"] = str(root)
 
 
 @contextmanager
@@ -358,6 +372,7 @@ def run(args: argparse.Namespace) -> SoakReport:
         server = real_server(args.max_running, args.max_queued, log)
     with server as url:
         print(f"server up at {url}; sending for {args.duration:g} s at {args.rate:g} req/s")
+        report.load_average.append(round(os.getloadavg()[0], 1))
         outcomes, names, wall = asyncio.run(
             drive(
                 url,
@@ -371,6 +386,7 @@ def run(args: argparse.Namespace) -> SoakReport:
             )
         )
         gauges = read_gauges(url)
+        report.load_average.append(round(os.getloadavg()[0], 1))
     report.strategies = names
     report.wall_s = round(wall, 2)
     report.engine_running_at_end = int(gauges["engine_running"])
