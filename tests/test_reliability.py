@@ -337,3 +337,24 @@ def test_shutdown_aborts_what_outlives_the_deadline(stream):
     assert server.join(timeout=20)
     assert engine.aborted == 1
     assert engine._running == 0
+
+
+def test_reliability_flags_reach_the_settings():
+    from winnow.cli import build_parser, serve_settings
+
+    argv = [
+        "serve",
+        "--max-request-tokens",
+        "500",
+        "--reward-timeout",
+        "3",
+        "--shutdown-timeout",
+        "7",
+    ]
+    args, extra = build_parser().parse_known_args(argv)
+    settings = serve_settings(args, extra)
+    assert (settings.max_request_tokens, settings.reward_timeout, settings.shutdown_timeout) == (
+        500,
+        3.0,
+        7.0,
+    )
