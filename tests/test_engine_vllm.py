@@ -170,3 +170,13 @@ def test_concurrent_seeded_long_prompts_keep_the_engine_alive(live_server):
     first = live_server.run(go())
     assert live_server.run(go()) == first  # seeds hold under concurrency
     live_server.run(engine.check_health())
+
+
+def test_a_continuation_reuses_the_prompt_from_the_prefix_cache(live_server, prompt_ids):
+    """Short prompts must hit the prefix cache (CPU's default 128-token KV blocks never did)."""
+    engine = live_server.engine
+    first = live_server.run(engine.generate(SamplingSpec(prompt=prompt_ids, max_tokens=40)))
+    prefix = prompt_ids + tuple(first.completions[0].token_ids[:-1])
+    again = live_server.run(engine.generate(SamplingSpec(prompt=prefix, max_tokens=4)))
+    assert len(prompt_ids) >= 32
+    assert again.cached_prompt_tokens >= 32 * (len(prompt_ids) // 32)

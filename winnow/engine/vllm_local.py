@@ -70,7 +70,12 @@ def default_engine_args(model: str, cpu: bool, overrides: dict[str, Any]) -> dic
     if PROCESSORS:
         args["logits_processors"] = list(PROCESSORS)
     if cpu:
-        args.update(dtype="float32", enforce_eager=True, enable_chunked_prefill=False)
+        # KV blocks of 32 tokens, not the CPU default of 128: the prefix cache reuses whole blocks
+        # only, and our prompts (40-150 tokens) plus a step or segment rarely fill 128, so with the
+        # default a continuation (tree search, cards) re-prefilled its whole prefix every time.
+        args.update(
+            dtype="float32", enforce_eager=True, enable_chunked_prefill=False, block_size=32
+        )
         max_len = overrides.get("max_model_len") or _configured_max_len(model)
         args["max_num_batched_tokens"] = max(int(max_len), 2048)
     return {**args, **overrides}
