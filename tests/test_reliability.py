@@ -358,3 +358,23 @@ def test_reliability_flags_reach_the_settings():
         3.0,
         7.0,
     )
+
+
+def test_client_that_leaves_the_queue_frees_its_place():
+    engine = FakeEngine(delay=1.5)  # a request takes about 3 s
+    settings = Settings(max_running_requests=1, max_queued_requests=1)
+    app = create_app(settings, engine, RewardSet(fake_rewards()))
+    body = {"prompt": "p", "max_tokens": 5}
+    with BackgroundServer(app) as server, ThreadPoolExecutor(2) as pool:
+        admission = server.state.admission
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            first = pool.submit(http.post, "/v1/completions", json=body)
+            assert _wait(lambda: admission.running == 1)
+            with pytest.raises(httpx.ReadTimeout):  # queued behind it, gives up after 0.5 s
+                http.post("/v1/completions", json=body, timeout=0.5)
+            assert _wait(lambda: admission.queued == 0, timeout=2)  # left the queue at once
+            assert not first.done()
+            # so the queue place is free for the next client (not a 429)
+            assert http.post("/v1/completions", json=body).status_code == 200
+            assert first.result().status_code == 200
+        assert engine.calls and len(engine.calls) == 2  # the leaver never reached the engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -246,7 +247,7 @@ async def _serve(
     assert state.admission is not None
     try:
         await _check_engine(state)
-        slot = await state.admission.acquire()
+        slot = await serving.admit(state.admission, request)
     except APIError as exc:
         metrics.requests.labels(endpoint, strategy, str(exc.status)).inc()
         raise
@@ -382,3 +383,8 @@ class _SlotStreamingResponse(StreamingResponse):
             log.warning("stream cut off: the client did not read it within %s s", limit)
         finally:
             self._slot.release()
+            # Starlette abandons the body iterator when the client leaves or the send is
+            # cancelled; close it now (cancelling the strategy, aborting its engine work) instead
+            # of whenever the garbage collector finalizes it
+            with contextlib.suppress(Exception):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from fastapi import Request
 
 from winnow.engine.base import Engine, TokenLogprob
 from winnow.rewards.registry import MeteredRewards, RewardSet
-from winnow.server.admission import Admission
+from winnow.server.admission import Admission, Slot
 from winnow.server.errors import APIError, as_api_error, error_body
 from winnow.server.lifecycle import Drain
 from winnow.server.metrics import Metrics
@@ -256,6 +256,28 @@ async def _wait_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def admit(admission: Admission, request: Request) -> Slot:
+    """A running place; a client that leaves while its request waits in the queue leaves the
+    queue (a 499 nobody reads) instead of holding a place there."""
+    acquire = asyncio.ensure_future(admission.acquire())
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    admitted = False
+    try:
+        done, _ = await asyncio.wait({acquire, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if acquire in done:
+            admitted = True
+            return acquire.result()
+        raise APIError(499, "client disconnected while queued", code="client_disconnected")
+    finally:
+        watcher.cancel()
+        if not acquire.done():
+            acquire.cancel()
+        elif not admitted and not acquire.cancelled() and acquire.exception() is None:
+            acquire.result().release()  # admitted just as the client left
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(acquire, watcher, return_exceptions=True)
 
 
 async def run_until_disconnect(
