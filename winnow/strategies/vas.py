@@ -36,8 +36,8 @@ KEY = "winnow_vas"
 class VasParams(StrategyParams):
     values: dict[str, float] = Field(
         default_factory=lambda: {"default": 3.0},
-        description="Value models by name with their beta (GET /v1/strategies lists the names "
-        "in the description of 'vas'); several compose additively.",
+        description="Value models by name with their beta; several compose additively. "
+        f"Shipped: {', '.join(available()) or 'none'}.",
     )
     top_k: int = Field(20, ge=1, le=100, description="Candidates adjusted per token.")
 

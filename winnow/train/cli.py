@@ -73,7 +73,9 @@ def train_value(
         shutil.rmtree(work)
 
     def engine() -> VllmEngine:
-        return VllmEngine(model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache")
+        return VllmEngine(
+            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache", kv_cache_gib=1
+        )
 
     summary = asyncio.run(train_values(engine, model, target, work, config))
     write_model_card(target, list(config.rewards))

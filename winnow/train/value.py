@@ -44,9 +44,9 @@ class ValueConfig:
     samples_per_question: int = 4
     temperature: float = 0.7
     max_tokens: int = 96
-    epochs: int = 12
+    epochs: int = 10
     batch_positions: int = 512
-    lr: float = 1e-3
+    lr: float = 1e-2  # change of Q per Adam step and term, in reward std units
     weight_decay: float = 1e-2
     gamma: float = 1.0
     lam: float = 0.95
@@ -320,6 +320,24 @@ def _load_checkpoint(path: Path, head: QHead, opt: torch.optim.Optimizer) -> dic
     return dict(json.loads(path.with_suffix(".json").read_text()))
 
 
+def param_groups(
+    head: QHead, hidden: torch.Tensor, embedding: torch.Tensor, lr: float
+) -> list[dict[str, Any]]:
+    """One learning rate per tensor, so that one Adam step moves Q by about ``lr`` through
+    each term. Adam steps every entry by ~lr whatever its gradient's scale, so an entry of ``W``
+    (which multiplies ``e_a`` and ``h``, L1 norms ~30 and ~900 on SmolLM2) would otherwise move
+    Q by lr * |e|_1 * |h|_1 at once: the fit diverged at lr 1e-3 with one shared rate."""
+    sh = float(hidden.abs().mean()) * hidden.shape[1]  # typical |h|_1
+    se = float(embedding.abs().mean()) * embedding.shape[1]  # typical |e_a|_1
+    return [
+        {"params": [head.W], "lr": lr / (sh * se)},
+        {"params": [head.c], "lr": lr / se},
+        {"params": [head.b], "lr": lr},
+        {"params": [head.w], "lr": lr / sh},
+        {"params": [head.w0], "lr": lr},
+    ]
+
+
 def fit_value_head(
     train: Dataset,
     held: Dataset | None,
@@ -334,7 +352,9 @@ def fit_value_head(
     head = QHead.zeros(hidden, vocab)
     for p in head.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(
+        param_groups(head, train.hidden, embedding, config.lr), weight_decay=config.weight_decay
+    )
     state: dict[str, Any] = {"epoch": 0, "step": 0, "loss": [], "heldout": []}
     if checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, head, opt)
