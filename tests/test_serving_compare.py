@@ -128,3 +128,22 @@ def test_markdown_has_every_table_and_the_verdicts():
     assert "| 4 | 1.30x, 1.30x | 1.63x | 1.16x |" in md
     assert md.count("**missed**") == 3 and "noisy" in md
     assert not math.isnan(agg["best_of_n@4"]["sides"]["naive"]["request_throughput"])
+
+
+def test_the_sequential_naive_client_is_an_extra_side():
+    winnow, vllm, _ = sc.servers(Path("/models/Smol"), 1, Path("/data"))
+    plain = sc.build_groups(sc.QUICK, winnow, vllm, "default")
+    extra = sc.build_groups(sc.QUICK, winnow, vllm, "default", sequential_naive=True)
+    bon = [g for g in extra if g.comparison == "best_of_n"]
+    assert [s.name for s in bon[0].sides][-1] == "naive_sequential"
+    assert bon[0].sides[-1].cfg.naive_sequential and not bon[0].sides[-2].cfg.naive_sequential
+    assert bon[0].sides[-1].cfg.base_url == vllm.base_url
+    assert bon[0].sides[-1].cfg.reward_base_url == winnow.base_url
+    assert all(len(g.sides) == (3 if g.comparison == "best_of_n" else 2) for g in plain)
+    assert sc.estimate_seconds(sc.FULL, True) > sc.estimate_seconds(sc.FULL)
+    groups = _groups()
+    for r in groups[1].rounds:
+        r["naive_sequential"] = _run(5000, 0.1)
+    agg = sc.aggregate(groups)
+    seq = agg["best_of_n@4"]["ratios"]["throughput_vs_naive_sequential"]
+    assert seq["rounds"] == pytest.approx([5.0, 4.0]) and seq["median"] == pytest.approx(4.5)

@@ -125,9 +125,18 @@ def round_seconds(plan: Plan) -> float:
     return sample + bon
 
 
-def estimate_seconds(plan: Plan) -> float:
-    warmup = cell_seconds(16, plan.num_prompts, 2, 1, False) * 2 + round_seconds(plan) / 4
-    return 2 * STARTUP_S + warmup + plan.rounds * round_seconds(plan)
+def sequential_naive_seconds(plan: Plan) -> float:
+    """The for-loop client: each candidate alone, one after the other, then N reward calls."""
+    return sum(
+        math.ceil(p / c) * N * cell_seconds(c, c, plan.max_tokens, 1, True)
+        for c, p in plan.bon_levels.items()
+    )
+
+
+def estimate_seconds(plan: Plan, sequential_naive: bool = False) -> float:
+    per_round = round_seconds(plan) + (sequential_naive_seconds(plan) if sequential_naive else 0)
+    warmup = cell_seconds(16, plan.num_prompts, 2, 1, False) * 2 + per_round / 4
+    return 2 * STARTUP_S + warmup + plan.rounds * per_round
 
 
 # ---- the machine -----------------------------------------------------------------------------
@@ -322,7 +331,9 @@ class Group:
         return f"{self.comparison}@{self.clients}"
 
 
-def build_groups(plan: Plan, winnow: Server, vllm: Server, reward: str) -> list[Group]:
+def build_groups(
+    plan: Plan, winnow: Server, vllm: Server, reward: str, sequential_naive: bool = False
+) -> list[Group]:
     base = BenchConfig(
         endpoint="chat", max_tokens=plan.max_tokens, temperature=TEMPERATURE, ignore_eos=True,
         seed=0, timeout=900.0, progress=False,
@@ -344,6 +355,9 @@ def build_groups(plan: Plan, winnow: Server, vllm: Server, reward: str) -> list[
             Side("naive", replace(cfg, base_url=vllm.base_url, client="naive_best_of_n",
                                   naive_n=N, reward=reward, reward_base_url=winnow.base_url)),
         ]))  # fmt: skip
+        if sequential_naive:  # the for-loop client: an extra side, not the target's baseline
+            naive = groups[-1].sides[-1].cfg
+            groups[-1].sides.append(Side("naive_sequential", replace(naive, naive_sequential=True)))
     return groups
 
 
@@ -484,7 +498,13 @@ def ratios(group: Group) -> dict[str, dict[str, Any]]:
             "p99_e2el_overhead": _paired(rs, _minus_one(rel("winnow", "vllm", "p99_e2el_ms"))),
             "throughput_loss": _paired(rs, _one_minus(rel("winnow", "vllm", "request_throughput"))),
         }
+    extra = {}
+    if "naive_sequential" in rs[0]:
+        extra["throughput_vs_naive_sequential"] = _paired(
+            rs, rel("winnow_best_of_n", "naive_sequential", "request_throughput")
+        )
     return {
+        **extra,
         "e2el_vs_n8": _paired(rs, rel("winnow_best_of_n", "vllm_n8", "median_e2el_ms")),
         "p99_e2el_vs_n8": _paired(rs, rel("winnow_best_of_n", "vllm_n8", "p99_e2el_ms")),
         "throughput_vs_naive": _paired(rs, rel("winnow_best_of_n", "naive", "request_throughput")),
@@ -662,7 +682,9 @@ def markdown(data: dict[str, Any]) -> str:
     for a in agg.values():
         if a["comparison"] != "best_of_n":
             continue
-        for name in ("vllm_n8", "winnow_best_of_n", "naive"):
+        for name in ("vllm_n8", "winnow_best_of_n", "naive", "naive_sequential"):
+            if name not in a["sides"]:
+                continue
             s = a["sides"][name]
             lines.append(
                 f"| {a['clients']} | {a['prompts']} | {name} | {_f(s['median_e2el_ms'])} | "
@@ -684,6 +706,9 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r['p99_e2el_vs_n8']['median']:.2f}x | {r['throughput_vs_naive']['median']:.2f}x "
                 f"| {r['e2el_naive_vs_winnow']['median']:.2f}x |"
             )
+            if "throughput_vs_naive_sequential" in r:
+                seq = r["throughput_vs_naive_sequential"]["median"]
+                lines.append(f"| {a['clients']} | vs the sequential naive client: | {seq:.2f}x | |")
     lines += ["", "## Targets", "", "| comparison | clients | target | measured | verdict | why |",
               "|---|---:|---|---|---|---|"]  # fmt: skip
     for v in data["verdicts"]:
@@ -712,7 +737,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         for name, s in a["sides"].items():
             series.setdefault(name, []).append((a["clients"], s))
     styles = {"winnow": "o-", "vllm": "s--", "winnow_best_of_n": "o-", "vllm_n8": "s--",
-              "naive": "^:"}  # fmt: skip
+              "naive": "^:", "naive_sequential": "v:"}  # fmt: skip
     for name, pts in series.items():
         pts.sort()
         xs = [c for c, _ in pts]
@@ -747,6 +772,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--estimate", action="store_true", help="print the duration estimate, exit")
     p.add_argument(
+        "--sequential-naive",
+        action="store_true",
+        help="also measure the naive pipeline as a for-loop client (slow: adds minutes)",
+    )
+    p.add_argument(
         "--memory-wait", type=float, default=10, help="minutes to wait for free memory (shared)"
     )
     return p.parse_args(argv)
@@ -777,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     _yield_to_oom_killer()
     args = parse_args(argv)
     plan = plan_from(args)
-    estimate = estimate_seconds(plan)
+    estimate = estimate_seconds(plan, args.sequential_naive)
     print(f"plan: {plan}\nestimated duration on a quiet machine: {estimate / 60:.1f} min "
           "(refined after round 1)", flush=True)  # fmt: skip
     if args.estimate:
@@ -789,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = build_default_model(data_dir)
     prompts = winnow_task_prompts(TASK, plan.num_prompts, seed=0)
     winnow, vllm, engine_args = servers(model_dir, args.kv_cache_gib, data_dir)
-    groups = build_groups(plan, winnow, vllm, args.reward)
+    groups = build_groups(plan, winnow, vllm, args.reward, args.sequential_naive)
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="serving-compare-"))
     # per server: KV cache + ~2 GiB of engine worker + ~1.5 GiB server (winnow: the backbone)

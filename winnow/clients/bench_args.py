@@ -111,6 +111,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--reward-base-url", help="winnow server scoring the candidates (default: --base-url)"
     )
     kind.add_argument("--reward-api-key", help="its bearer key (default: --api-key)")
+    kind.add_argument(
+        "--naive-sequential",
+        action="store_true",
+        help="send the naive pipeline's calls one after the other (a for-loop client), not "
+        "all at once",
+    )
 
     out = p.add_argument_group("report")
     out.add_argument(

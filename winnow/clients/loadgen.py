@@ -69,6 +69,7 @@ class BenchConfig:
     reward: str = "default"  # the reward each candidate is scored with
     reward_base_url: str | None = None  # where POST /rewards goes; None: base_url
     reward_api_key: str | None = None  # None: api_key
+    naive_sequential: bool = False  # one call after the other (a plain for-loop client)
 
     def __post_init__(self) -> None:
         endpoint_path(self.endpoint)  # validates
@@ -268,7 +269,8 @@ def _sender(cfg: BenchConfig, http: httpx.AsyncClient) -> Sender:
     async def send_pipeline(body: dict[str, Any], t0: float) -> RequestResult:
         return await send_naive(
             http, url, rewards_url, body, n=cfg.naive_n, reward=cfg.reward,
-            headers=_headers(cfg.api_key), reward_headers=_headers(reward_key), t0=t0,
+            headers=_headers(cfg.api_key), reward_headers=_headers(reward_key),
+            sequential=cfg.naive_sequential, t0=t0,
         )  # fmt: skip
 
     return send_pipeline
@@ -332,6 +334,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         reward=args.reward,
         reward_base_url=args.reward_base_url,
         reward_api_key=args.reward_api_key,
+        naive_sequential=args.naive_sequential,
     )
 
 

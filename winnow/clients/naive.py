@@ -5,7 +5,8 @@ One "request" of this kind is what a client without winnow does to get a best-of
 candidate (``POST /v1/rewards``, winnow's scoring endpoint) and keep the best-scored candidate.
 The ``n`` completions go out concurrently, and so do the ``n`` reward requests once every
 candidate is back: the strongest form of the naive pipeline (its_hub scores in sequential batches
-of 4; a slower baseline would flatter winnow).
+of 4; a slower baseline would flatter winnow). ``sequential=True`` is the plain for-loop client
+instead: one completion after the other, then one reward request after the other.
 
 Its result is one :class:`~winnow.clients.stats.RequestResult` timed from the first send to the
 last score, not streamed. Its ``usage``-like counters are filled the way winnow reports
@@ -19,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -29,6 +30,7 @@ from winnow.clients.errors import WinnowAPIError, api_error
 from winnow.clients.stats import RequestResult
 
 REWARDS_PATH = "/rewards"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,14 @@ async def _score(
     return value, int(usage.get("reward_calls") or 0), int(usage.get("reward_tokens") or 0)
 
 
+async def _all_at_once(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    return list(await asyncio.gather(*calls))
+
+
+async def _one_by_one(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    return [await call for call in calls]
+
+
 async def naive_best_of_n(
     http: httpx.AsyncClient,
     generate_url: str,
@@ -116,6 +126,7 @@ async def naive_best_of_n(
     reward: str = "default",
     headers: Mapping[str, str] | None = None,
     reward_headers: Mapping[str, str] | None = None,
+    sequential: bool = False,
 ) -> NaiveOutcome:
     """``n`` separate completions of ``body`` at ``generate_url``, each scored by its own
     ``POST rewards_url``; the best score wins (the first on ties; unscored candidates lose)."""
@@ -123,14 +134,15 @@ async def naive_best_of_n(
         raise ValueError("n must be >= 1")
     gen_headers = dict(headers or {})
     rw_headers = dict(reward_headers if reward_headers is not None else gen_headers)
-    candidates = await asyncio.gather(
-        *(_complete(http, generate_url, candidate_body(body, i), gen_headers) for i in range(n))
+    run = _one_by_one if sequential else _all_at_once
+    candidates = await run(
+        [_complete(http, generate_url, candidate_body(body, i), gen_headers) for i in range(n)]
     )
-    scored = await asyncio.gather(
-        *(
+    scored = await run(
+        [
             _score(http, rewards_url, reward, reward_item(body, c.text), rw_headers)
             for c in candidates
-        )
+        ]
     )
     scores = [s for s, _, _ in scored]
     ranked = [-math.inf if math.isnan(s) else s for s in scores]
@@ -175,6 +187,7 @@ async def send_naive(
     reward: str,
     headers: Mapping[str, str] | None = None,
     reward_headers: Mapping[str, str] | None = None,
+    sequential: bool = False,
     t0: float | None = None,
 ) -> RequestResult:
     """Run and time one naive best-of-N request; failures are results, never raised."""
@@ -182,7 +195,7 @@ async def send_naive(
     try:
         outcome = await naive_best_of_n(
             http, generate_url, rewards_url, body, n=n, reward=reward, headers=headers,
-            reward_headers=reward_headers,
+            reward_headers=reward_headers, sequential=sequential,
         )  # fmt: skip
         result = outcome_result(outcome, time.perf_counter() - st)
     except (httpx.HTTPError, WinnowAPIError, ValueError, KeyError, TypeError) as exc:

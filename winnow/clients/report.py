@@ -60,7 +60,11 @@ def _client_rows(run: BenchRun) -> list[str]:
     if cfg.client == "openai":
         return []
     return [
-        _row("Client:", f"{cfg.client} (n={cfg.naive_n}, reward {cfg.reward!r})"),
+        _row(
+            "Client:",
+            f"{cfg.client} (n={cfg.naive_n}, reward {cfg.reward!r}"
+            + (", sequential)" if cfg.naive_sequential else ")"),
+        ),
         _row("Rewards at:", cfg.reward_base_url or cfg.base_url),
     ]
 
@@ -142,7 +146,12 @@ def to_json(run: BenchRun) -> dict[str, Any]:
     for key, _, _ in LATENCIES:
         out.update(_dist_keys(key, getattr(m, key)))
     if cfg.client == "naive_best_of_n":
-        out.update(naive_n=cfg.naive_n, reward=cfg.reward, reward_base_url=cfg.reward_base_url)
+        out.update(
+            naive_n=cfg.naive_n,
+            reward=cfg.reward,
+            reward_base_url=cfg.reward_base_url,
+            naive_sequential=cfg.naive_sequential,
+        )
     out["winnow_usage"] = m.winnow
     out.update(run.extra)
     out["requests"] = [asdict(r) for r in run.results]
