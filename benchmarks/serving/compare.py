@@ -749,8 +749,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
     axes[0].set(title="sample: E2EL vs clients", ylabel="ms")
     axes[1].set(title=f"best-of-{N}: E2EL vs clients", ylabel="ms")
     axes[2].set(title="request throughput", ylabel="req/s")
+    levels = sorted({a["clients"] for a in data["groups"].values()})
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.minorticks_off()
         ax.set_xlabel("concurrent clients")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
