@@ -8,6 +8,12 @@ median tokens/s of each and VAS's overhead.
 
     python benchmarks/values/bench_vas.py                # 3 rounds, 4 concurrent, 64 tokens
     python benchmarks/values/bench_vas.py --rounds 5 --concurrency 8
+    python benchmarks/values/bench_vas.py --processor    # the processor's own cost per step
+
+``--processor`` times the in-engine VAS step alone (hidden-state recovery, top-k, Q of the
+shipped value models) on batches of logits rows, in this process, against the full-vocabulary
+LM-head matmul the model does for those rows anyway: machine noise hurts it far less than the
+end-to-end rounds on a shared machine.
 """
 
 from __future__ import annotations
@@ -75,13 +81,60 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, list[dict[str
     return runs
 
 
+def processor_cost(out: Path, repeats: int = 20) -> dict[str, Any]:
+    """Median ms per decoding step of the VAS adjustment vs the LM head, by batch size."""
+    import torch
+
+    from winnow.engine.processors.vas import VasRule, guide_rows
+    from winnow.models.default_model import build_default_model
+    from winnow.settings import default_data_dir
+    from winnow.values import EmbeddingInverse, available, load_value_model, output_embedding
+
+    model = build_default_model(default_data_dir())
+    embedding = output_embedding(model)
+    inverse = EmbeddingInverse(embedding)
+    heads = {str(p): load_value_model(p)[0] for p in available().values()}
+    names = list(heads)
+    result: dict[str, Any] = {"threads": torch.get_num_threads(), "by_batch": {}}
+    for batch in (1, 4, 16, 64):
+        hidden = torch.randn(batch, embedding.shape[1]) * 2
+        logits = hidden @ embedding.T
+        one = {i: VasRule({names[0]: 3.0}, 20) for i in range(batch)}
+        two = {i: VasRule(dict.fromkeys(names, 1.0), 20) for i in range(batch)}
+        cases = {
+            "lm_head": lambda h=hidden: h @ embedding.T,
+            "vas 1 model": lambda x=logits, r=one: guide_rows(x.clone(), r, inverse, heads),
+            "vas 2 models": lambda x=logits, r=two: guide_rows(x.clone(), r, inverse, heads),
+            "clone only": lambda x=logits: x.clone(),
+        }
+        row = {}
+        for name, fn in cases.items():
+            fn()
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t) * 1000)
+            row[name] = statistics.median(times)
+        row["vas 1 model"] -= row["clone only"]
+        row["vas 2 models"] -= row["clone only"]
+        result["by_batch"][batch] = row
+        print(f"batch {batch:3d}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.items()))
+    out.with_suffix(".processor.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS / "vas_speed")
+    parser.add_argument("--processor", action="store_true", help="time the processor alone")
     args = parser.parse_args()
+    if args.processor:
+        processor_cost(args.out)
+        return 0
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = args.out.with_suffix(".server.log")
