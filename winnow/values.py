@@ -192,9 +192,12 @@ class EmbeddingInverse:
         self.pinv_t = pinv.T.contiguous().float()  # [S, H]
         self.embedding = embedding.float().contiguous()
 
-    def hidden(self, logits: torch.Tensor) -> torch.Tensor:
-        """[B, V] logits -> [B, H] hidden states."""
-        return logits[:, self.anchors] @ self.pinv_t
+    def hidden(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, V] logits (or only ``rows`` of them) -> [B, H] hidden states. Only the anchor
+        columns are gathered: copying whole vocabulary rows first costs more than all the rest."""
+        if rows is None:
+            return logits[:, self.anchors] @ self.pinv_t
+        return logits[rows[:, None], self.anchors[None, :]] @ self.pinv_t
 
 
 def output_embedding(model_dir: str | Path) -> torch.Tensor:

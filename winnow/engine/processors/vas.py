@@ -96,10 +96,9 @@ def guide_rows(
     if not rows:
         return
     index = torch.tensor(list(rows), dtype=torch.long, device=logits.device)
-    sub = logits.index_select(0, index)
-    k = max(r.top_k for r in rows.values())
-    top = sub.topk(min(k, sub.shape[1]), dim=1).indices  # [B, k]
-    hidden = inverse.hidden(sub)  # [B, H]
+    k = min(max(r.top_k for r in rows.values()), logits.shape[1])
+    top = torch.stack([logits[i].topk(k).indices for i in rows])  # [B, k]; no row copies
+    hidden = inverse.hidden(logits, index)  # [B, H]
     add = torch.zeros(top.shape, dtype=logits.dtype, device=logits.device)
     rules = list(rows.values())
     for path in sorted({p for r in rules for p in r.values}):
