@@ -124,10 +124,10 @@ def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
 
 def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
     """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
-    if spec.segment is not None:
+    if spec.segment is not None or (spec.extra_args and "winnow_vas" in spec.extra_args):
         raise EngineRequestError(
-            "uncertainty segmentation (cards) runs in winnow's local engine only: a remote vLLM "
-            "server does not load winnow's logits processor"
+            "cards and vas steer decoding inside winnow's local engine only: a remote vLLM "
+            "server does not load winnow's logits processors"
         )
     payload: dict[str, Any] = {
         "model": model,
