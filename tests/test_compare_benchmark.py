@@ -52,3 +52,14 @@ def test_summary_pairs_with_the_baseline():
 def test_correctness_is_the_verifiers():
     assert compare.is_correct("5 * 3 = 15. The answer is 15.", "15")
     assert not compare.is_correct("The answer is 16.", "15")
+
+
+def test_returned_answers_scored_by_a_reward_are_averaged():
+    rows = {"base": [_row(True, 10, 1.0) | {"reward": r} for r in (0.2, 0.4)]}
+    args = argparse.Namespace(baseline="base", tasks=["add_sub_1digit"], max_tokens=8,
+                              temperature=0.7, concurrency=1, score_with="default")  # fmt: skip
+    summary = compare.summarise(rows, {"base": {}}, args, 1.0, 2)
+    assert summary["results"]["base"]["reward"] == pytest.approx(0.3)
+    assert "Mean `default` reward" in compare.report(summary)
+    unscored = compare.summarise({"base": [_row(True, 10, 1.0)]}, {"base": {}}, args, 1.0, 1)
+    assert "reward" not in unscored["results"]["base"]

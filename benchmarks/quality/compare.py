@@ -159,8 +159,30 @@ async def run(
         await asyncio.gather(*(one(i, label) for i, label in order))
         wall = time.perf_counter() - started
         bar.close()
-    done = {label: [r for r in rs if r is not None] for label, rs in rows.items()}
+        done = {label: [r for r in rs if r is not None] for label, rs in rows.items()}
+        if args.score_with:  # after the timed part: the returned answers under a reward
+            await score_answers(client, items, done, args.score_with)
     return summarise(done, configs, args, wall, len(items)), done
+
+
+async def score_answers(
+    client: httpx.AsyncClient,
+    items: list[Problem],
+    rows: dict[str, list[dict[str, Any]]],
+    reward: str,
+) -> None:
+    """Score every returned answer with ``reward`` (``POST /v1/rewards``, one call per config):
+    how the guiding reward rates what each strategy chose, beside the verifier's accuracy."""
+    messages = {p.question: p.messages for p in items}
+    for rs in rows.values():
+        body = {
+            "reward": reward,
+            "items": [{"messages": messages[r["question"]], "response": r["text"]} for r in rs],
+        }
+        r = await client.post("/rewards", json=body)
+        r.raise_for_status()
+        for row, scored in zip(rs, r.json()["data"], strict=True):
+            row["reward"] = scored["score"]
 
 
 def summarise(
@@ -190,6 +212,8 @@ def summarise(
             "seconds_median": statistics.median(seconds),
             "seconds_p95": seconds[int(0.95 * (len(seconds) - 1))],
         }
+        if all(r.get("reward") is not None for r in rs):
+            table[label]["reward"] = statistics.fmean(r["reward"] for r in rs)
     baseline = args.baseline if args.baseline in rows else next(iter(rows))
     base = [float(r["correct"]) for r in rows[baseline]]
     base_tokens = table[baseline]["generated_tokens"]
@@ -240,6 +264,11 @@ def report(summary: dict[str, Any]) -> str:
             f"{r['cached_fraction'] * 100:.0f}% | "
             f"{r['seconds_median']:.1f} / {r['seconds_p95']:.1f} |"
         )
+    scored = {k: r["reward"] for k, r in summary["results"].items() if "reward" in r}
+    if scored:
+        name = summary["config"]["score_with"]
+        lines += ["", f"Mean `{name}` reward of the returned answers (scored after timing):", ""]
+        lines += [f"- {label}: {value:.3f}" for label, value in scored.items()]
     lines += ["", "Configurations:", ""]
     lines += [f"- `{k}`: `{json.dumps(r['strategy'])}`" for k, r in summary["results"].items()]
     load = ", ".join(f"{x:.1f}" for x in summary["load_average"])
@@ -266,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="20 problems")
+    p.add_argument(
+        "--score-with", default=None, help="also score the returned answers with this reward"
+    )
     p.add_argument("--out", type=Path, default=None, help="default: results/compare[_quick]")
     args = p.parse_args(argv)
     if args.quick:
