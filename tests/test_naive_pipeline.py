@@ -8,7 +8,8 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,16 +49,27 @@ class TagReward(Reward):
         return Scored([SCORES.get(t, 0.0) for t in tags], tokens=3 * len(items))
 
 
+def per_prompt_cycle(texts: Sequence[str]) -> Callable[[str, int, object], str]:
+    """Hands out ``texts`` in turn *per prompt*: the n completions of one prompt get n distinct
+    texts however the requests of concurrent prompts interleave."""
+    handed: Counter[str] = Counter()
+
+    def script(prompt: str, index: int, spec: object) -> str:
+        handed[prompt] += 1
+        return texts[(handed[prompt] - 1) % len(texts)]
+
+    return script
+
+
 @pytest.fixture(scope="module")
 def scored_server() -> Iterator[LiveServer]:
     """The app on a FakeEngine that hands out TEXTS in turn, with the ``tagged`` reward."""
     import uvicorn
 
-    from winnow.engine.fake import cycle_script
     from winnow.server.app import create_app
     from winnow.settings import Settings
 
-    engine = FakeEngine(cycle_script(TEXTS), delay=0.01)
+    engine = FakeEngine(per_prompt_cycle(TEXTS), delay=0.01)
     reward = TagReward()
     app = create_app(
         Settings(api_key="k", request_timeout=30), engine, RewardSet({"tagged": reward})
@@ -136,7 +148,7 @@ def test_run_counts_every_candidate_and_reward_call(scored_server: LiveServer):
     assert m.winnow["discarded_tokens"] == 3 * per_prompt - m.total_output_tokens
     for r in run.results:
         assert not r.streamed and r.ttft == r.e2el > 0 and r.tpot is None
-        assert r.output_tokens == len("answer B #top") + 1  # the chosen one (cycle: one each)
+        assert r.output_tokens == len("answer B #top") + 1  # the chosen one (one text each)
     assert "Generated tokens" in report.format_table(run)
 
 
