@@ -160,7 +160,8 @@ def test_processor_tracks_rows_and_leaves_others_untouched(tmp_path: Path):
     save_value_model(path, bias_head([float(i) for i in range(V)]), {})
     proc = ValueGuide(None, torch.device("cpu"), False)  # no model: nothing loads at start
     assert proc.inverse is None and proc._ensure_inverse() is None and proc.error
-    proc.rows, proc.error = {}, None
+    proc.rows.clear()
+    proc.error = None
     proc.inverse = inverse
     vas = SamplingParams(extra_args={KEY: {"values": {str(path): 3.0}}})
     plain = SamplingParams(extra_args={"other": 1})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from winnow.engine.base import SamplingSpec
 from winnow.strategies.base import (
     Choice,
     ChoiceDelta,
@@ -23,14 +26,21 @@ async def sample(
     request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
 ) -> StrategyResult:
     """Sample n completions, as a plain OpenAI-compatible server would."""
-    spec = request.sampling()
+    return await sample_spec(request, engine, request.sampling())
+
+
+async def sample_spec(
+    request: GenerationRequest, engine: MeteredEngine, spec: SamplingSpec, **details: Any
+) -> StrategyResult:
+    """One engine call's n samples as the choices; streamed token by token to ``request.sink``
+    when there is one (strategies that only change the engine call, like vas, reuse this)."""
     if request.sink is None:
         generation = await engine.generate(spec)
         choices = [
             Choice(c.index, c.text, c.token_ids, c.finish_reason, c.logprobs)
             for c in generation.completions
         ]
-        return StrategyResult(choices)
+        return StrategyResult(choices, details=details)
 
     texts: dict[int, list[str]] = {i: [] for i in range(request.n)}
     token_ids: dict[int, list[int]] = {i: [] for i in range(request.n)}
@@ -49,4 +59,4 @@ async def sample(
         Choice(i, "".join(texts[i]), token_ids[i], finish[i])  # type: ignore[arg-type]
         for i in range(request.n)
     ]
-    return StrategyResult(choices, streamed=True)
+    return StrategyResult(choices, details=details, streamed=True)

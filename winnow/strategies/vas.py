@@ -19,8 +19,6 @@ import math
 from pydantic import Field, field_validator
 
 from winnow.strategies.base import (
-    Choice,
-    ChoiceDelta,
     GenerationRequest,
     MeteredEngine,
     Rewards,
@@ -28,6 +26,7 @@ from winnow.strategies.base import (
     StrategyResult,
 )
 from winnow.strategies.registry import StrategyError, register
+from winnow.strategies.sample import sample_spec
 from winnow.values import available, read_meta
 
 KEY = "winnow_vas"
@@ -86,30 +85,4 @@ async def vas(
     assert isinstance(params, VasParams)
     params.check(request)
     spec = request.sampling(extra_args=engine_args(params, engine.info.vocab_size))
-    details = {"values": dict(params.values), "top_k": params.top_k}
-    if request.sink is None:
-        generation = await engine.generate(spec)
-        choices = [
-            Choice(c.index, c.text, c.token_ids, c.finish_reason, c.logprobs)
-            for c in generation.completions
-        ]
-        return StrategyResult(choices, details=details)
-
-    texts: dict[int, list[str]] = {i: [] for i in range(request.n)}
-    token_ids: dict[int, list[int]] = {i: [] for i in range(request.n)}
-    finish: dict[int, str | None] = dict.fromkeys(range(request.n))
-    async for event in engine.stream(spec):
-        deltas = []
-        for d in event.deltas:
-            texts[d.index].append(d.text)
-            token_ids[d.index].extend(d.token_ids)
-            if d.finish_reason is not None:
-                finish[d.index] = d.finish_reason
-            deltas.append(ChoiceDelta(d.index, d.text, d.token_ids, d.finish_reason, d.logprobs))
-        if deltas:
-            await request.sink.send(deltas)
-    choices = [
-        Choice(i, "".join(texts[i]), token_ids[i], finish[i])  # type: ignore[arg-type]
-        for i in range(request.n)
-    ]
-    return StrategyResult(choices, details=details, streamed=True)
+    return await sample_spec(request, engine, spec, values=dict(params.values), top_k=params.top_k)

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.rows import RowRules
 from winnow.kernels.dispatch import next_token_entropy
 
 KEY = "winnow_segment"
@@ -75,28 +76,19 @@ class UncertaintySegmenter(LogitsProcessor):
         parse_rule(sampling_params)
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
-        self.rows: dict[int, SegmentRule] = {}
+        self.state = RowRules(self._rule)
+        self.rows = self.state.rows
+
+    @staticmethod
+    def _rule(params: SamplingParams, output: list[int]) -> SegmentRule | None:
+        args = parse_rule(params)
+        return None if args is None else SegmentRule(args, output)
 
     def is_argmax_invariant(self) -> bool:
         return False  # it changes greedy choices too, and must see logits before temperature
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.rows.pop(index, None)
-        for index, params, _prompt, output in batch_update.added:
-            args = parse_rule(params)
-            if args is None:
-                self.rows.pop(index, None)  # a freed slot can be reused without a removal
-            else:
-                self.rows[index] = SegmentRule(args, output)
-        for a, b, direction in batch_update.moved:
-            ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
-            if ra is not None:
-                self.rows[b] = ra
-            if direction == MoveDirectionality.SWAP and rb is not None:
-                self.rows[a] = rb
+        self.state.update(batch_update)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.rows:

@@ -30,8 +30,9 @@ from typing import Any
 
 import torch
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.rows import RowRules
 from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model, output_embedding
 
 KEY = "winnow_vas"
@@ -137,7 +138,8 @@ class ValueGuide(LogitsProcessor):
             )
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
-        self.rows: dict[int, VasRule] = {}
+        self.state = RowRules(self._rule)
+        self.rows = self.state.rows
         self.inverse: EmbeddingInverse | None = None
         self.error: str | None = None
         self.model = getattr(getattr(vllm_config, "model_config", None), "model", None)
@@ -172,29 +174,19 @@ class ValueGuide(LogitsProcessor):
         self._heads[path] = head
         return head
 
+    def _rule(self, params: SamplingParams, output: list[int]) -> VasRule | None:
+        try:
+            rule = parse_rule(params)
+        except ValueError:  # validated on arrival; never fail inside the engine
+            return None
+        if rule is None or self._ensure_inverse() is None:
+            return None
+        for path in rule.values:
+            self._head(path)
+        return rule
+
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.rows.pop(index, None)
-        for index, params, _prompt, _output in batch_update.added:
-            rule = None
-            try:
-                rule = parse_rule(params)
-            except ValueError:  # validated on arrival; never fail inside the engine
-                rule = None
-            if rule is None or self._ensure_inverse() is None:
-                self.rows.pop(index, None)  # a freed slot can be reused without a removal
-                continue
-            for path in rule.values:
-                self._head(path)
-            self.rows[index] = rule
-        for a, b, direction in batch_update.moved:
-            ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
-            if ra is not None:
-                self.rows[b] = ra
-            if direction == MoveDirectionality.SWAP and rb is not None:
-                self.rows[a] = rb
+        self.state.update(batch_update)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.rows and self.inverse is not None:
