@@ -211,7 +211,7 @@ def test_seq_cls_matches_the_models_own_forward(rm, reference_models, tokenizer,
     assert_close(batch.scores, expected)
     assert len(set(batch.scores)) == 3
     lengths = [len(_encode(tokenizer, prompt + r + END_OF_TURN)) for r in RESPONSES]
-    assert batch.tokens == sum(lengths)
+    assert batch.tokens + batch.cached_tokens == sum(lengths)
     assert rm.info.kind == "outcome" and rm.info.scale == "raw logit (higher is better)"
     assert rm.info.extra["head"] == "logit"
 
@@ -220,7 +220,7 @@ def test_seq_cls_does_not_repeat_an_end_of_turn_already_there(rm, prompt):
     plain = run(rm.score([OutcomeItem(prompt, "4")]))
     closed = run(rm.score([OutcomeItem(prompt, "4" + END_OF_TURN)]))
     assert closed.scores == pytest.approx(plain.scores, abs=ATOL)
-    assert closed.tokens == plain.tokens
+    assert closed.tokens + closed.cached_tokens == plain.tokens + plain.cached_tokens
 
 
 def test_seq_cls_truncates_the_prompt_from_the_left(
@@ -236,7 +236,7 @@ def test_seq_cls_truncates_the_prompt_from_the_left(
     scored = run(reward.score([OutcomeItem(prompt, RESPONSES[1])]))
     expected = reference_outcome(reference_models["rm"], tokenizer, text, max_length=24)
     assert scored.scores[0] == pytest.approx(expected, abs=ATOL)
-    assert scored.tokens == 24
+    assert scored.tokens + scored.cached_tokens == 24
 
 
 def test_seq_cls_two_label_head_reads_log_odds(model_dirs, reference_models, tokenizer, prompt):
@@ -297,7 +297,7 @@ def test_two_way_prm_matches_token_classifier(prm_tc, reference_models, tokenize
     scored = run(prm_tc.score_steps(items))
     for item, scores in zip(items, scored.scores, strict=True):
         assert_close(scores, reference_two_way(model, tokenizer, prompt, item.steps))
-    assert scored.tokens == sum(
+    assert scored.tokens + scored.cached_tokens == sum(
         len(tagged_ids(tokenizer, prompt, i.steps, SEP, keep_space=False)[0]) for i in items
     )
 
@@ -330,7 +330,7 @@ def test_prm_truncates_the_prompt_and_refuses_overlong_steps(prm_lm, reference_m
     ids, _ = tagged_ids(tokenizer, long_prompt, STEPS, TAG, keep_space=True)
     assert len(ids) > PRM_POSITIONS
     scored = run(prm_lm.score_steps([ProcessItem(long_prompt, STEPS)]))
-    assert scored.tokens == PRM_POSITIONS
+    assert scored.tokens + scored.cached_tokens == PRM_POSITIONS
     # the reference: the same ids with the prompt's first tokens cut away
     cut = len(ids) - PRM_POSITIONS
     kept = ids[cut:]

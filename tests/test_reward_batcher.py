@@ -21,7 +21,9 @@ class Recorder:
         time.sleep(0.02)  # a forward pass takes time: callers pile up meanwhile
         return [j * 10 for j in jobs], len(jobs)
 
-    def observe_batch(self, reward: str, jobs: int, callers: int, wait: float, tokens: int) -> None:
+    def observe_batch(
+        self, reward: str, jobs: int, callers: int, wait: float, tokens: int, cached: int = 0
+    ) -> None:
         self.observed.append((reward, jobs, callers))
 
 

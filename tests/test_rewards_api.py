@@ -52,7 +52,7 @@ def test_verifier_scores_against_references(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert [d["score"] for d in body["data"]] == [1.0, 0.0, 1.0]
-    assert body["usage"] == {"reward_calls": 1, "reward_tokens": 0}
+    assert body["usage"] == {"reward_calls": 1, "reward_tokens": 0, "reward_cached_tokens": 0}
 
 
 def test_verifier_without_reference_is_400(client):

@@ -203,8 +203,7 @@ def test_real_model_hidden_state_is_recovered_from_logits(default_model_dir: str
     inverse = EmbeddingInverse(embedding)
     backbone = Backbone(default_model_dir)
     ids = backbone.encode("Calculate 7 * 8. 7 * 8 = 56, so the answer is 56.")
-    batch = backbone.hidden_states([ids])
-    h = batch.hidden[: len(ids)]
+    h = backbone.encode_sequences([ids])[0].hidden
     with torch.inference_mode():
         logits = backbone.model.lm_head(h)  # what vLLM hands to logits processors
     recovered = inverse.hidden(logits)
@@ -361,10 +360,9 @@ def test_large_beta_samples_tokens_of_higher_value(live_server, default_model_di
 
     def mean_advantage(responses: list[list[int]]) -> float:
         total, count = 0.0, 0
-        batch = backbone.hidden_states([list(ids) + r for r in responses])
+        encoded = backbone.encode_sequences([list(ids) + r for r in responses])
         for k, r in enumerate(responses):
-            rows = torch.tensor([batch.row(k, len(ids) - 1 + t) for t in range(len(r))])
-            h = batch.hidden[rows]
+            h = encoded[k].hidden[len(ids) - 1 : len(ids) - 1 + len(r)]
             with torch.inference_mode():
                 top = backbone.model.lm_head(h).topk(20, dim=1).indices
                 adv = head.advantage(h, top, embedding)

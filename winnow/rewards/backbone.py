@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from winnow.rewards.prefix_cache import Encoded, PrefixCache, encode
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeJob:
@@ -27,31 +29,34 @@ class ProbeJob:
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     scores: list[float]
-    tokens: int
+    tokens: int  # tokens the model computed for this job
+    cached: int = 0  # tokens whose hidden states came from the prefix cache
+
+
+def cost(results: Sequence[ProbeResult]) -> tuple[int, int]:
+    """(tokens computed, tokens reused from the prefix cache) of some results."""
+    return sum(r.tokens for r in results), sum(r.cached for r in results)
 
 
 RowScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(flattened hidden states, row indices) -> one score per row."""
+"""(hidden states, row indices) -> one score per row."""
 
-
-@dataclass(slots=True)
-class Batch:
-    """Padded hidden states of a batch, flattened so that row ``b * width + t`` is (b, t)."""
-
-    hidden: torch.Tensor  # [B * width, H]
-    width: int
-    tokens: int  # real (unpadded) tokens processed
-
-    def row(self, sequence: int, position: int) -> int:
-        return sequence * self.width + position
+DEFAULT_PREFIX_CACHE_BYTES = 512 * 2**20
 
 
 class Backbone:
-    """Loads a causal LM once; ``hidden_states`` is thread-safe (one forward at a time)."""
+    """Loads a causal LM once; ``encode_sequences`` is thread-safe (one forward at a time) and
+    reuses the KV cache of recently scored prefixes (:mod:`winnow.rewards.prefix_cache`)."""
 
-    def __init__(self, model_dir: str | Path, max_batch_tokens: int = 16384) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        max_batch_tokens: int = 16384,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+    ) -> None:
         self.model_dir = str(model_dir)
         self.max_batch_tokens = max_batch_tokens
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -94,23 +99,17 @@ class Backbone:
             ends.append(len(ids) - 1)
         return ids, ends
 
-    @torch.inference_mode()
-    def hidden_states(self, sequences: Sequence[Sequence[int]], layer: int = -1) -> Batch:
-        """Run one padded forward pass; hidden states of ``layer`` (-1: after the final norm)."""
+    def encode_sequences(
+        self, sequences: Sequence[Sequence[int]], layer: int = -1
+    ) -> list[Encoded]:
+        """Hidden states of ``layer`` (-1: after the final norm) at every position of every
+        sequence, in one padded forward pass over what the prefix cache does not hold."""
         self.load()
         if not sequences:
-            return Batch(torch.empty(0, self.hidden_size), 0, 0)
-        width = max(len(s) for s in sequences)
+            return []
         pad = self._tokenizer.pad_token_id or 0
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for i, seq in enumerate(sequences):
-            ids[i, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
-            mask[i, : len(seq)] = 1
         with self._lock:
-            out = self._model.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        hidden = out.hidden_states[layer] if layer != -1 else out.last_hidden_state
-        return Batch(hidden.reshape(-1, hidden.shape[-1]), width, int(mask.sum()))
+            return encode(self._model.model, self.prefix_cache, sequences, layer, pad)
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Group item indices into forward passes of at most ``max_batch_tokens`` padded tokens.
@@ -135,21 +134,20 @@ class Backbone:
 def score_positions(
     model: Backbone, jobs: Sequence[ProbeJob], scorer: RowScorer, layer: int = -1
 ) -> tuple[list[ProbeResult], int]:
-    """Score the given positions of every job, in as few padded forward passes as fit.
-
-    Sequences are right-padded with an attention mask, so the rows of real tokens are those of
-    an unpadded pass; only the requested rows reach ``scorer``.
-    """
+    """Score the given positions of every job, in as few forward passes as fit; returns the
+    results and the tokens the model computed (prefix-cache hits excluded)."""
     results: list[ProbeResult | None] = [None] * len(jobs)
     total = 0
     for group in model.batches([len(j.ids) for j in jobs]):
-        batch = model.hidden_states([jobs[i].ids for i in group], layer)
-        rows = [batch.row(k, p) for k, i in enumerate(group) for p in jobs[i].positions]
-        flat = scorer(batch.hidden, torch.tensor(rows, dtype=torch.long)).reshape(-1).tolist()
+        encoded = model.encode_sequences([jobs[i].ids for i in group], layer)
+        rows = torch.cat(
+            [e.hidden[list(jobs[i].positions)] for i, e in zip(group, encoded, strict=True)]
+        )
+        flat = scorer(rows, torch.arange(rows.shape[0])).reshape(-1).tolist()
         start = 0
-        for i in group:
+        for i, e in zip(group, encoded, strict=True):
             n = len(jobs[i].positions)
-            results[i] = ProbeResult(flat[start : start + n], len(jobs[i].ids))
+            results[i] = ProbeResult(flat[start : start + n], e.computed, e.cached)
             start += n
-        total += batch.tokens
+            total += e.computed
     return [r for r in results if r is not None], total

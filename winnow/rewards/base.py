@@ -57,12 +57,14 @@ class Scored:
 
     scores: list[float]
     tokens: int = 0  # tokens the reward model processed (0 for rule-based rewards)
+    cached_tokens: int = 0  # tokens whose states the reward reused from its prefix cache
 
 
 @dataclass(slots=True)
 class StepScored:
     scores: list[list[float]]  # one list per item, one score per step
     tokens: int = 0
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,8 @@ class Reward(abc.ABC):
         steps = await self.score_steps(
             [ProcessItem(i.prompt, split_steps(i.response), reference=i.reference) for i in items]
         )
-        return Scored([s[-1] if s else float("nan") for s in steps.scores], steps.tokens)
+        last = [s[-1] if s else float("nan") for s in steps.scores]
+        return Scored(last, steps.tokens, steps.cached_tokens)
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         """Per-step scores; only process rewards implement it."""

@@ -21,8 +21,11 @@ R = TypeVar("R")
 
 
 class BatchObserver(Protocol):
-    def observe_batch(self, reward: str, jobs: int, callers: int, wait: float, tokens: int) -> None:
-        """One forward pass ran: its size, how many calls it merged, the oldest job's wait."""
+    def observe_batch(
+        self, reward: str, jobs: int, callers: int, wait: float, tokens: int, cached: int = 0
+    ) -> None:
+        """One forward pass ran: its size, how many calls it merged, the oldest job's wait, the
+        tokens it computed and those it reused from a prefix cache."""
 
 
 @dataclass(slots=True)
@@ -132,7 +135,9 @@ class MicroBatcher(Generic[J, R]):
             return
         self.passes += 1
         if self.observer is not None:
-            self.observer.observe_batch(self.name, len(jobs), len(calls), wait, tokens)
+            # results may say how many of their tokens came from a prefix cache (ProbeResult)
+            cached = sum(getattr(r, "cached", 0) for r in results)
+            self.observer.observe_batch(self.name, len(jobs), len(calls), wait, tokens, cached)
         start = 0
         for call in calls:
             end = start + len(call.jobs)

@@ -49,7 +49,7 @@ class CompositeReward(Reward):
         for name, part in zip(names, parts, strict=True):
             for i, s in enumerate(part.scores):
                 totals[i] += self.weights[name] * s
-        return Scored(totals, sum(p.tokens for p in parts))
+        return Scored(totals, sum(p.tokens for p in parts), sum(p.cached_tokens for p in parts))
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         if self.info.kind != "process":
@@ -61,4 +61,4 @@ class CompositeReward(Reward):
             for i, steps in enumerate(part.scores):
                 for j, s in enumerate(steps):
                     totals[i][j] += self.weights[name] * s
-        return StepScored(totals, sum(p.tokens for p in parts))
+        return StepScored(totals, sum(p.tokens for p in parts), sum(p.cached_tokens for p in parts))

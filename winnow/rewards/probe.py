@@ -23,7 +23,7 @@ import torch
 
 from winnow.kernels.dispatch import reward_head
 from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
-from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, score_positions
+from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, cost, score_positions
 from winnow.rewards.base import (
     STEP_DELIMITER,
     OutcomeItem,
@@ -141,11 +141,11 @@ class ProbeReward(Reward):
         if self.info.kind == "process":
             return await super().score(items)
         results = await self.batcher.submit([self.outcome_job(i) for i in items])
-        return Scored([r.scores[0] for r in results], sum(r.tokens for r in results))
+        return Scored([r.scores[0] for r in results], *cost(results))
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         if self.info.kind != "process":
             return await super().score_steps(items)
         results = await self.batcher.submit([self.process_job(i) for i in items])
         scores = [[s if not math.isnan(s) else float("nan") for s in r.scores] for r in results]
-        return StepScored(scores, sum(r.tokens for r in results))
+        return StepScored(scores, *cost(results))

@@ -201,6 +201,7 @@ class MeteredRewards:
             scored = await self._bounded(resolved, resolved.score(items))
         self.usage.reward_calls += 1
         self.usage.reward_tokens += scored.tokens
+        self.usage.reward_cached_tokens += scored.cached_tokens
         return scored
 
     async def score_steps(self, reward: RewardRef, items: Sequence[ProcessItem]) -> StepScored:
@@ -209,6 +210,7 @@ class MeteredRewards:
             scored = await self._bounded(resolved, resolved.score_steps(items))
         self.usage.reward_calls += 1
         self.usage.reward_tokens += scored.tokens
+        self.usage.reward_cached_tokens += scored.cached_tokens
         return scored
 
 

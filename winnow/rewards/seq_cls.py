@@ -37,7 +37,7 @@ import torch
 
 from winnow.kernels.dispatch import reward_head
 from winnow.kernels.reward_head import LinearHead
-from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, score_positions
+from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, cost, score_positions
 from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 from winnow.rewards.registry import SequenceClassifierConfig
@@ -235,4 +235,4 @@ class SequenceClassifierReward(Reward):
         if not items:
             return Scored([], 0)
         results = await self.batcher.submit([self.job(i) for i in items])
-        return Scored([r.scores[0] for r in results], sum(r.tokens for r in results))
+        return Scored([r.scores[0] for r in results], *cost(results))

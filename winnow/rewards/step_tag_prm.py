@@ -36,7 +36,7 @@ import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
 from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
-from winnow.rewards.backbone import ProbeJob, ProbeResult, RowScorer, score_positions
+from winnow.rewards.backbone import ProbeJob, ProbeResult, RowScorer, cost, score_positions
 from winnow.rewards.base import ProcessItem, Reward, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 from winnow.rewards.registry import StepTagPRMConfig
@@ -201,4 +201,4 @@ class StepTagPRM(Reward):
         scores: list[list[float]] = [[] for _ in items]
         for i, result in zip(todo, results, strict=True):
             scores[i] = result.scores
-        return StepScored(scores, sum(r.tokens for r in results))
+        return StepScored(scores, *cost(results))

@@ -82,14 +82,23 @@ class Metrics:
         self.reward_tokens = Counter(
             "winnow_reward_tokens", "Tokens processed by reward models.", ["reward"], registry=r
         )
+        self.reward_cached_tokens = Counter(
+            "winnow_reward_cached_tokens",
+            "Tokens reward models reused from their prefix caches instead of computing.",
+            ["reward"],
+            registry=r,
+        )
         self.engine_healthy = Gauge(
             "winnow_engine_healthy", "1 if the engine answered its last health check.", registry=r
         )
 
-    def observe_batch(self, reward: str, jobs: int, callers: int, wait: float, tokens: int) -> None:
+    def observe_batch(
+        self, reward: str, jobs: int, callers: int, wait: float, tokens: int, cached: int = 0
+    ) -> None:
         """Called by the reward batcher after each forward pass."""
         self.reward_batch_size.labels(reward).observe(jobs)
         self.reward_batch_callers.labels(reward).observe(callers)
         self.reward_queue_wait.labels(reward).observe(wait)
         self.reward_passes.labels(reward).inc()
         self.reward_tokens.labels(reward).inc(tokens)
+        self.reward_cached_tokens.labels(reward).inc(cached)

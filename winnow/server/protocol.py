@@ -179,7 +179,10 @@ class WinnowUsage(BaseModel):
     prefilled_tokens: int = Field(description="Prompt tokens processed, summed over calls.")
     cached_tokens: int = Field(description="Of the prefilled tokens, served by the prefix cache.")
     reward_calls: int
-    reward_tokens: int
+    reward_tokens: int = Field(description="Tokens reward models computed for this request.")
+    reward_cached_tokens: int = Field(
+        0, description="Tokens reward models reused from their prefix caches instead."
+    )
 
 
 class Usage(BaseModel):
@@ -334,6 +337,7 @@ class RewardScore(BaseModel):
 class RewardUsage(BaseModel):
     reward_calls: int
     reward_tokens: int
+    reward_cached_tokens: int = 0
 
 
 class RewardResponse(BaseModel):

@@ -60,5 +60,9 @@ async def score_items(state: ServerState, body: RewardRequest) -> RewardResponse
         reward=name,
         kind=info.kind,
         data=data,
-        usage=RewardUsage(reward_calls=usage.reward_calls, reward_tokens=usage.reward_tokens),
+        usage=RewardUsage(
+            reward_calls=usage.reward_calls,
+            reward_tokens=usage.reward_tokens,
+            reward_cached_tokens=usage.reward_cached_tokens,
+        ),
     )

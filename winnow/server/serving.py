@@ -322,6 +322,7 @@ def total_usage(jobs: Sequence[Job], include_winnow: bool = True) -> Usage:
         cached_tokens=sum(j.usage.cached_tokens for j in jobs),
         reward_calls=sum(j.usage.reward_calls for j in jobs),
         reward_tokens=sum(j.usage.reward_tokens for j in jobs),
+        reward_cached_tokens=sum(j.usage.reward_cached_tokens for j in jobs),
     )
     return Usage(
         prompt_tokens=prompt,

@@ -57,7 +57,8 @@ class UsageMeter:
     prefilled_tokens: int = 0  # prompt tokens the engine processed, summed over calls
     cached_tokens: int = 0  # of those, tokens served from the prefix cache
     reward_calls: int = 0
-    reward_tokens: int = 0
+    reward_tokens: int = 0  # tokens reward models computed for this request
+    reward_cached_tokens: int = 0  # tokens they reused from their prefix caches instead
     token_limit: int | None = None  # the request's token budget, enforced by MeteredEngine
 
     def record(self, generation_prompt_tokens: int, generated: int, cached: int) -> None:

@@ -129,9 +129,8 @@ def features(
     rows: list[torch.Tensor] = []
     for start in tqdm(range(0, len(jobs), chunk), desc=desc, unit="batch"):
         part = jobs[start : start + chunk]
-        batch = backbone.hidden_states([j.ids for j in part])
-        index = [batch.row(k, p) for k, j in enumerate(part) for p in j.positions]
-        rows.append(batch.hidden[torch.tensor(index, dtype=torch.long)].clone())
+        encoded = backbone.encode_sequences([j.ids for j in part])
+        rows.extend(e.hidden[list(j.positions)].clone() for e, j in zip(encoded, part, strict=True))
     return torch.cat(rows) if rows else torch.empty(0, backbone.hidden_size)
 
 

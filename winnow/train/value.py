@@ -199,11 +199,10 @@ def hidden_features(
     for start in tqdm(range(0, len(order), chunk), desc="hidden states", unit="batch"):
         group = order[start : start + chunk]
         seqs = [samples[i].prompt_ids + samples[i].response_ids for i in group]
-        batch = backbone.hidden_states(seqs)
+        encoded = backbone.encode_sequences(seqs)
         for k, i in enumerate(group):
             p0, n = len(samples[i].prompt_ids), len(samples[i].response_ids)
-            index = torch.tensor([batch.row(k, p0 - 1 + t) for t in range(n + 1)])
-            rows = batch.hidden[index].clone()
+            rows = encoded[k].hidden[p0 - 1 : p0 + n].clone()
             parts[i] = rows[:n]
             ends_with_eos = samples[i].response_ids[-1] in eos_ids
             last[i] = rows[n - 1] if ends_with_eos else rows[n]

@@ -1,0 +1,141 @@
+"""The reward prefix cache: reused keys/values give the hidden states of a full re-encode, and
+only the tokens not held are computed (on the real default backbone and probe heads)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from winnow.rewards.backbone import Backbone
+from winnow.rewards.base import OutcomeItem, ProcessItem
+from winnow.rewards.prefix_cache import MIN_SHARED, Entry, PrefixCache, shared_prefixes
+from winnow.rewards.probe import ProbeReward
+from winnow.rewards.registry import ASSETS
+
+ATOL = 2e-4
+
+PROMPT = "<|im_start|>user\nTom has 3 apples and buys 4 more. How many apples?<|im_end|>\n"
+PROMPT += "<|im_start|>assistant\n"
+ANSWERS = (
+    "Tom has 3 + 4 = 7 apples. The answer is 7.",
+    "He buys 4 more, so 3 + 4 = 7.",
+    "The answer is 12.",
+    "3 apples and 4 apples make 7 apples in all, so Tom has 7 apples.",
+)
+
+
+@pytest.fixture(scope="module")
+def backbones(default_model_dir: str) -> tuple[Backbone, Backbone]:
+    """(cached, uncached) over one loaded model."""
+    cached = Backbone(default_model_dir)
+    plain = Backbone(default_model_dir, prefix_cache_bytes=0)
+    cached.load()
+    plain._model, plain._tokenizer = cached._model, cached._tokenizer
+    return cached, plain
+
+
+def _ids(backbone: Backbone, *texts: str) -> list[int]:
+    return backbone.encode_segments(texts)[0]
+
+
+def test_reused_prefixes_give_the_hidden_states_of_a_full_pass(backbones):
+    cached, plain = backbones
+    cached.prefix_cache.clear()
+    seqs = [_ids(cached, PROMPT, a) for a in ANSWERS]
+    first = cached.encode_sequences(seqs)  # the shared prompt is encoded once
+    full = plain.encode_sequences(seqs)
+    for got, want in zip(first, full, strict=True):
+        assert torch.allclose(got.hidden, want.hidden, atol=ATOL)
+    prompt_len = len(_ids(cached, PROMPT))
+    assert sum(e.computed for e in first) < sum(len(s) for s in seqs) - 2 * prompt_len
+    assert all(e.computed + e.cached == len(s) for e, s in zip(first, seqs, strict=True))
+    # a growing prefix (a next segment or step) computes only what is new ...
+    longer = _ids(cached, PROMPT, ANSWERS[0], " So 7 it is.")
+    (grown,) = cached.encode_sequences([longer])
+    assert grown.cached == len(seqs[0]) and grown.computed == len(longer) - len(seqs[0])
+    # ... and a sequence that shares only part of an entry (a different continuation) reuses it
+    branch = _ids(cached, PROMPT, "Tom has 3 + 4 = 8 apples.")
+    (other,) = cached.encode_sequences([branch])
+    common = next(i for i, (a, b) in enumerate(zip(branch, seqs[0], strict=False)) if a != b)
+    assert other.cached == common
+    for got, seq in ((grown, longer), (other, branch)):
+        (want,) = plain.encode_sequences([seq])
+        assert torch.allclose(got.hidden, want.hidden, atol=ATOL)
+
+
+def test_a_sequence_already_held_still_computes_its_last_token(backbones):
+    cached, plain = backbones
+    seq = _ids(cached, PROMPT, ANSWERS[2])
+    cached.encode_sequences([seq])
+    (again,) = cached.encode_sequences([seq])
+    assert (again.computed, again.cached) == (1, len(seq) - 1)
+    assert torch.allclose(again.hidden, plain.encode_sequences([seq])[0].hidden, atol=ATOL)
+
+
+def test_probe_scores_do_not_depend_on_the_cache(backbones):
+    cached, plain = backbones
+    cached.prefix_cache.clear()
+    outcome = (ASSETS / "default", [OutcomeItem(PROMPT, a) for a in ANSWERS])
+    steps = ("Tom has 3 apples.\n\n", "He buys 4 more.\n\n", "3 + 4 = 7. The answer is 7.")
+    process_items = [ProcessItem(PROMPT, steps[:n]) for n in (1, 2, 3)]
+    process_items.append(ProcessItem(PROMPT, (*steps[:2], "3 + 4 = "), partial=True))
+
+    def both(directory, call):
+        with_cache = ProbeReward("a", directory, cached)
+        without = ProbeReward("b", directory, plain)
+        return asyncio.run(call(with_cache)), asyncio.run(call(without))
+
+    hit, miss = both(outcome[0], lambda r: r.score(outcome[1]))
+    assert hit.scores == pytest.approx(miss.scores, abs=1e-4)
+    assert hit.tokens < miss.tokens and hit.tokens + hit.cached_tokens == miss.tokens
+    hit, miss = both(ASSETS / "default_prm", lambda r: r.score_steps(process_items))
+    for a, b in zip(hit.scores, miss.scores, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert hit.tokens < miss.tokens / 2  # every item extends the first one's prefix
+
+
+def test_cache_is_bounded_in_bytes_and_keeps_layers_apart(backbones):
+    cached, _ = backbones
+    small = Backbone(cached.model_dir, prefix_cache_bytes=3 * 2**20)
+    small._model, small._tokenizer = cached._model, cached._tokenizer
+    seqs = [_ids(cached, PROMPT, a) for a in ANSWERS]
+    small.encode_sequences(seqs)
+    assert 0 < small.prefix_cache.bytes <= 3 * 2**20
+    assert len(small.prefix_cache) < len(seqs)  # the oldest were evicted
+    (other_layer,) = small.encode_sequences(seqs[-1:], layer=10)
+    assert other_layer.cached == 0  # hidden states of another layer are not those held
+
+
+def test_shared_prefixes_groups_neighbours_once():
+    prompt = list(range(100, 130))
+    seqs = [np.array(prompt + tail) for tail in ([1, 2, 3], [1, 2, 4], [9] * 5)]
+    seqs.append(np.array([7] * 40))  # shares nothing
+    shared = shared_prefixes(seqs, [0, 0, 0, 0])
+    assert shared == [30, 30, 30, 0]  # the common prefix of the group, not of pairs
+    assert shared_prefixes(seqs, [30 - MIN_SHARED + 1, 0, 0, 0])[0] == 0  # already cached
+
+
+def _entry(ids: list[int]) -> Entry:
+    kv = [(torch.zeros(1, len(ids), 2), torch.zeros(1, len(ids), 2))]
+    return Entry(np.array(ids), kv, torch.zeros(len(ids), 4), -1)
+
+
+def test_lookup_takes_the_longest_common_prefix_of_any_entry():
+    cache = PrefixCache(max_bytes=2**30)
+    assert cache.longest(np.arange(5), -1) == (None, 0)
+    cache.put(_entry([1, 2, 3]))
+    cache.put(_entry([1, 2, 9, 9, 9, 9]))
+    entry, n = cache.longest(np.array([1, 2, 9, 9, 5, 5]), -1)
+    assert n == 4 and entry is not None and entry.ids.tolist() == [1, 2, 9, 9, 9, 9]
+    entry, n = cache.longest(np.array([1, 2, 3]), -1)  # held whole: the last token is computed
+    assert n == 2
+    assert cache.longest(np.array([1, 2, 3]), 5) == (None, 0)
+    one = _entry([1, 2, 3]).nbytes
+    tight = PrefixCache(max_bytes=2 * one)
+    for ids in ([1, 2, 3], [4, 5, 6], [7, 8, 9]):
+        tight.put(_entry(ids))
+    assert len(tight) == 2 and tight.bytes == 2 * one
+    assert tight.longest(np.array([1, 2, 3, 4]), -1) == (None, 0)  # the oldest went first
