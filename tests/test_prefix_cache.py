@@ -139,3 +139,17 @@ def test_lookup_takes_the_longest_common_prefix_of_any_entry():
         tight.put(_entry(ids))
     assert len(tight) == 2 and tight.bytes == 2 * one
     assert tight.longest(np.array([1, 2, 3, 4]), -1) == (None, 0)  # the oldest went first
+
+
+def test_server_setting_sizes_the_shared_backbone_cache(default_model_dir: str):
+    from winnow.rewards.registry import build_rewards, default_configs
+    from winnow.settings import Settings
+
+    assert Settings().reward_prefix_cache_mib == 512
+    rewards = build_rewards(
+        default_configs(True), default_model_dir=default_model_dir, prefix_cache_bytes=0
+    )
+    outcome, process = rewards.get("default"), rewards.get("default_prm")
+    assert isinstance(outcome, ProbeReward) and isinstance(process, ProbeReward)
+    assert outcome.backbone is process.backbone  # one set of weights, one cache
+    assert outcome.backbone.prefix_cache.max_bytes == 0

@@ -48,6 +48,11 @@ def _serve_parser(sub: Any) -> None:
     )
     p.add_argument("--reward-timeout", type=float, help="wall time per reward call, s (120)")
     p.add_argument(
+        "--reward-prefix-cache-mib",
+        type=int,
+        help="reward backbones' KV cache of scored prefixes, MiB; 0 turns it off (512)",
+    )
+    p.add_argument(
         "--shutdown-timeout", type=float, help="on SIGTERM, drain in-flight requests for s (30)"
     )
     p.add_argument("--max-running-requests", type=int, help="requests served at once (64)")
@@ -60,7 +65,7 @@ SERVE_SETTINGS = (
     "model", "served_model_name", "host", "port", "api_key", "backend", "remote_urls",
     "remote_api_key", "data_dir", "rewards_config", "max_n", "max_tokens_cap", "request_timeout",
     "max_running_requests", "max_queued_requests", "kv_cache_gib", "log_level",
-    "max_request_tokens", "reward_timeout", "shutdown_timeout",
+    "max_request_tokens", "reward_timeout", "shutdown_timeout", "reward_prefix_cache_mib",
 )  # fmt: skip
 
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     reward_timeout: float | None = Field(
         120.0, gt=0, description="Wall-time cap per reward call (s); past it the request is 504."
     )
+    reward_prefix_cache_mib: int = Field(
+        512, ge=0, description="Reward backbones' KV cache of scored prefixes (MiB); 0: off."
+    )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish (s)."
     )

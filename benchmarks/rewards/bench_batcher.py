@@ -68,7 +68,8 @@ async def run_case(reward: ProbeReward, pairs: list[OutcomeItem], callers: int) 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     model = str(build_default_model(default_data_dir()))
-    backbone = Backbone(model)
+    # no prefix cache: every round scores the same pairs, this measures batching alone
+    backbone = Backbone(model, prefix_cache_bytes=0)
     backbone.load()
     template = backbone._tokenizer.apply_chat_template
 

@@ -234,9 +234,14 @@ def build_rewards(
     default_model_dir: str | None,
     engine: Any = None,
     observer: BatchObserver | None = None,
+    prefix_cache_bytes: int | None = None,
 ) -> RewardSet:
-    """Instantiate every configured reward (weights load later, in :meth:`RewardSet.start`)."""
-    from winnow.rewards.backbone import Backbone
+    """Instantiate every configured reward (weights load later, in :meth:`RewardSet.start`).
+
+    Probes on one backbone share its weights and its prefix cache (``prefix_cache_bytes``)."""
+    from winnow.rewards.backbone import DEFAULT_PREFIX_CACHE_BYTES, Backbone
+
+    cache_bytes = DEFAULT_PREFIX_CACHE_BYTES if prefix_cache_bytes is None else prefix_cache_bytes
 
     rewards = RewardSet()
     backbones: dict[str, Backbone] = {}
@@ -245,7 +250,9 @@ def build_rewards(
         model = path or default_model_dir
         if model is None:
             raise RewardConfigError("a probe reward needs a backbone: set 'backbone'")
-        return backbones.setdefault(model, Backbone(model))
+        if model not in backbones:
+            backbones[model] = Backbone(model, prefix_cache_bytes=cache_bytes)
+        return backbones[model]
 
     composites = []
     for config in configs:

@@ -23,6 +23,7 @@ def serve(settings: Settings) -> None:
         else default_configs(default_model=settings.model is None),
         default_model_dir=getattr(engine, "model", None) if settings.model is None else None,
         engine=engine,
+        prefix_cache_bytes=settings.reward_prefix_cache_mib * 2**20,
     )
     app = create_app(settings, engine, rewards)
     config = uvicorn.Config(
