@@ -197,7 +197,7 @@ def summarise(
     count: int,
 ) -> dict[str, Any]:
     def mean_usage(rs: list[dict[str, Any]], key: str) -> float:
-        return statistics.fmean(r["usage"][key] for r in rs)
+        return statistics.fmean(r["usage"].get(key, 0) for r in rs)
 
     table: dict[str, Any] = {}
     for label, rs in rows.items():
@@ -211,6 +211,7 @@ def summarise(
             "engine_calls": mean_usage(rs, "engine_calls"),
             "reward_calls": mean_usage(rs, "reward_calls"),
             "reward_tokens": mean_usage(rs, "reward_tokens"),
+            "reward_cached_tokens": mean_usage(rs, "reward_cached_tokens"),
             "cached_fraction": sum(r["usage"]["cached_tokens"] for r in rs)
             / max(sum(r["usage"]["prefilled_tokens"] for r in rs), 1),
             "seconds_median": statistics.median(seconds),
@@ -252,7 +253,7 @@ def report(summary: dict[str, Any]) -> str:
         f"baseline `{base}`.",
         "",
         f"| config | accuracy % [95% CI] | vs {base} (points) [95% CI] | generated tokens "
-        "(x base) | engine calls | reward calls | reward tokens | prefix-cached | "
+        "(x base) | engine calls | reward calls | reward tokens (+ reused) | prefix-cached | "
         "wall p50 / p95 (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -264,7 +265,8 @@ def report(summary: dict[str, Any]) -> str:
             f"| {label} | {r['accuracy'] * 100:.1f} [{lo * 100:.0f}, {hi * 100:.0f}] | "
             f"{d['diff'] * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] | "
             f"{r['generated_tokens']:.0f} ({r['tokens_vs_baseline']:.2f}x) | "
-            f"{r['engine_calls']:.1f} | {r['reward_calls']:.1f} | {r['reward_tokens']:.0f} | "
+            f"{r['engine_calls']:.1f} | {r['reward_calls']:.1f} | {r['reward_tokens']:.0f} "
+            f"(+{r.get('reward_cached_tokens', 0):.0f}) | "
             f"{r['cached_fraction'] * 100:.0f}% | "
             f"{r['seconds_median']:.1f} / {r['seconds_p95']:.1f} |"
         )

@@ -259,7 +259,7 @@ def build_rewards(
         if isinstance(config, CompositeConfig):
             composites.append(config)
         else:
-            rewards.add(_build_one(config, backbone, engine, observer))
+            rewards.add(_build_one(config, backbone, engine, observer, cache_bytes))
     for config in composites:
         from winnow.rewards.composite import CompositeReward
 
@@ -276,7 +276,9 @@ def _missing(composite: str, part: str, rewards: RewardSet) -> None:
     )
 
 
-def _build_one(config: Any, backbone: Any, engine: Any, observer: BatchObserver | None) -> Reward:
+def _build_one(
+    config: Any, backbone: Any, engine: Any, observer: BatchObserver | None, cache_bytes: int
+) -> Reward:
     if isinstance(config, ProbeConfig):
         from winnow.rewards.probe import ProbeReward
 
@@ -292,12 +294,12 @@ def _build_one(config: Any, backbone: Any, engine: Any, observer: BatchObserver 
         from winnow.rewards.seq_cls import SequenceClassifierReward
 
         _require_dir(config.name, config.path)
-        return SequenceClassifierReward(config, observer=observer)
+        return SequenceClassifierReward(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, StepTagPRMConfig):
         from winnow.rewards.step_tag_prm import StepTagPRM
 
         _require_dir(config.name, config.path)
-        return StepTagPRM(config, observer=observer)
+        return StepTagPRM(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, JudgeConfig):
         from winnow.rewards.judge import JudgeReward
 

@@ -37,7 +37,14 @@ import torch
 
 from winnow.kernels.dispatch import reward_head
 from winnow.kernels.reward_head import LinearHead
-from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, cost, score_positions
+from winnow.rewards.backbone import (
+    DEFAULT_PREFIX_CACHE_BYTES,
+    Backbone,
+    ProbeJob,
+    ProbeResult,
+    cost,
+    score_positions,
+)
 from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 from winnow.rewards.registry import SequenceClassifierConfig
@@ -62,8 +69,9 @@ class HFModel(Backbone):
         *,
         head: str | None = None,
         max_batch_tokens: int = 16384,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
-        super().__init__(model_dir, max_batch_tokens)
+        super().__init__(model_dir, max_batch_tokens, prefix_cache_bytes)
         self.auto_class = auto_class
         self.head = head
 
@@ -163,9 +171,15 @@ class SequenceClassifierReward(Reward):
         observer: BatchObserver | None = None,
         max_batch: int = 64,
         max_wait: float = 0.005,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         self.config = config
-        self.model = HFModel(config.path, "AutoModelForSequenceClassification", head="score")
+        self.model = HFModel(
+            config.path,
+            "AutoModelForSequenceClassification",
+            head="score",
+            prefix_cache_bytes=prefix_cache_bytes,
+        )
         self._head: LinearHead | None = None
         self._prefix: list[int] = []
         self._suffix: list[int] = []

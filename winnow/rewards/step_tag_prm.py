@@ -36,7 +36,14 @@ import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
 from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
-from winnow.rewards.backbone import ProbeJob, ProbeResult, RowScorer, cost, score_positions
+from winnow.rewards.backbone import (
+    DEFAULT_PREFIX_CACHE_BYTES,
+    ProbeJob,
+    ProbeResult,
+    RowScorer,
+    cost,
+    score_positions,
+)
 from winnow.rewards.base import ProcessItem, Reward, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 from winnow.rewards.registry import StepTagPRMConfig
@@ -102,6 +109,7 @@ class StepTagPRM(Reward):
         observer: BatchObserver | None = None,
         max_batch: int = 64,
         max_wait: float = 0.005,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         self.config = config
         label_token = config.style == "label_token"
@@ -109,6 +117,7 @@ class StepTagPRM(Reward):
             config.path,
             "AutoModelForCausalLM" if label_token else "AutoModelForTokenClassification",
             head=None if label_token else "score",
+            prefix_cache_bytes=prefix_cache_bytes,
         )
         self._keep_space = label_token
         self._scorer: RowScorer | None = None
