@@ -199,3 +199,29 @@ def test_probability_rewards_are_scored_as_log_odds():
     assert r.json()["choices"][0]["text"] == "meh a"
     raw, _, _ = run(["meh a"], {"acceptance": "hard", "log_odds": False}, reward=reward)
     assert raw.json()["winnow"]["details"]["r_star"] == 0.5
+
+
+def test_a_stop_string_spanning_two_segments_ends_the_answer_before_it():
+    # the engine cuts "good one\n" (at the mark), then writes "\nQuestion two" on its own: it
+    # never saw "\n\nQ" whole, cards must cut it
+    texts = ["good one\n¦ x", "\nQuestion two good"]
+    r, _, reward = run(texts, {"acceptance": "hard"}, stop=["\n\nQ"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["text"] == "good one"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == len("good one")  # one token per character
+    assert reward.seen[-1] == "good one"  # the cut answer is what was scored
+
+
+def test_streaming_holds_back_what_could_start_a_stop_string():
+    engine = FakeEngine(queue(["good one\n¦ x", "\nQuestion two good"]))
+    app = create_app(Settings(), engine, RewardSet({"words": LastWordReward()}))
+    payload = {"prompt": "Q:", "max_tokens": 40, "seed": 1, "stream": True, "stop": ["\n\nQ"],
+               "strategy": {"name": "cards", "reward": "words", "acceptance": "hard"}}  # fmt: skip
+    with TestClient(app) as client, client.stream("POST", "/v1/completions", json=payload) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    texts = [c["choices"][0]["text"] for c in chunks if c["choices"]]
+    assert [t for t in texts if t] == ["good on", "e"]  # "e\n" waited: it might begin "\n\nQ"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

@@ -16,8 +16,9 @@ After ``max_rejections`` rejections in a row the best candidate since the last a
 taken. ``beta`` is both the sampling temperature and the acceptance temperature, as published.
 
 Accepted segments stream to the client as soon as they are accepted (real streaming: nothing is
-sent that is later taken back). ``n`` > 1 runs n independent chains at once (the engine and the
-reward batcher merge their calls).
+sent that is later taken back; with stop strings, the last len(stop) - 1 characters wait for the
+next segment, since a stop may span two segments). ``n`` > 1 runs n independent chains at once
+(the engine and the reward batcher merge their calls).
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class Chain:
     finish: FinishReason | None = None
     score: float | None = None
     stats: ChainStats = field(default_factory=ChainStats)
+    sent_chars: int = 0  # streamed so far
+    sent_ids: int = 0
 
 
 def uses_log_odds(params: CardsParams, rewards: Rewards) -> bool:
@@ -204,7 +207,7 @@ async def grow(
     calls = 0
     while chain.finish is None:
         remaining = request.max_tokens - len(chain.token_ids)
-        best: tuple[float, float, Completion, str] | None = None  # (score, raw, segment, text)
+        best: tuple[float, float, Proposal] | None = None  # (score, raw reward, proposal)
         rejected = 0
         while True:
             seed = None if request.seed is None else request.seed + 7919 * chain.index + calls
@@ -222,43 +225,83 @@ async def grow(
                 ),
             )
             segment = (await engine.generate(spec)).completions[0]
-            text = await engine.detokenize([*chain.token_ids, *segment.token_ids])
-            raw = (await rewards.score(params.reward, [item(request, text)])).scores[0]
+            proposal = await propose(chain, segment, request, engine)
+            raw = (await rewards.score(params.reward, [item(request, proposal.text)])).scores[0]
             score = scale(raw) if not math.isnan(raw) else raw
             chain.stats.candidates += 1
-            t = len(chain.token_ids) + len(segment.token_ids)
-            tau = threshold(t, r0, r_star, request.max_tokens)
+            tau = threshold(len(proposal.token_ids), r0, r_star, request.max_tokens)
             if best is None or (not math.isnan(score) and score > best[0]):
-                best = (score, raw, segment, text)
+                best = (score, raw, proposal)
             if accepts(score, tau, params.beta, params.acceptance, rng.random()):
-                best = (score, raw, segment, text)
+                best = (score, raw, proposal)
                 break
             rejected += 1
             if rejected >= params.max_rejections:
                 chain.stats.forced += 1
                 break
-        _, raw, segment, text = best
-        await accept(chain, segment, text, raw, request)
+        _, raw, proposal = best
+        await accept(chain, proposal, raw, request)
         chain.stats.segments += 1
         chain.stats.rejections += rejected
         chain.stats.rejections_per_segment.append(rejected)
 
 
-async def accept(
-    chain: Chain, segment: Completion, text: str, score: float, request: GenerationRequest
-) -> None:
-    delta = text[len(chain.text) :] if text.startswith(chain.text) else text
-    chain.token_ids.extend(segment.token_ids)
-    chain.text = text
-    chain.score = None if math.isnan(score) else score
+@dataclass(slots=True)
+class Proposal:
+    """The chain as it would be with a candidate segment accepted."""
+
+    token_ids: list[int]
+    text: str
+    finish: FinishReason | None  # None: the answer goes on
+
+
+async def propose(
+    chain: Chain, segment: Completion, request: GenerationRequest, engine: MeteredEngine
+) -> Proposal:
+    ids = [*chain.token_ids, *segment.token_ids]
+    text = await engine.detokenize(ids)
     if segment.finish_reason == "stop" and segment.stop_reason == SEGMENT_STOP:
-        if len(chain.token_ids) >= request.max_tokens:
-            chain.finish = "length"
+        finish: FinishReason | None = "length" if len(ids) >= request.max_tokens else None
+    elif segment.finish_reason == "length" and len(ids) < request.max_tokens:
+        finish = None  # only the segment cap was hit: keep going
     else:
-        chain.finish = segment.finish_reason or "length"
-        if segment.finish_reason == "length" and len(chain.token_ids) < request.max_tokens:
-            chain.finish = None  # only the segment cap was hit: keep going
-    if request.sink is not None:
-        await request.sink.send(
-            [ChoiceDelta(chain.index, delta, list(segment.token_ids), chain.finish)]
-        )
+        finish = segment.finish_reason or "length"
+    # The engine saw only this segment, so a stop string that began in the accepted text and
+    # ends in the segment got past it: cut the answer before it, as the engine would have.
+    found = [at for stop in request.stop if (at := text.find(stop)) >= 0]
+    if found:
+        at = min(found)
+        ids = await tokens_covering(engine, ids, at)
+        text, finish = text[:at], "stop"
+    return Proposal(ids, text, finish)
+
+
+async def tokens_covering(engine: MeteredEngine, ids: list[int], chars: int) -> list[int]:
+    """The shortest prefix of ``ids`` whose text has at least ``chars`` characters."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(await engine.detokenize(ids[:mid])) >= chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo]
+
+
+async def accept(
+    chain: Chain, proposal: Proposal, score: float, request: GenerationRequest
+) -> None:
+    chain.token_ids = proposal.token_ids
+    chain.text = proposal.text
+    chain.finish = proposal.finish
+    chain.score = None if math.isnan(score) else score
+    if request.sink is None:
+        return
+    # While the answer goes on, hold back what could be the start of a stop string spanning
+    # into the next segment: nothing is streamed that a later cut would take back.
+    hold = 0 if chain.finish else max((len(s) - 1 for s in request.stop), default=0)
+    end = max(chain.sent_chars, len(chain.text) - hold)
+    delta, ids = chain.text[chain.sent_chars : end], chain.token_ids[chain.sent_ids :]
+    chain.sent_chars, chain.sent_ids = end, max(chain.sent_ids, len(chain.token_ids))
+    if delta or ids or chain.finish:
+        await request.sink.send([ChoiceDelta(chain.index, delta, ids, chain.finish)])
