@@ -583,3 +583,21 @@ def test_real_engine_cancel_mid_search_leaves_nothing_running(live_server):
     ):
         http.post("/chat/completions", json=payload, timeout=1.5)
     assert live_server.wait_idle() == 0
+
+
+@pytest.mark.anyio
+async def test_early_rejection_finds_a_step_end_split_between_partial_and_continuation():
+    # the partial step stops at "v80 a\n", its continuation starts "\n": the engine sees only
+    # the continuation and would run on into the next step; the search ends the step there
+    table = {0: ["v80 a\n\nzz v10\n\n", "v20 bbbbbbbbb\n\n", "v30 ccccccccc\n\n", "v10 ddddd\n\n"],
+             1: ["The answer is 2. v40"]}  # fmt: skip
+    engine, reward = CountingFake(continuing(table)), StepTags()
+    _, result, _ = await search(
+        engine, reward, {"n": 4, "beam_width": 2, "partial_tokens": 6, "return_candidates": True}
+    )
+    assert prompts(engine)[1] == "v80 a\n"  # the survivor continued from its partial step
+    assert "v80 a\n\n" in prompts(engine)  # ... and the next step starts right after "\n\n"
+    texts = [c["text"] for c in result.candidates]
+    assert "v80 a\n\nThe answer is 2. v40" in texts
+    assert not any("zz" in t for t in texts)
+    assert engine._running == 0

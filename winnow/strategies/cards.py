@@ -45,6 +45,7 @@ from winnow.strategies.base import (
 )
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import RewardField
+from winnow.strategies.steps import tokens_covering
 
 
 class CardsParams(StrategyParams):
@@ -274,18 +275,6 @@ async def propose(
         ids = await tokens_covering(engine, ids, at)
         text, finish = text[:at], "stop"
     return Proposal(ids, text, finish)
-
-
-async def tokens_covering(engine: MeteredEngine, ids: list[int], chars: int) -> list[int]:
-    """The shortest prefix of ``ids`` whose text has at least ``chars`` characters."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(await engine.detokenize(ids[:mid])) >= chars:
-            hi = mid
-        else:
-            lo = mid + 1
-    return ids[:lo]
 
 
 async def accept(

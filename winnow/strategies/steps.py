@@ -113,6 +113,18 @@ async def step_text(
     return text
 
 
+async def tokens_covering(engine: MeteredEngine, ids: Sequence[int], chars: int) -> list[int]:
+    """The shortest prefix of ``ids`` whose text has at least ``chars`` characters."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(await engine.detokenize(ids[:mid])) >= chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return list(ids[:lo])
+
+
 async def score_beams(
     beams: Sequence[Beam],
     prompt: str,

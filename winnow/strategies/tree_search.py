@@ -68,6 +68,7 @@ from winnow.strategies.steps import (
     has_final_answer,
     score_beams,
     step_text,
+    tokens_covering,
 )
 
 
@@ -256,10 +257,40 @@ class Search:
                 self.engine, completion, self.params.delimiter, self.request.stop
             )
             done = beam.extend(completion, text, new_step=False)
+            completion = await self._cut_straddling(beam, done, completion)
             self._settle(done, completion, capped_partial=False)
             out.append(done)
         self.continuations += len(out)
         return out
+
+    async def _cut_straddling(self, before: Beam, done: Beam, completion: Completion) -> Completion:
+        """A step end (or a stop string of the request) that began in the partial step and
+        ends in its continuation got past the engine, which saw only the continuation: end the
+        step there, as if the engine had stopped it."""
+        start = len(before.steps[-1]) if before.steps else 0
+        step = done.steps[-1] if done.steps else ""
+        marks = [(self.params.delimiter, True), *((stop, False) for stop in self.request.stop)]
+        found = [
+            (at, mark, keep)
+            for mark, keep in marks
+            if 0 <= (at := step.find(mark, max(0, start - len(mark) + 1))) < start
+        ]
+        if not found:
+            return completion
+        at, mark, keep = min(found)
+        step_ids = done.ids[len(done.ids) - done.step_ids :]
+        kept = await tokens_covering(self.engine, step_ids, at + len(mark) * keep)
+        cut = len(step_ids) - len(kept)
+        if cut:
+            done.ids = done.ids[:-cut]
+            done.logprobs = done.logprobs[: len(done.ids)] if done.logprobs else done.logprobs
+        done.step_ids = len(kept)
+        # a kept step end says what its ids say (a token may reach past it), as step_text does
+        decoded = await self.engine.detokenize(kept) if keep else ""
+        done.steps[-1] = (
+            decoded if keep and step.startswith(decoded) else step[: at + len(mark) * keep]
+        )
+        return Completion(completion.index, "", [], "stop", mark)
 
     async def _score(self, beams: Sequence[Beam]) -> None:
         beams = [*beams, *self.pending]
