@@ -98,6 +98,7 @@ def test_hard_acceptance_rejects_bad_segments_and_counts_them():
     assert all(c.segment == SegmentSpec(entropy=3.0, min_tokens=4) for c in engine.calls)
     # honest accounting: the rejected segments' tokens count as generated
     written = len("bad one") + len("good one") + len(" bad two") + len(" good two") + 1  # + EOS
+    written += 3  # and the sentinel token of each of the 3 segment cuts
     assert body["usage"]["winnow"]["generated_tokens"] == written
     assert body["usage"]["completion_tokens"] == len("good one good two") + 1
     assert body["usage"]["winnow"]["reward_calls"] == 5  # RM(prompt) + 4 candidates
@@ -225,3 +226,13 @@ def test_streaming_holds_back_what_could_start_a_stop_string():
     texts = [c["choices"][0]["text"] for c in chunks if c["choices"]]
     assert [t for t in texts if t] == ["good on", "e"]  # "e\n" waited: it might begin "\n\nQ"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_short_horizon_raises_the_threshold_sooner():
+    texts = ["meh a¦ x", "good b"]
+    strategy = {"acceptance": "hard", "r_star": 0.5}  # r0 = 0.25; "meh" scores 0.3
+    r, _, _ = run(texts, strategy)  # tau(5) = 0.25 + 5 * 0.25 / 40 = 0.28: meh passes
+    assert r.json()["choices"][0]["text"] == "meh agood b"
+    r, _, _ = run(texts, {**strategy, "horizon": 4})  # tau(5) = r_star = 0.5: meh fails
+    assert r.json()["choices"][0]["text"] == "good b"
+    assert r.json()["winnow"]["details"]["rejections"] == 1

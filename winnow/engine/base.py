@@ -99,6 +99,9 @@ class Completion:
     finish_reason: FinishReason | None
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
+    # tokens the engine generated that are not in token_ids (a segment cut's sentinel): work
+    # done, so usage counts them
+    unseen_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -112,7 +115,7 @@ class Generation:
 
     @property
     def generated_tokens(self) -> int:
-        return sum(len(c.token_ids) for c in self.completions)
+        return sum(len(c.token_ids) + c.unseen_tokens for c in self.completions)
 
 
 @dataclass(slots=True)

@@ -95,7 +95,8 @@ class FakeEngine(Engine):
                 TokenLogprob(t, chr(t) if t else "", -0.5, ((t, chr(t) if t else "", -0.5),))
                 for t in ids
             ]
-        return Completion(index, text, ids, finish, stop_reason, logprobs)  # type: ignore[arg-type]
+        unseen = 1 if stop_reason == SEGMENT_STOP else 0  # vLLM writes a sentinel token there
+        return Completion(index, text, ids, finish, stop_reason, logprobs, unseen)  # type: ignore[arg-type]
 
     async def _prompt_text(self, spec: SamplingSpec) -> str:
         if isinstance(spec.prompt, str):

@@ -265,10 +265,11 @@ class VllmEngine(Engine):
             final = output
         if final is None:
             raise EngineError("vLLM returned no output")
-        completions = [
-            Completion(o.index, o.text, *self._tokens_and_reasons(o, spec))
-            for o in sorted(final.outputs, key=lambda o: o.index)
-        ]
+        completions = []
+        for o in sorted(final.outputs, key=lambda o: o.index):
+            completion = Completion(o.index, o.text, *self._tokens_and_reasons(o, spec))
+            completion.unseen_tokens = len(o.token_ids) - len(completion.token_ids)  # sentinel
+            completions.append(completion)
         prompt_logprobs = None
         if spec.prompt_logprobs is not None and final.prompt_logprobs is not None:
             prompt_logprobs = [

@@ -9,7 +9,8 @@ the whole prefix (prompt + accepted segments + candidate) and accepted against a
 threshold:
 
     r0     = (1 - alpha) * RM(prompt) + alpha * r_star
-    tau(t) = min(r_star, r0 + t * (r_star - r0) / max_tokens)       t = tokens incl. the segment
+    tau(t) = min(r_star, r0 + t * (r_star - r0) / horizon)   t = tokens incl. the segment,
+                                                              horizon = max_tokens by default
     accept with probability min(1, exp((r - tau(t)) / beta))       (soft)   or   r >= tau(t) (hard)
 
 After ``max_rejections`` rejections in a row the best candidate since the last acceptance is
@@ -61,6 +62,13 @@ class CardsParams(StrategyParams):
     min_segment_tokens: int = Field(4, ge=1, le=256)
     max_segment_tokens: int = Field(64, ge=1, le=1024)
     max_rejections: int = Field(20, ge=1, le=200, description="Then take the best candidate.")
+    horizon: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens over which tau rises from r0 to r_star; default max_tokens (as "
+        "published). Answers much shorter than max_tokens meet a threshold near r0 unless this "
+        "is set near their length.",
+    )
     top_k: int = Field(40, ge=0, description="Top-k sampling (0: off).")
     log_odds: bool = Field(
         True,
@@ -230,7 +238,8 @@ async def grow(
             raw = (await rewards.score(params.reward, [item(request, proposal.text)])).scores[0]
             score = scale(raw) if not math.isnan(raw) else raw
             chain.stats.candidates += 1
-            tau = threshold(len(proposal.token_ids), r0, r_star, request.max_tokens)
+            horizon = params.horizon or request.max_tokens
+            tau = threshold(len(proposal.token_ids), r0, r_star, horizon)
             if best is None or (not math.isnan(score) and score > best[0]):
                 best = (score, raw, proposal)
             if accepts(score, tau, params.beta, params.acceptance, rng.random()):
