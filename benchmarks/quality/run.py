@@ -91,6 +91,42 @@ async def ask(
     return r.json(), time.perf_counter() - started
 
 
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(a right answer's score > a wrong one's), ties half (Mann-Whitney, by ranks)."""
+    if not pos or not neg:
+        return None
+    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mid = (i + j + 1) / 2  # average 1-based rank of the tie block
+        rank_sum += mid * sum(flag for _, flag in ranked[i:j])
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def reward_auc(rows: Sequence[dict[str, Any]]) -> dict[str, float | int | None]:
+    """How well the reward separates right from wrong answers: pooled over all problems (what
+    a model card reports) and within one problem (what choosing among its N answers needs)."""
+    pooled: tuple[list[float], list[float]] = ([], [])
+    within = []
+    for row in rows:
+        pos, neg = [], []
+        for c in to_candidates(row["body"]["winnow"]["candidates"]):
+            (pos if correct(c, row["problem"].answer) else neg).append(c.score or 0.0)
+        pooled[0].extend(pos)
+        pooled[1].extend(neg)
+        if (value := auc(pos, neg)) is not None:
+            within.append(value)
+    return {
+        "pooled": auc(*pooled),
+        "within_question_mean": statistics.fmean(within) if within else None,
+        "problems_with_right_and_wrong": len(within),
+    }
+
+
 def bootstrap(values: Sequence[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
     rng = random.Random(seed)
     n = len(values)
@@ -155,6 +191,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarise(rows, args, wall)
 
 
+def from_journal(args: argparse.Namespace) -> dict[str, Any]:
+    items = [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+    lines = args.out.with_suffix(".rows.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    rows = [{"problem": items[r["i"]], "body": r["body"], "seconds": r["seconds"]} for r in rows]
+    wall = sum(r["seconds"] for r in rows) / max(args.concurrency, 1)  # estimated, as resumed
+    summary = summarise(rows, args, wall)
+    summary["command"] = (
+        "benchmarks/quality/run.py --base-url URL "
+        + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+        + " (answers; resumable with --resume), then the same with --report-only (this summary)"
+    )
+    return summary
+
+
 def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> dict[str, Any]:
     rows.sort(key=lambda r: r["problem"].question)
     ns = [n for n in NS if n <= args.n]
@@ -203,6 +254,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float)
         ),
         "accuracy": table,
         "vs_majority": comparisons,
+        "reward_auc": reward_auc(rows),
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
         "command": " ".join(sys.argv),
     }
@@ -259,6 +311,10 @@ def report(summary: dict[str, Any], out: Path) -> None:
         f"{summary['seconds_per_request']['median']:.1f} s, p95 "
         f"{summary['seconds_per_request']['p95']:.1f} s (N={summary['config']['n']}).",
         f"Reward tokens per request: {summary['reward_tokens_per_request']:.0f}.",
+        f"Reward AUC (right vs wrong answers): pooled {summary['reward_auc']['pooled']:.3f}, "
+        f"within a problem {summary['reward_auc']['within_question_mean']:.3f} (mean over the "
+        f"{summary['reward_auc']['problems_with_right_and_wrong']} problems with both): "
+        "selection needs the second.",
         "",
         f"![accuracy vs N]({out.with_suffix('.png').name})",
     ]
@@ -281,11 +337,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--resume", action="store_true", help="keep the answers already in <out>.rows.jsonl"
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no server: summarise the answers already in <out>.rows.jsonl",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "quality")
     args = p.parse_args(argv)
     if args.quick:
         args.problems, args.n = min(args.problems, 40), min(args.n, 8)
-    summary = asyncio.run(run(args))
+    summary = from_journal(args) if args.report_only else asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     report(summary, args.out)
