@@ -293,3 +293,15 @@ def test_request_past_its_wall_time_is_504_and_aborts_engine_work():
         assert events[0]["error"]["code"] == "timeout"  # in-band: the stream had begun
         assert events[-1] == "[DONE]"
         assert engine._running == 0
+
+
+def test_stop_token_ids_outside_the_vocabulary_are_400(client):
+    for ids in ([2**40], [-1], [2**31]):  # the fake does not say its vocabulary: int32 bound
+        r = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stop_token_ids": ids},
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "stop_token_ids"
+    r = client.post("/v1/completions", json={"prompt": "hi", "stop_token_ids": [2**31 - 1]})
+    assert r.status_code == 200

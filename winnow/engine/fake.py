@@ -74,7 +74,7 @@ class FakeEngine(Engine):
                 cut = at + (len(stop) if spec.include_stop_str_in_output else 0)
                 finish, stop_reason = "stop", stop
         for tid in spec.stop_token_ids:
-            at = text.find(chr(tid)) if tid > 0 else -1
+            at = text.find(chr(tid)) if 0 < tid < 0x110000 else -1  # ids are code points
             if 0 <= at < cut:
                 cut, finish, stop_reason = at, "stop", tid
         eos = cut == len(text) and finish == "length"

@@ -107,15 +107,21 @@ def _check_model(state: ServerState, model: str | None) -> None:
         )
 
 
+def _check_token_ids(state: ServerState, ids: list[int], param: str) -> None:
+    """Token ids must name tokens: in [0, vocabulary size), or below 2**31 when the engine does
+    not say its vocabulary (remote)."""
+    vocab = state.engine.info.vocab_size
+    bound = vocab or 2**31
+    if any(t < 0 or t >= bound for t in ids):
+        raise APIError(400, f"{param} must lie in [0, {vocab or 'the vocabulary size'})", param)
+
+
 async def _prompt_ids(state: ServerState, prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, str):
         ids = await state.engine.tokenize(prompt, add_special_tokens=True)
     else:
         ids = list(prompt)
-        vocab = state.engine.info.vocab_size  # 0 when the engine does not say (remote)
-        if any(t < 0 or (vocab and t >= vocab) for t in ids):
-            bound = vocab or "the vocabulary size"
-            raise APIError(400, f"prompt token ids must lie in [0, {bound})", "prompt")
+        _check_token_ids(state, ids, "prompt")
     if not ids:
         raise APIError(400, "prompt is empty after tokenization", "prompt")
     return ids
@@ -185,6 +191,7 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
         if body.echo and body.logprobs is not None:
             raise APIError(400, "echo together with logprobs is not supported", "echo")
 
+    _check_token_ids(state, body.stop_token_ids or [], "stop_token_ids")
     jobs = []
     for i, prompt in enumerate(prompts):
         ids = await _prompt_ids(state, prompt)
