@@ -155,8 +155,9 @@ def encode(
             computed[owner] += head.computed
         hits = [cache.longest(s, layer) for s in seqs]
     out = _extend(trunk, cache, seqs, layer, pad, hits)
+    # (a head evicted before its users ran is recomputed: then nothing of theirs was reused)
     return [
-        Encoded(e.hidden, e.computed + computed[i], len(seqs[i]) - e.computed - computed[i])
+        Encoded(e.hidden, e.computed + computed[i], max(e.cached - computed[i], 0))
         for i, e in enumerate(out)
     ]
 
