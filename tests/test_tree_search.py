@@ -368,14 +368,19 @@ async def test_early_rejection_scores_partial_children_and_finishes_only_the_top
     assert engine._running == 0
 
 
+async def early_rejection(table: dict[int, Sequence[str]], partial_tokens: int):
+    """Beam 4 x 2 with early rejection over ``table``, every beam returned as a candidate."""
+    engine, reward = CountingFake(continuing(table)), StepTags()
+    params = {"n": 4, "beam_width": 2, "partial_tokens": partial_tokens, "return_candidates": True}
+    _, result, _ = await search(engine, reward, params)
+    return engine, reward, result
+
+
 @pytest.mark.anyio
 async def test_early_rejection_child_done_within_partial_tokens_is_not_partial():
     table = {0: ["a v80\n\n", "The answer is 1. v30", "long step v99 .....\n\n", "x"],
              1: ["The answer is 2. v40"]}  # fmt: skip
-    engine, reward = CountingFake(continuing(table)), StepTags()
-    _, result, _ = await search(
-        engine, reward, {"n": 4, "beam_width": 2, "partial_tokens": 8, "return_candidates": True}
-    )
+    engine, reward, result = await early_rejection(table, partial_tokens=8)
     flags = [i.partial for i in reward.calls[0]]
     assert flags == [False, True, True, False]  # complete step; answer cut at 8; long; EOS
     # 3 alive ('x' finished at EOS), a and the answer kept; only the partial one continues
@@ -387,6 +392,21 @@ async def test_early_rejection_child_done_within_partial_tokens_is_not_partial()
     # it finishes at EOS: the complete step 'a' is the only beam left, refilled to N children
     assert result.details["survivors"][0] == 1
     assert (prompts(engine)[2], engine.calls[2].n) == ("a v80\n\n", 4)
+
+
+@pytest.mark.anyio
+async def test_early_rejection_finds_a_step_end_split_between_partial_and_continuation():
+    # the partial step stops at "v80 a\n", its continuation starts "\n": the engine sees only
+    # the continuation and would run on into the next step; the search ends the step there
+    table = {0: ["v80 a\n\nzz v10\n\n", "v20 bbbbbbbbb\n\n", "v30 ccccccccc\n\n", "v10 ddddd\n\n"],
+             1: ["The answer is 2. v40"]}  # fmt: skip
+    engine, _, result = await early_rejection(table, partial_tokens=6)
+    assert prompts(engine)[1] == "v80 a\n"  # the survivor continued from its partial step
+    assert "v80 a\n\n" in prompts(engine)  # ... and the next step starts right after "\n\n"
+    texts = [c["text"] for c in result.candidates]
+    assert "v80 a\n\nThe answer is 2. v40" in texts
+    assert not any("zz" in t for t in texts)
+    assert engine._running == 0
 
 
 @pytest.mark.anyio
@@ -583,21 +603,3 @@ def test_real_engine_cancel_mid_search_leaves_nothing_running(live_server):
     ):
         http.post("/chat/completions", json=payload, timeout=1.5)
     assert live_server.wait_idle() == 0
-
-
-@pytest.mark.anyio
-async def test_early_rejection_finds_a_step_end_split_between_partial_and_continuation():
-    # the partial step stops at "v80 a\n", its continuation starts "\n": the engine sees only
-    # the continuation and would run on into the next step; the search ends the step there
-    table = {0: ["v80 a\n\nzz v10\n\n", "v20 bbbbbbbbb\n\n", "v30 ccccccccc\n\n", "v10 ddddd\n\n"],
-             1: ["The answer is 2. v40"]}  # fmt: skip
-    engine, reward = CountingFake(continuing(table)), StepTags()
-    _, result, _ = await search(
-        engine, reward, {"n": 4, "beam_width": 2, "partial_tokens": 6, "return_candidates": True}
-    )
-    assert prompts(engine)[1] == "v80 a\n"  # the survivor continued from its partial step
-    assert "v80 a\n\n" in prompts(engine)  # ... and the next step starts right after "\n\n"
-    texts = [c["text"] for c in result.candidates]
-    assert "v80 a\n\nThe answer is 2. v40" in texts
-    assert not any("zz" in t for t in texts)
-    assert engine._running == 0

@@ -142,10 +142,15 @@ def paired_diff(
     return statistics.fmean(diffs), lo, hi
 
 
+def problem_set(args: argparse.Namespace) -> list[Any]:
+    """The benchmark's problems, in journal order (a row's ``i`` indexes this list)."""
+    return [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Ask the server about every problem; each answer is appended to ``<out>.rows.jsonl`` as it
     arrives, so a long run that stops resumes where it was (``--resume``) with the same seeds."""
-    items = [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+    items = problem_set(args)
     journal = args.out.with_suffix(".rows.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done: dict[int, dict[str, Any]] = {}
@@ -192,7 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def from_journal(args: argparse.Namespace) -> dict[str, Any]:
-    items = [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+    items = problem_set(args)
     lines = args.out.with_suffix(".rows.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
     rows = [{"problem": items[r["i"]], "body": r["body"], "seconds": r["seconds"]} for r in rows]

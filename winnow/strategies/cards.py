@@ -46,7 +46,7 @@ from winnow.strategies.base import (
 )
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import RewardField
-from winnow.strategies.steps import tokens_covering
+from winnow.strategies.steps import straddling, tokens_covering
 
 
 class CardsParams(StrategyParams):
@@ -278,9 +278,8 @@ async def propose(
         finish = segment.finish_reason or "length"
     # The engine saw only this segment, so a stop string that began in the accepted text and
     # ends in the segment got past it: cut the answer before it, as the engine would have.
-    found = [at for stop in request.stop if (at := text.find(stop)) >= 0]
-    if found:
-        at = min(found)
+    if hit := straddling(text, request.stop, len(chain.text)):
+        at = hit[0]
         ids = await tokens_covering(engine, ids, at)
         text, finish = text[:at], "stop"
     return Proposal(ids, text, finish)

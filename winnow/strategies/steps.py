@@ -113,6 +113,18 @@ async def step_text(
     return text
 
 
+def straddling(text: str, marks: Sequence[str], boundary: int) -> tuple[int, str] | None:
+    """The earliest of ``marks`` (stop strings, a step delimiter) that begins before
+    ``boundary`` and ends after it, as (position, mark). An engine that was given only the text
+    from ``boundary`` on (a continuation, a next segment) could not have caught it."""
+    found = [
+        (at, mark)
+        for mark in marks
+        if 0 <= (at := text.find(mark, max(0, boundary - len(mark) + 1))) < boundary
+    ]
+    return min(found) if found else None
+
+
 async def tokens_covering(engine: MeteredEngine, ids: Sequence[int], chars: int) -> list[int]:
     """The shortest prefix of ``ids`` whose text has at least ``chars`` characters."""
     lo, hi = 0, len(ids)

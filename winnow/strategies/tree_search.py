@@ -68,6 +68,7 @@ from winnow.strategies.steps import (
     has_final_answer,
     score_beams,
     step_text,
+    straddling,
     tokens_covering,
 )
 
@@ -269,15 +270,11 @@ class Search:
         step there, as if the engine had stopped it."""
         start = len(before.steps[-1]) if before.steps else 0
         step = done.steps[-1] if done.steps else ""
-        marks = [(self.params.delimiter, True), *((stop, False) for stop in self.request.stop)]
-        found = [
-            (at, mark, keep)
-            for mark, keep in marks
-            if 0 <= (at := step.find(mark, max(0, start - len(mark) + 1))) < start
-        ]
-        if not found:
+        hit = straddling(step, (self.params.delimiter, *self.request.stop), start)
+        if hit is None:
             return completion
-        at, mark, keep = min(found)
+        at, mark = hit
+        keep = mark == self.params.delimiter  # a step keeps its end; a request stop is dropped
         step_ids = done.ids[len(done.ids) - done.step_ids :]
         kept = await tokens_covering(self.engine, step_ids, at + len(mark) * keep)
         cut = len(step_ids) - len(kept)
