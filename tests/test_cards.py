@@ -236,3 +236,36 @@ def test_a_short_horizon_raises_the_threshold_sooner():
     r, _, _ = run(texts, {**strategy, "horizon": 4})  # tau(5) = r_star = 0.5: meh fails
     assert r.json()["choices"][0]["text"] == "good b"
     assert r.json()["winnow"]["details"]["rejections"] == 1
+
+
+class VoidReward(LastWordReward):
+    """The tag words, and no score at all (NaN) for a prefix whose last word is "void" (or, with
+    ``void_prompt``, for the bare prompt)."""
+
+    def __init__(self, void_prompt: bool = False) -> None:
+        super().__init__()
+        self.void_prompt = void_prompt
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        scored = await super().score(items)
+        for k, i in enumerate(items):
+            words = i.response.replace("¦", " ").split()
+            if (words and words[-1] == "void") or (self.void_prompt and not i.response):
+                scored.scores[k] = math.nan
+        return scored
+
+
+def test_an_unscored_first_candidate_is_never_the_forced_best():
+    # NaN first: "x > NaN" is False, so the unscored candidate stayed best and was forced in
+    r, _, _ = run(["a void", "meh b", "bad c"], {"acceptance": "hard", "max_rejections": 3},
+                  reward=VoidReward())  # fmt: skip
+    body = r.json()
+    assert body["choices"][0]["text"] == "meh b"
+    assert body["winnow"]["details"]["forced_accepts"] == 1
+
+
+def test_an_unscored_prompt_is_a_clear_400_not_a_pinned_threshold():
+    r, _, _ = run(["good a"], {"acceptance": "hard"}, reward=VoidReward(void_prompt=True))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "strategy.reward"
+    assert "NaN" in r.json()["error"]["message"]

@@ -47,7 +47,7 @@ def test_rules_on_one_problem():
         "majority": 1.0,  # 3 appears twice
         "best_of_n": 0.0,  # the top score has no answer
         "weighted_vote": 0.0,  # 0.9 for 4 beats 0.1 + 0.5 for 3
-        "best_of_majority": 0.0,  # mean 0.9 beats mean 0.3
+        "best_of_majority": 1.0,  # 4 was given once: only 3 (twice) passes the filter
         "pass@n": 1.0,
     }
     assert out["accuracy"]["best_of_n"]["2"]["accuracy"] == 0.0  # first two: 4 wins on score

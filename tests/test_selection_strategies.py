@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
 
+from winnow.engine.base import Completion
 from winnow.engine.fake import FakeEngine, cycle_script
 from winnow.rewards.base import OutcomeItem, ProcessItem, Reward, RewardInfo, Scored, StepScored
-from winnow.rewards.registry import RewardSet
+from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.rewards.verifier import VerifierReward
 from winnow.server.app import create_app
 from winnow.settings import Settings
+from winnow.strategies.base import UsageMeter
+from winnow.strategies.selection import (
+    Candidate,
+    aggregate,
+    as_is,
+    majority_threshold,
+    pick_best_of_majority,
+    probability_reading,
+    sigmoid,
+)
 
 
 class TaggedReward(Reward):
@@ -20,7 +34,8 @@ class TaggedReward(Reward):
     them is taken for an answer)."""
 
     def __init__(self, name: str = "tagged", kind: str = "outcome") -> None:
-        self._info = RewardInfo(name, kind, "test", "the #tag")  # type: ignore[arg-type]
+        scale = "probability in [0, 1]: the #tag"
+        self._info = RewardInfo(name, kind, "test", scale)  # type: ignore[arg-type]
         self.calls = 0
 
     @property
@@ -170,15 +185,16 @@ def test_best_of_majority_ranks_groups_by_mean_and_filters_by_alpha():
         assert [ch["text"] for ch in body["choices"]] == [CANDIDATES[2]]
 
 
-def test_best_of_majority_with_no_parseable_answer_returns_no_choice():
-    texts = ["no idea #thirty", "none #twenty"]
+def test_best_of_majority_with_no_parseable_answer_returns_the_best_scored_candidate():
+    texts = ["no idea #twenty", "none #thirty"]
     with client_for(TaggedReward(), texts=texts) as c:
-        body = ask(c, {"name": "best_of_majority", "n": 2, "reward": "tagged"})
-    assert body["choices"] == []
-    assert body["usage"]["completion_tokens"] == 0
-    assert (
-        body["usage"]["winnow"]["discarded_tokens"] == body["usage"]["winnow"]["generated_tokens"]
-    )
+        body = ask(c, {"name": "best_of_majority", "n": 2, "reward": "tagged", "k": 2})
+    # clients read choices[0]: as pick_by_groups, the best-scored candidate when no group exists
+    assert [ch["text"] for ch in body["choices"]] == ["none #thirty"]
+    details = body["winnow"]["details"]
+    assert details["qualifying_groups"] == 0 and details["returned"] == 1
+    assert "best-scored" in details["fallback"]
+    assert body["usage"]["completion_tokens"] == len(texts[1]) + 1
 
 
 @pytest.mark.parametrize(
@@ -247,3 +263,147 @@ def test_deciding_strategy_streams_the_chosen_answer_once():
     assert (
         chunks[-1]["usage"]["winnow"]["generated_tokens"] > chunks[-1]["usage"]["completion_tokens"]
     )
+
+
+# ---- reward scales, unscored candidates, the best-of-majority filter (issue 13) ---------------
+
+LOGITS = {"minusone": -1.0, "minustwo": -2.0, "minushalf": -0.5, "minusthree": -3.0,
+          "plusone": 1.0, "unscored": math.nan}  # fmt: skip
+
+
+class LogitReward(TaggedReward):
+    """Like :class:`TaggedReward` with the tags above, on a logit scale (as ``seq_cls`` scores)."""
+
+    def __init__(self, name: str = "logit", kind: str = "outcome") -> None:
+        super().__init__(name, kind)
+        self._info = RewardInfo(name, kind, "test", "raw logit (higher is better)")  # type: ignore[arg-type]
+
+    @staticmethod
+    def _tag(text: str) -> float:
+        return LOGITS[text.rsplit("#", 1)[-1].strip()]
+
+
+def test_weighted_vote_on_a_logit_reward_votes_with_probabilities():
+    # raw sums: answer 7 has -1 * 3 = -3 and loses to answer 5's single -2; as probabilities
+    # 3 * sigmoid(-1) = 0.81 beats sigmoid(-2) = 0.12
+    texts = ["The answer is 5. #minustwo"] + ["The answer is 7. #minusone"] * 3
+    with client_for(LogitReward(), texts=texts) as c:
+        strategy = {"name": "best_of_n", "n": 4, "reward": "logit", "selection": "weighted_vote",
+                    "return_candidates": True}  # fmt: skip
+        body = ask(c, strategy)
+    assert body["choices"][0]["text"] == texts[1]
+    # the candidates' scores stay on the reward's own scale
+    assert [c["score"] for c in body["winnow"]["candidates"]] == [-2.0, -1.0, -1.0, -1.0]
+
+
+def test_prod_of_logit_step_scores_multiplies_probabilities():
+    # two steps at -3: the raw product +9 would beat two steps at +1 (product 1)
+    texts = [
+        "A #minusthree\n\nThe answer is 3. #minusthree",
+        "B #plusone\n\nThe answer is 4. #plusone",
+    ]
+    with client_for(LogitReward("prm", kind="process"), texts=texts) as c:
+        body = ask(
+            c,
+            {"name": "best_of_n", "n": 2, "reward": "prm", "aggregation": "prod",
+             "return_candidates": True},
+        )  # fmt: skip
+    assert body["choices"][0]["text"] == texts[1]
+    scores = [c["score"] for c in body["winnow"]["candidates"]]
+    assert scores == pytest.approx([sigmoid(-3.0) ** 2, sigmoid(1.0) ** 2])
+
+
+def test_probability_reading_follows_each_rewards_declared_scale():
+    usage = UsageMeter()
+    rewards = MeteredRewards(
+        RewardSet(
+            {
+                "p": TaggedReward("p"),
+                "q": TaggedReward("q"),
+                "logit": LogitReward(),
+                "verifier": VerifierReward(),
+            }
+        ),
+        usage,
+    )
+    assert probability_reading(rewards, "p") is as_is
+    assert probability_reading(rewards, "verifier") is as_is
+    assert probability_reading(rewards, "logit") is sigmoid
+    # a weighted sum of probabilities with non-negative weights: a mixture, in [0, 1]
+    assert probability_reading(rewards, {"p": 1.0, "q": 3.0})(2.0) == pytest.approx(0.5)
+    assert probability_reading(rewards, {"p": 1.0, "logit": 1.0}) is sigmoid
+    assert probability_reading(rewards, {"p": 1.0, "q": -1.0}) is sigmoid
+    assert sigmoid(-1000.0) == 0.0 and sigmoid(1000.0) == 1.0  # no overflow
+
+
+def test_unscored_answers_vote_nothing_on_a_logit_scale():
+    # NaN counted as 0 on a logit scale is a HIGH score: three unscored 7s outvoted one 5 at -0.5
+    texts = ["The answer is 5. #minushalf"] + ["The answer is 7. #unscored"] * 3
+    with client_for(LogitReward(), texts=texts) as c:
+        vote = ask(
+            c,
+            {"name": "best_of_n", "n": 4, "reward": "logit", "selection": "weighted_vote",
+             "return_candidates": True},
+        )  # fmt: skip
+        best = ask(c, {"name": "best_of_n", "n": 4, "reward": "logit"})
+    assert vote["choices"][0]["text"] == texts[0]
+    assert [c["score"] for c in vote["winnow"]["candidates"]][1:] == [None] * 3
+    assert best["choices"][0]["text"] == texts[0]
+
+
+def test_unscored_answers_have_the_worst_mean_in_best_of_majority():
+    # mean of two unscored 7s was 0 > -1, the mean of the two 5s
+    texts = ["The answer is 5. #minusone", "The answer is 7. #unscored"] * 2
+    with client_for(LogitReward(), texts=texts) as c:
+        body = ask(c, {"name": "best_of_majority", "n": 4, "reward": "logit"})
+    assert body["choices"][0]["text"] == texts[0]
+
+
+def test_nan_step_scores_are_the_worst_whatever_their_position():
+    nan = math.nan
+    assert math.isnan(aggregate([0.9, nan], "min"))  # min() kept 0.9: NaN compares False
+    assert math.isnan(aggregate([nan, 0.9], "min"))
+    assert math.isnan(aggregate([0.5, nan], "prod"))
+    assert aggregate([nan, 0.7], "last") == 0.7  # "last" reads only the last step
+    assert math.isnan(aggregate([], "last"))
+
+
+def test_best_of_majority_keeps_only_repeated_answers_by_default():
+    # published alpha = 0.01 passes the singleton 9 at N = 4 (1/4 > 0.01): best mean 0.95 won
+    texts = ["The answer is 9. #ninetyfive", "The answer is 7. #forty", "The answer is 7. #thirty",
+             "The answer is 8. #ninety"]  # fmt: skip
+    with client_for(TaggedReward(), texts=texts) as c:
+        body = ask(c, {"name": "best_of_majority", "n": 4, "reward": "tagged"})
+        published = ask(c, {"name": "best_of_majority", "n": 4, "reward": "tagged", "min_count": 1})
+    assert body["choices"][0]["text"] == texts[1]
+    details = body["winnow"]["details"]
+    assert details["min_group_size"] == 2
+    assert details["qualifying_groups"] == 1 and details["groups"] == 3
+    assert published["choices"][0]["text"] == texts[0]
+    assert published["winnow"]["details"]["qualifying_groups"] == 3
+
+
+def test_best_of_majority_threshold_grows_with_alpha_and_yields_to_the_largest_group():
+    def cands(*groups: int | None) -> list[Candidate]:
+        return [
+            Candidate(Completion(i, "", [], "stop"), 0.5, None if g is None else str(g), g)
+            for i, g in enumerate(groups)
+        ]
+
+    assert majority_threshold(cands(0, 1, 2, 3), 0.01) == 1  # no answer repeats: all pass
+    assert majority_threshold(cands(0, 0, 1, 2), 0.01) == 2
+    assert majority_threshold(cands(*[0] * 5, *range(1, 31)), 0.1) == 4  # ceil(0.1 * 35)
+    assert majority_threshold(cands(*[0] * 3, *range(1, 31)), 0.1) == 3  # capped at 3
+    assert majority_threshold(cands(*[0] * 3, *range(1, 28)), 0.1) == 3  # 0.1 * 30: not 4
+    assert majority_threshold(cands(None, None), 0.01) == 0
+    chosen, passed = pick_best_of_majority(cands(None, None), 1, 0.01)
+    assert passed == 0 and [c.completion.index for c in chosen] == [0]
+
+
+def test_strategy_schemas_describe_the_new_parameters():
+    with client_for(TaggedReward()) as c:
+        data = {s["name"]: s for s in c.get("/v1/strategies").json()["data"]}
+    bom = json.dumps(data["best_of_majority"])
+    assert "min_count" in bom and "largest group" in bom
+    assert "probabilities" in json.dumps(data["best_of_n"])
+    assert "probabilities" in json.dumps(data["tree_search"])

@@ -8,6 +8,7 @@ survive is known in advance. Then end to end on the real engine through HTTP (ma
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -41,7 +42,8 @@ class StepTags(Reward):
     """Scores each step by its "vNN" tag (NN/100; 0 without a tag); records every call."""
 
     def __init__(self, name: str = "prm", kind: str = "process") -> None:
-        self._info = RewardInfo(name, kind, "test", "the vNN tag")  # type: ignore[arg-type]
+        scale = "probability in [0, 1]: the vNN tag"
+        self._info = RewardInfo(name, kind, "test", scale)  # type: ignore[arg-type]
         self.calls: list[list[ProcessItem]] = []
         self.outcome_calls: list[list[OutcomeItem]] = []
 
@@ -201,6 +203,54 @@ async def test_aggregation_decides_which_beams_survive(how, kept, score):
     # last: b-y (.8) beats a-x (.5); min: a-x (min .5) beats b-y (min .3)
     assert all(p.startswith(kept) for p in prompts(engine)[-2:])
     assert result.choices[0].score == pytest.approx(score)
+
+
+class UnscoredTags(StepTags):
+    """The vNN tags; a step tagged "vNA" gets no score (NaN)."""
+
+    @staticmethod
+    def tag(text: str) -> float:
+        return math.nan if "vNA" in text else StepTags.tag(text)
+
+
+@pytest.mark.anyio
+async def test_an_unscored_step_prunes_its_beam_wherever_it_is():
+    table = {
+        0: ["a v90\n\n", "b v50\n\n", "c v20\n\n", "d v10\n\n"],
+        1: ["x vNA\n\n", "x vNA\n\n", "y v40\n\n", "y v40\n\n"],  # a's children, then b's
+        2: ["The answer is 1. v99"],
+    }
+    engine = CountingFake(scripted(table, counter=True))
+    params = {"n": 4, "beam_width": 2, "aggregation": "min"}
+    _, result, _ = await search(engine, UnscoredTags(), params)
+    # min(0.9, NaN) was 0.9 (NaN compares False), so a-x (unscored) beat b-y (0.4)
+    assert all(p.startswith("b v50\n\ny v40") for p in prompts(engine)[-2:])
+    assert result.choices[0].score == pytest.approx(0.4)
+
+
+class LogitTags(StepTags):
+    """The vNN tags on a logit scale: (NN - 50) / 10."""
+
+    def __init__(self, name: str = "prm", kind: str = "process") -> None:
+        super().__init__(name, kind)
+        self._info = RewardInfo(name, kind, "test", "raw logit")  # type: ignore[arg-type]
+
+    @staticmethod
+    def tag(text: str) -> float:
+        return (StepTags.tag(text) * 100 - 50) / 10
+
+
+@pytest.mark.anyio
+async def test_weighted_vote_over_beams_reads_logits_as_probabilities():
+    table = {0: ["The answer is 3. v30", "The answer is 4. v40", "The answer is 4. v40",
+                 "The answer is 4. v40"]}  # fmt: skip
+    engine = CountingFake(scripted(table))
+    _, result, _ = await search(
+        engine, LogitTags(), {"n": 4, "beam_width": 2, "selection": "weighted_vote"}
+    )
+    # raw sums: 4 has 3 * -1 = -3 and lost to 3's -2; as probabilities 0.81 beats 0.12
+    assert result.choices[0].text == "The answer is 4. v40"
+    assert result.choices[0].score == pytest.approx(-1.0)
 
 
 @pytest.mark.anyio

@@ -1,9 +1,16 @@
 """Best-of-Majority (pass@k): among answers frequent enough, the best by mean reward.
 
-As published: sample N, score each; group equal final answers; frequency = count / N, group
-reward = MEAN score; keep groups with frequency >= alpha; return the top k groups'
-representatives (their best-scored member). Fewer than k come back when fewer groups qualify;
-answers that cannot be parsed form no group.
+As published: sample N, score each; group equal final answers; group reward = MEAN score; keep
+the frequent groups; return the top k groups' representatives (their best-scored member). Fewer
+than k come back when fewer groups pass; answers that cannot be parsed form no group, and when
+no answer parses at all the best-scored candidate comes back (a response always has a choice).
+
+Our choice where the paper's setting does not carry over: "frequent" is a count of at least
+``max(min_count, ceil(alpha * N))`` (capped at the largest group's size), not only frequency >=
+alpha. With the published alpha = 0.01 a single answer passes at any N < 100, and the rule is
+"best mean score", which degrades with N as best-of-N does; ``min_count`` = 2 keeps only answers
+given more than once (see :func:`winnow.strategies.selection.majority_threshold` and
+``benchmarks/results/bom_filter.md`` for the measurement behind the default).
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from pydantic import Field
 from winnow.strategies.base import GenerationRequest, MeteredEngine, Rewards, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import (
+    MIN_COUNT,
     SelectionParams,
     as_choices,
     candidate_report,
     groups_of,
+    majority_threshold,
     pick_best_of_majority,
     sample_candidates,
     score_candidates,
@@ -25,7 +34,20 @@ from winnow.strategies.selection import (
 
 class BestOfMajorityParams(SelectionParams):
     k: int | None = Field(None, ge=1, description="Answers to return (pass@k); default: n.")
-    alpha: float = Field(0.01, ge=0.0, le=1.0, description="Minimum answer frequency.")
+    alpha: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Minimum answer frequency: a group needs ceil(alpha * n) members (and "
+        "min_count).",
+    )
+    min_count: int = Field(
+        MIN_COUNT,
+        ge=1,
+        description="A group needs at least this many members (2: answers given more than once; "
+        "1: the published filter, which passes every answer when n < 1/alpha); capped at the "
+        "largest group's size, so when no answer repeats all pass.",
+    )
 
     def check(self, request: GenerationRequest) -> None:
         super().check(request)
@@ -45,8 +67,10 @@ async def best_of_majority(
     k = params.k or request.n
     rewards.info(params.reward)
     prompt, candidates = await sample_candidates(request, engine, params.n)
-    await score_candidates(prompt, candidates, rewards, params)
-    chosen, qualifying = pick_best_of_majority(candidates, k, params.alpha)
+    reading = await score_candidates(prompt, candidates, rewards, params)
+    chosen, qualifying = pick_best_of_majority(
+        candidates, k, params.alpha, reading, params.min_count
+    )
     report = None
     if params.return_candidates:
         report = candidate_report(candidates, chosen)
@@ -56,7 +80,9 @@ async def best_of_majority(
         details={
             "candidates": len(candidates),
             "groups": len(groups_of(candidates)),
+            "min_group_size": majority_threshold(candidates, params.alpha, params.min_count),
             "qualifying_groups": qualifying,
             "returned": len(chosen),
+            "fallback": None if qualifying else "no parseable answer: the best-scored candidate",
         },
     )

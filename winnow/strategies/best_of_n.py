@@ -15,6 +15,7 @@ from winnow.strategies.registry import register
 from winnow.strategies.selection import (
     SelectionParams,
     as_choices,
+    as_is,
     candidate_report,
     pick_by_groups,
     rank_best,
@@ -25,7 +26,9 @@ from winnow.strategies.selection import (
 
 class BestOfNParams(SelectionParams):
     selection: Literal["best", "weighted_vote", "majority"] = Field(
-        "best", description="best score, score-weighted vote over answers, or plain majority."
+        "best",
+        description="best score; weighted_vote: the answer whose candidates' scores, read as "
+        "probabilities (a logit-scale reward through a sigmoid), sum highest; or plain majority.",
     )
 
 
@@ -39,12 +42,13 @@ async def best_of_n(
     if params.selection != "majority":
         rewards.info(params.reward)  # an unknown reward fails before any sampling
     prompt, candidates = await sample_candidates(request, engine, params.n)
+    reading = as_is  # majority: no scores; ties between equal counts stay by index
     if params.selection != "majority":
-        await score_candidates(prompt, candidates, rewards, params)
+        reading = await score_candidates(prompt, candidates, rewards, params)
     if params.selection == "best":
         chosen = rank_best(candidates)[: request.n]
     else:
-        chosen = pick_by_groups(candidates, request.n, params.selection)
+        chosen = pick_by_groups(candidates, request.n, params.selection, reading)
     return StrategyResult(
         as_choices(chosen),
         candidates=candidate_report(candidates, chosen) if params.return_candidates else None,

@@ -105,6 +105,12 @@ def accepts(
     return draw < math.exp(min(0.0, (score - tau) / beta))
 
 
+def _ranks_above(score: float, best: float) -> bool:
+    """``score`` beats ``best``; NaN (unscored) is below every score, so a NaN candidate is
+    forced in only when every candidate since the last acceptance was unscored."""
+    return not math.isnan(score) and (math.isnan(best) or score > best)
+
+
 @dataclass(slots=True)
 class ChainStats:
     segments: int = 0
@@ -169,8 +175,14 @@ async def cards(
         else await engine.tokenize(request.prompt, add_special_tokens=True)
     )
     scale = log_odds if uses_log_odds(params, rewards) else float
-    r_prompt = scale((await rewards.score(params.reward, [item(request, "")])).scores[0])
-    r0 = (1 - params.alpha) * r_prompt + params.alpha * r_star
+    r_prompt = (await rewards.score(params.reward, [item(request, "")])).scores[0]
+    if math.isnan(r_prompt):  # min(r_star, NaN) would quietly pin tau at r_star
+        raise StrategyError(
+            f"reward {params.reward!r} gave no score (NaN) for the prompt without an answer; "
+            "cards needs RM(prompt) to start its threshold: use an outcome reward that scores it",
+            "strategy.reward",
+        )
+    r0 = (1 - params.alpha) * scale(r_prompt) + params.alpha * r_star
     chains = [Chain(i) for i in range(request.n)]
     async with asyncio.TaskGroup() as group:
         for chain in chains:
@@ -240,8 +252,8 @@ async def grow(
             chain.stats.candidates += 1
             horizon = params.horizon or request.max_tokens
             tau = threshold(len(proposal.token_ids), r0, r_star, horizon)
-            if best is None or (not math.isnan(score) and score > best[0]):
-                best = (score, raw, proposal)
+            if best is None or _ranks_above(score, best[0]):
+                best = (score, raw, proposal)  # an unscored (NaN) first one is replaced
             if accepts(score, tau, params.beta, params.acceptance, rng.random()):
                 best = (score, raw, proposal)
                 break

@@ -5,7 +5,17 @@ Selection rules (search-and-learn's and the Best-of-Majority paper's):
 * ``best`` — highest score.
 * ``weighted_vote`` — group equal final answers, sum the scores per group, best group wins.
 * ``majority`` — group equal final answers, count per group (no reward calls at all).
-* best-of-majority — groups with frequency >= alpha, ranked by MEAN score.
+* best-of-majority — groups frequent enough (at least ``max(min_count, ceil(alpha * N))``
+  members, or the largest groups when none is that large), ranked by MEAN score.
+
+Scores that are added up (a vote), averaged (best-of-majority) or multiplied (``prod``) are read
+as probabilities first (:func:`probability_reading`): a reward whose scale is a probability as it
+is, any other (a logit, a raw head, a weighted sum with a logit in it) through a sigmoid. On a
+logit scale a sum rewards the wrong thing: three answers at -1 (total -3) would lose to one at
+-2. ``best`` and ``min``/``last`` only compare scores, which the sigmoid does not change.
+
+An unscored candidate (the reward gave NaN) is the worst: last in every ranking, probability 0 in
+every vote and mean (never 0 on the reward's own scale, which on a logit scale is a high score).
 
 Ties break towards the earlier candidate (lower index), so results are deterministic.
 """
@@ -13,7 +23,7 @@ Ties break towards the earlier candidate (lower index), so results are determini
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,7 +31,7 @@ from pydantic import Field
 
 from winnow.answers import answers_and_groups
 from winnow.engine.base import Completion
-from winnow.rewards.base import OutcomeItem, ProcessItem, split_steps
+from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, split_steps
 from winnow.strategies.base import (
     Choice,
     GenerationRequest,
@@ -32,6 +42,8 @@ from winnow.strategies.base import (
 from winnow.strategies.registry import StrategyError
 
 Aggregation = Literal["last", "min", "prod"]
+Reading = Callable[[float], float]
+"""A reward's score -> the probability it stands for (see :func:`probability_reading`)."""
 RewardField = Field(
     "default",
     description='A configured reward name, or weights over rewards ({"default": 1, "x": 0.5}).',
@@ -41,7 +53,11 @@ RewardField = Field(
 class SelectionParams(StrategyParams):
     n: int = Field(4, ge=1, le=1024, description="Candidates to sample (N).")
     reward: str | dict[str, float] = RewardField
-    aggregation: Aggregation = Field("last", description="How a PRM's step scores become one.")
+    aggregation: Aggregation = Field(
+        "last",
+        description="How a PRM's step scores become one: the last, the lowest, or the product "
+        "of the steps' probabilities (prod; a logit-scale reward through a sigmoid).",
+    )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
 
@@ -79,14 +95,76 @@ class Candidate:
         }
 
 
-def aggregate(step_scores: Sequence[float], how: Aggregation) -> float:
+def as_is(score: float) -> float:
+    """The reading of a reward that already scores in [0, 1]."""
+    return score
+
+
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x), without overflow at either end."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _in_unit_interval(info: RewardInfo) -> bool:
+    """The reward declares scores in [0, 1]: a probability, or the verifier's 0 / 1."""
+    return info.scale.startswith("probability") or info.backend == "verifier"
+
+
+def probability_reading(rewards: Rewards, reward: str | dict[str, float]) -> Reading:
+    """How ``reward``'s scores read as probabilities, from the scale each reward declares.
+
+    * probability rewards (``scale`` "probability in [0, 1]...": probes with a sigmoid, PRMs, the
+      judge) and the verifier (0 / 1): as they are;
+    * a weighted sum of such rewards with non-negative weights: the sum over the sum of weights
+      (a mixture of probabilities, in [0, 1]);
+    * anything else (a ``seq_cls`` logit, a raw probe head, a sum with a logit in it or a
+      negative weight) is read as a logit: sigmoid(score).
+    """
+    info = rewards.info(reward)
+    if _in_unit_interval(info):
+        return as_is
+    weights = info.extra.get("weights") if info.backend == "composite" else None
+    if isinstance(weights, dict) and weights:
+        total = float(sum(weights.values()))
+        if (
+            total > 0
+            and all(w >= 0 for w in weights.values())
+            and all(_in_unit_interval(rewards.info(name)) for name in weights)
+        ):
+            return lambda score: score / total
+    return sigmoid
+
+
+def probability(score: float | None, reading: Reading) -> float:
+    """A score as a vote in [0, 1]; an unscored one (None, NaN) is 0, the worst."""
+    if score is None or math.isnan(score):
+        return 0.0
+    p = reading(score)
+    return 0.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
+
+
+def aggregate(step_scores: Sequence[float], how: Aggregation, reading: Reading = as_is) -> float:
+    """Step scores -> one. ``prod`` multiplies the steps' probabilities (``reading``), so its
+    result is a probability whatever the reward's scale; ``last`` and ``min`` keep the scale.
+    NaN (unscored) when there is no step, or a step it reads is unscored: the worst score."""
     if not step_scores:
+        return float("nan")
+    used = step_scores[-1:] if how == "last" else step_scores
+    if any(math.isnan(s) for s in used):
         return float("nan")
     if how == "min":
         return min(step_scores)
     if how == "prod":
-        return math.prod(step_scores)
+        return math.prod(probability(s, reading) for s in step_scores)
     return step_scores[-1]
+
+
+def aggregated_reading(reading: Reading, how: Aggregation) -> Reading:
+    """The reading of scores :func:`aggregate` made: ``prod`` already gives probabilities."""
+    return as_is if how == "prod" else reading
 
 
 async def sample_candidates(
@@ -106,24 +184,29 @@ async def score_candidates(
     candidates: list[Candidate],
     rewards: Rewards,
     params: SelectionParams,
-) -> None:
-    """Score every candidate with the request's reward (one batched call)."""
+) -> Reading:
+    """Score every candidate with the request's reward (one batched call); returns how the
+    scores read as probabilities (for votes and means)."""
+    reading = probability_reading(rewards, params.reward)
     if rewards.info(params.reward).kind == "process":
         items = [
             ProcessItem(prompt, split_steps(c.completion.text), reference=params.reference)
             for c in candidates
         ]
         scored = await rewards.score_steps(params.reward, items)
-        scores = [aggregate(s, params.aggregation) for s in scored.scores]
+        scores = [aggregate(s, params.aggregation, reading) for s in scored.scores]
+        reading = aggregated_reading(reading, params.aggregation)
     else:
         outcome = [OutcomeItem(prompt, c.completion.text, params.reference) for c in candidates]
         scores = (await rewards.score(params.reward, outcome)).scores
     for candidate, score in zip(candidates, scores, strict=True):
         candidate.score = None if math.isnan(score) else float(score)
+    return reading
 
 
 def _key(score: float | None) -> float:
-    return -math.inf if score is None else score
+    """Ranking key: an unscored candidate (None, NaN) is below every score."""
+    return -math.inf if score is None or math.isnan(score) else score
 
 
 def rank_best(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -139,13 +222,12 @@ class Group:
     def count(self) -> int:
         return len(self.members)
 
-    @property
-    def total(self) -> float:
-        return sum(_key(m.score) if m.score is not None else 0.0 for m in self.members)
+    def total(self, reading: Reading = as_is) -> float:
+        """The group's vote: its members' scores read as probabilities, summed."""
+        return sum(probability(m.score, reading) for m in self.members)
 
-    @property
-    def mean(self) -> float:
-        return self.total / self.count
+    def mean(self, reading: Reading = as_is) -> float:
+        return self.total(reading) / self.count
 
     @property
     def first(self) -> int:
@@ -163,33 +245,71 @@ def groups_of(candidates: Sequence[Candidate]) -> list[Group]:
     return list(by_id.values())
 
 
+def fill(chosen: list[Candidate], candidates: Sequence[Candidate], k: int) -> list[Candidate]:
+    """``chosen``, then the best-scored other candidates until there are ``k``."""
+    taken = {c.completion.index for c in chosen}
+    others = [c for c in rank_best(candidates) if c.completion.index not in taken]
+    return chosen + others[: max(k - len(chosen), 0)]
+
+
 def pick_by_groups(
-    candidates: Sequence[Candidate], k: int, rule: Literal["weighted_vote", "majority"]
+    candidates: Sequence[Candidate],
+    k: int,
+    rule: Literal["weighted_vote", "majority"],
+    reading: Reading = as_is,
 ) -> list[Candidate]:
-    """The representatives of the k best groups; short of groups, the best other candidates."""
+    """The representatives of the k best groups; short of groups, the best other candidates.
+    ``reading`` turns scores into votes (the reward's :func:`probability_reading`)."""
     groups = groups_of(candidates)
+    totals = {g.id: g.total(reading) for g in groups}
     if rule == "majority":
-        groups.sort(key=lambda g: (-g.count, -g.total, g.first))
+        groups.sort(key=lambda g: (-g.count, -totals[g.id], g.first))
     else:
-        groups.sort(key=lambda g: (-g.total, -g.count, g.first))
-    chosen = [g.representative() for g in groups[:k]]
-    if len(chosen) < k:
-        taken = {c.completion.index for c in chosen}
-        chosen += [c for c in rank_best(candidates) if c.completion.index not in taken][
-            : k - len(chosen)
-        ]
-    return chosen
+        groups.sort(key=lambda g: (-totals[g.id], -g.count, g.first))
+    return fill([g.representative() for g in groups[:k]], candidates, k)
+
+
+MIN_COUNT = 2
+"""best-of-majority's default floor on a group's size: see :func:`majority_threshold`."""
+
+
+def majority_threshold(
+    candidates: Sequence[Candidate], alpha: float, min_count: int = MIN_COUNT
+) -> int:
+    """Members a group needs to pass best-of-majority's frequency filter.
+
+    The paper keeps answers with frequency >= alpha; with its alpha = 0.01 that keeps every
+    answer at any N < 100 (one answer is already 1/N), and the rule becomes "best mean score",
+    best-of-N's failure. So a group needs ``max(min_count, ceil(alpha * N))`` members, capped at
+    the largest group's size: when no answer is that frequent (e.g. no answer repeats), the most
+    frequent ones pass. Counts only, so the filter does not depend on the reward's scale.
+    ``benchmarks/quality/bom_filter.py`` measured the default (min_count 2) against the others.
+    """
+    groups = groups_of(candidates)
+    if not groups:
+        return 0
+    needed = max(min_count, math.ceil(alpha * len(candidates) - 1e-9), 1)
+    return min(needed, max(g.count for g in groups))
 
 
 def pick_best_of_majority(
-    candidates: Sequence[Candidate], k: int, alpha: float
+    candidates: Sequence[Candidate],
+    k: int,
+    alpha: float,
+    reading: Reading = as_is,
+    min_count: int = MIN_COUNT,
 ) -> tuple[list[Candidate], int]:
-    """Best-of-majority: groups with frequency >= alpha ranked by mean score; (chosen, groups
-    that qualified)."""
-    total = len(candidates)
-    groups = [g for g in groups_of(candidates) if g.count / total >= alpha]
-    groups.sort(key=lambda g: (-g.mean, -g.count, g.first))
-    return [g.representative() for g in groups[:k]], len(groups)
+    """Best-of-majority: groups passing :func:`majority_threshold`, ranked by the MEAN of their
+    scores read as probabilities; (chosen, groups that passed). When no answer parses (no group),
+    the best-scored candidate, so a response always has a choice."""
+    needed = majority_threshold(candidates, alpha, min_count)
+    groups = [g for g in groups_of(candidates) if g.count >= needed]
+    means = {g.id: g.mean(reading) for g in groups}
+    groups.sort(key=lambda g: (-means[g.id], -g.count, g.first))
+    chosen = [g.representative() for g in groups[:k]]
+    if not chosen:
+        chosen = fill([], candidates, 1)
+    return chosen, len(groups)
 
 
 def as_choices(chosen: Sequence[Candidate]) -> list[Choice]:

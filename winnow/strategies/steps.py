@@ -21,7 +21,7 @@ from winnow import answers
 from winnow.engine.base import Completion, FinishReason, Generation, SamplingSpec, TokenLogprob
 from winnow.rewards.base import OutcomeItem, ProcessItem
 from winnow.strategies.base import MeteredEngine, Rewards
-from winnow.strategies.selection import Aggregation, aggregate
+from winnow.strategies.selection import Aggregation, Reading, aggregate, as_is
 
 
 @dataclass(slots=True)
@@ -46,8 +46,9 @@ class Beam:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def score(self, how: Aggregation) -> float | None:
-        value = aggregate(self.step_scores, how)
+    def score(self, how: Aggregation, reading: Reading = as_is) -> float | None:
+        """The aggregated step scores; None when unscored (NaN), which ranks last."""
+        value = aggregate(self.step_scores, how, reading)
         return None if math.isnan(value) else float(value)
 
     def extend(self, completion: Completion, text: str, *, new_step: bool) -> Beam:

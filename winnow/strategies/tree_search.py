@@ -31,6 +31,9 @@ Our choices where the papers leave room:
 * Outcome rewards are accepted too: each prefix is scored as a response of its own (the text so
   far), as CARDS scores its prefixes; the aggregation runs over those prefix scores. Finished
   beams whose last step was scored as partial are re-scored complete in the next reward call.
+* ``prod`` multiplies the steps' probabilities and ``weighted_vote`` sums probabilities (a
+  logit-scale reward through a sigmoid: :func:`~winnow.strategies.selection.probability_reading`);
+  a beam with an unscored (NaN) step it aggregates ranks last.
 * The client's ``n`` choices come back. Plain beam search always finishes at least N beams;
   DVTS and early rejection at least N/M, so ``n`` may not exceed that.
 """
@@ -57,9 +60,13 @@ from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import (
     Aggregation,
     Candidate,
+    Reading,
+    aggregated_reading,
     as_choices,
+    as_is,
     candidate_report,
     pick_by_groups,
+    probability_reading,
     rank_best,
 )
 from winnow.strategies.steps import (
@@ -80,9 +87,15 @@ class TreeSearchParams(StrategyParams):
     max_depth: int = Field(40, ge=1, le=1000, description="Rounds; the last runs to the end.")
     step_tokens: int = Field(256, ge=1, description="At most this many tokens per step.")
     delimiter: str = Field("\n\n", min_length=1, description="Ends a step (kept in the text).")
-    aggregation: Aggregation = Field("last", description="Step scores -> a beam's score.")
+    aggregation: Aggregation = Field(
+        "last",
+        description="Step scores -> a beam's score: the last, the lowest, or the product of the "
+        "steps' probabilities (prod; a logit-scale reward through a sigmoid).",
+    )
     selection: Literal["best", "weighted_vote"] = Field(
-        "best", description="Final pick among finished beams: best score or weighted vote."
+        "best",
+        description="Final pick among finished beams: best score, or weighted vote (beams' "
+        "scores read as probabilities, summed per final answer).",
     )
     reward: str | dict[str, float] = Field(
         "default_prm",
@@ -164,6 +177,7 @@ class Search:
     rewards: Rewards
     params: TreeSearchParams
     kind: str
+    reading: Reading = as_is  # the reward's scores as probabilities (prod, weighted vote)
     finished: list[Beam] = field(default_factory=list)
     pending: list[Beam] = field(default_factory=list)  # finished, not yet scored as they are
     rounds: int = 0
@@ -308,7 +322,7 @@ class Search:
         order = {id(b): i for i, b in enumerate(beams)}
 
         def key(b: Beam) -> tuple[float, int]:
-            score = b.score(agg)
+            score = b.score(agg, self.reading)
             return (-(score if score is not None else -math.inf), order[id(b)])
 
         return sorted(beams, key=key)
@@ -369,7 +383,7 @@ class Search:
         out = []
         for i, beam in enumerate(self.finished):
             completion = Completion(i, beam.text, beam.ids, beam.finish_reason, None, beam.logprobs)
-            out.append(Candidate(completion, beam.score(self.params.aggregation)))
+            out.append(Candidate(completion, beam.score(self.params.aggregation, self.reading)))
         answers, groups = answers_and_groups([c.completion.text for c in out])
         for candidate, answer, group in zip(out, answers, groups, strict=True):
             candidate.answer, candidate.group = answer, group
@@ -386,13 +400,15 @@ async def tree_search(
     kind = rewards.info(params.reward).kind  # an unknown reward fails before any sampling
     if isinstance(request.prompt, str):
         request.prompt = tuple(await engine.tokenize(request.prompt, add_special_tokens=True))
-    search = Search(request, engine, rewards, params, kind)
+    reading = probability_reading(rewards, params.reward)
+    search = Search(request, engine, rewards, params, kind, reading)
     await search.run()
     candidates = search.candidates()
     if params.selection == "best":
         chosen = rank_best(candidates)[: request.n]
     else:
-        chosen = pick_by_groups(candidates, request.n, "weighted_vote")
+        votes = aggregated_reading(reading, params.aggregation)
+        chosen = pick_by_groups(candidates, request.n, "weighted_vote", votes)
     report = None
     if params.return_candidates:
         report = candidate_report(candidates, chosen)
