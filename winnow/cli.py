@@ -84,6 +84,15 @@ def _train_parser(sub: Any) -> None:
     r.add_argument("--out", type=Path, default=None, help="default: the package's assets")
     r.add_argument("--quick", action="store_true", help="a small run, to check the pipeline")
     r.add_argument("--seed", type=int, default=0)
+    s = tsub.add_parser(
+        "samples", help="sample answers to training-split questions (journaled, resumable)"
+    )
+    s.add_argument("--journal", type=Path, default=None, help="default: see winnow/train/cli.py")
+    s.add_argument("--per-task", type=int, default=200, help="training questions per task")
+    s.add_argument("--n", type=int, default=32, help="answers per question")
+    s.add_argument("--max-tokens", type=int, default=96)
+    s.add_argument("--temperature", type=float, default=0.7)
+    s.add_argument("--seed", type=int, default=0)
     v = tsub.add_parser("value", help="train VAS value models (Q-heads) on the default policy")
     v.add_argument(
         "--reward",
@@ -151,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         train_value(
             args.rewards, args.out, args.work_dir, args.prompts, args.quick, args.seed, args.fresh
         )
+        return 0
+    if args.command == "train" and args.train_command == "samples":
+        from winnow.train.cli import collect_samples
+
+        collect_samples(args)
         return 0
     if args.command == "train":
         from winnow.train.cli import train_reward

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from winnow.rewards.registry import ASSETS  # where the shipped reward heads live
 from winnow.settings import default_data_dir
@@ -81,3 +82,37 @@ def train_value(
     write_model_card(target, list(config.rewards))
     print(json.dumps(summary, indent=2))
     return summary
+
+
+SAMPLES_JOURNAL = (
+    Path(__file__).resolve().parents[2] / "benchmarks/results/reward_train/samples.jsonl"
+)
+
+
+def collect_samples(args: Any) -> None:
+    """`winnow train samples`: N answers to every training-split question, journaled."""
+    from winnow.engine.vllm_local import VllmEngine
+    from winnow.models.default_model import build_default_model
+    from winnow.train.reward import OUTCOME_TASKS
+    from winnow.train.samples import sample_questions, train_questions
+
+    data_dir = default_data_dir()
+    model = str(build_default_model(data_dir))
+    items = train_questions(OUTCOME_TASKS, args.per_task, seed=args.seed)
+    journal = args.journal or SAMPLES_JOURNAL
+    print(f"[samples] {len(items)} training questions, n={args.n} -> {journal}", flush=True)
+
+    async def run() -> None:
+        engine = VllmEngine(
+            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
+        )
+        await engine.start()
+        try:
+            await sample_questions(
+                engine, items, journal, n=args.n, max_tokens=args.max_tokens,
+                temperature=args.temperature, seed=args.seed,
+            )  # fmt: skip
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(run())

@@ -1,0 +1,150 @@
+"""Judge a reward on stored answers: no generation, minutes instead of hours.
+
+Re-scores every stored answer of the quality benchmark (``benchmarks/results/quality.rows.jsonl``:
+200 evaluation-split problems x 32 answers, or any journal of the same shape) with a configured
+reward, through the same reward runtime the server uses, and prints what the quality benchmark
+prints: pooled and within-question AUC, and the accuracy of best / weighted_vote /
+best_of_majority vs majority vote for N = 1..32 (nested first-N subsets) with paired bootstrap
+intervals, plus the plot.
+
+    python benchmarks/rewards/eval_reward.py --reward default
+    python benchmarks/rewards/eval_reward.py --reward default --rewards-config my.json --out X
+
+Answers are re-read with today's answer checker (groups and verdicts), so the figures of two
+rewards computed with this script are comparable with each other, and with `run.py
+--report-only` only as far as the checker has not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "quality"))
+
+import run as quality  # noqa: E402  (benchmarks/quality/run.py: the same tables and plot)
+
+from winnow.answers import answers_and_groups  # noqa: E402
+from winnow.tasks import INSTRUCTION  # noqa: E402
+
+RESULTS = HERE.parent / "results"
+
+
+def load_rows(path: Path, per_task: int = 100) -> list[dict[str, Any]]:
+    """The journal's rows, each with its problem (gold answer) from the benchmark's problem list."""
+    args = argparse.Namespace(tasks=["add_sub_1digit", "mul_1digit"], problems=2 * per_task)
+    items = quality.problem_set(args)
+    by_question = {p.question: p for p in items}
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            record["problem"] = by_question[record["question"]]
+            rows.append(record)
+    return rows
+
+
+def rescored(rows: Sequence[dict[str, Any]], scores: Sequence[Sequence[float]]) -> list[dict]:
+    """Rows as the quality benchmark summarises them, with new scores and today's answer groups;
+    the 'chosen' candidate is the best-scored one (what best_of_n would return)."""
+    out = []
+    for row, row_scores in zip(rows, scores, strict=True):
+        body = copy.deepcopy(row["body"])
+        cands = sorted(body["winnow"]["candidates"], key=lambda c: c["index"])
+        answers, groups = answers_and_groups([c["text"] for c in cands])
+        best = max(range(len(cands)), key=lambda i: _key(row_scores[i]))
+        for i, c in enumerate(cands):
+            c.update(score=row_scores[i], answer=answers[i], group=groups[i], chosen=i == best)
+        body["winnow"]["candidates"] = cands
+        out.append({"problem": row["problem"], "body": body, "seconds": row["seconds"]})
+    return out
+
+
+def _key(score: float) -> float:
+    return float("-inf") if score != score else score  # NaN ranks last
+
+
+async def score_rows(
+    rows: Sequence[dict[str, Any]], reward_name: str, config_file: Path | None
+) -> list[list[float]]:
+    """Every stored answer scored by the configured reward, one reward call per problem."""
+    from transformers import AutoTokenizer
+
+    from winnow.models.default_model import build_default_model
+    from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem, split_steps
+    from winnow.rewards.registry import build_rewards, default_configs, load_configs
+    from winnow.settings import default_data_dir
+
+    model = str(build_default_model(default_data_dir()))
+    configs = default_configs(True) + (load_configs(config_file) if config_file else [])
+    rewards = build_rewards(configs, default_model_dir=model)
+    reward = rewards.get(reward_name)
+    await reward.start()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    out: list[list[float]] = []
+    started = time.monotonic()
+    try:
+        for k, row in enumerate(rows):
+            messages = [{"role": "user", "content": f"{row['question']} {INSTRUCTION}"}]
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            prompt = ChatPrompt(text, messages)
+            cands = sorted(row["body"]["winnow"]["candidates"], key=lambda c: c["index"])
+            gold = row["problem"].answer
+            if reward.info.kind == "process":
+                items = [ProcessItem(prompt, split_steps(c["text"]), reference=gold) for c in cands]
+                scored = await reward.score_steps(items)
+                out.append([s[-1] if s else float("nan") for s in scored.scores])
+            else:
+                items = [OutcomeItem(prompt, c["text"], reference=gold) for c in cands]
+                out.append(list((await reward.score(items)).scores))
+            if (k + 1) % 20 == 0:
+                rate = (k + 1) / (time.monotonic() - started)
+                print(f"[eval] {k + 1}/{len(rows)} problems ({rate * 60:.1f}/min)", flush=True)
+    finally:
+        await reward.shutdown()
+    return out
+
+
+def evaluate(
+    rows: Sequence[dict[str, Any]], scores: Sequence[Sequence[float]], label: str, out: Path
+) -> dict[str, Any]:
+    """The quality benchmark's summary, tables and plot for ``scores``; written to ``out``."""
+    args = argparse.Namespace(
+        tasks=["add_sub_1digit", "mul_1digit"], problems=len(rows), n=32, reward=label,
+        concurrency=1, rescored_offline=True,
+    )  # fmt: skip
+    summary = quality.summarise(rescored(rows, scores), args, wall=0.0)
+    summary["command"] = " ".join(["python", *sys.argv])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    quality.report(summary, out)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--reward", default="default", help="a configured reward's name")
+    p.add_argument("--rewards-config", type=Path, default=None, help="extra rewards (JSON list)")
+    p.add_argument("--rows", type=Path, default=RESULTS / "quality.rows.jsonl")
+    p.add_argument("--out", type=Path, default=None, help="default: results/reward_eval_<name>")
+    args = p.parse_args(argv)
+    rows = load_rows(args.rows)
+    scores = asyncio.run(score_rows(rows, args.reward, args.rewards_config))
+    out = args.out or RESULTS / f"reward_eval_{args.reward}"
+    summary = evaluate(rows, scores, args.reward, out)
+    print(out.with_suffix(".md").read_text())
+    print(json.dumps(summary["reward_auc"]))
+
+
+if __name__ == "__main__":
+    main()

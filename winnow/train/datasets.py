@@ -1,0 +1,48 @@
+"""The two answer sets reward training reads: the training-split samples journal and the quality
+benchmark's stored answers (evaluation split), with the verifier's labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from winnow.answers import equivalent, extract_answer
+from winnow.settings import default_data_dir
+from winnow.tasks import problems
+from winnow.train.samples import QuestionSamples, from_quality_rows, read_journal
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_JOURNAL = ROOT / "benchmarks/results/reward_train/samples.jsonl"
+BENCH_ROWS = ROOT / "benchmarks/results/quality.rows.jsonl"
+BENCH_TASKS = ("add_sub_1digit", "mul_1digit")
+
+
+def feature_dir() -> Path:
+    return default_data_dir() / "train-reward" / "features"
+
+
+def bench_rows(path: Path = BENCH_ROWS, per_task: int = 100) -> list[QuestionSamples]:
+    """The quality benchmark's 200 problems x 32 answers (its own problem list gives the gold)."""
+    gold = {
+        p.question: (p.task, p.answer) for t in BENCH_TASKS for p in problems(t, "eval", per_task)
+    }
+    return from_quality_rows(path, gold)
+
+
+def train_rows(path: Path = TRAIN_JOURNAL) -> list[QuestionSamples]:
+    return read_journal(path)
+
+
+def labels(rows: list[QuestionSamples]) -> torch.Tensor:
+    """1 where the verifier accepts the sample's final answer, per sample in row order."""
+    out = []
+    for q in rows:
+        for s in q.samples:
+            answer = extract_answer(s.text)
+            out.append(int(answer is not None and equivalent(answer, q.gold)))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def question_index(rows: list[QuestionSamples]) -> torch.Tensor:
+    return torch.tensor([qi for qi, q in enumerate(rows) for _ in q.samples], dtype=torch.long)

@@ -1,0 +1,205 @@
+"""Reward heads that rank answers to the same question.
+
+Selection (best-of-N, weighted vote) only ever compares answers to ONE question, so the head is
+fitted with a within-question objective, cross-validated by question, and chosen on
+within-question AUC:
+
+* ``listwise``: a softmax over each question's answers, the correct ones as positives
+  (the Q-probe objective): ``-log sum_{i correct} softmax(s)_i``;
+* ``pairwise``: Bradley-Terry on every (correct, wrong) pair of a question;
+* ``pointwise``: plain logistic regression on pooled answers (what the first default did), kept
+  as the baseline.
+
+A ranking head's scores have no absolute meaning, so the shipped head is calibrated afterwards by
+Platt scaling on the pooled training answers (``P = sigmoid(a s + b)``, a > 0): monotone, so the
+within-question order (and AUC) is unchanged, and the output is a probability that weighted votes
+and CARDS' thresholds can use.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+Objective = str  # "listwise" | "pairwise" | "pointwise"
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """A linear head on raw (unstandardised) features: ``x @ weight + bias``."""
+
+    weight: torch.Tensor
+    bias: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+def _padded(values: torch.Tensor, qid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-question rows: [Q, max answers] values and a mask of real entries."""
+    _, inverse, counts = torch.unique(qid, return_inverse=True, return_counts=True)
+    q, width = len(counts), int(counts.max())
+    slot = torch.zeros_like(qid)
+    seen = torch.zeros(q, dtype=torch.long)
+    for i, g in enumerate(inverse.tolist()):
+        slot[i] = seen[g]
+        seen[g] += 1
+    index = inverse * width + slot
+    mask = torch.zeros(q * width, dtype=torch.bool)
+    mask[index] = True
+    out = values.new_zeros((q * width, *values.shape[1:]))
+    out[index] = values
+    return out.reshape(q, width, *values.shape[1:]), mask.reshape(q, width)
+
+
+def fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    objective: Objective,
+    l2: float,
+    max_iter: int = 200,
+) -> Linear:
+    """Fit a linear head with ``objective`` and L2 ``l2`` on standardised features."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    yf = y.float()
+    if objective in ("listwise", "pairwise"):
+        zq, mask = _padded(z, qid)
+        yq, _ = _padded(yf, qid)
+        pos = (yq > 0.5) & mask
+        neg = (yq < 0.5) & mask
+        useful = pos.any(1) & neg.any(1)  # a question with only right or only wrong teaches nothing
+        zq, mask, pos, neg = zq[useful], mask[useful], pos[useful], neg[useful]
+        if not bool(useful.any()):
+            raise ValueError("no question has both a right and a wrong answer")
+    optimizer = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+    big = torch.tensor(-1e9)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        if objective == "listwise":
+            s = zq @ w
+            every = torch.logsumexp(torch.where(mask, s, big), 1)
+            right = torch.logsumexp(torch.where(pos, s, big), 1)
+            loss = (every - right).mean()
+        elif objective == "pairwise":
+            s = zq @ w
+            diff = s.unsqueeze(2) - s.unsqueeze(1)  # [Q, i, j]: s_i - s_j
+            pairs = pos.unsqueeze(2) & neg.unsqueeze(1)
+            per_q = (torch.nn.functional.softplus(-diff) * pairs).sum((1, 2)) / pairs.sum((1, 2))
+            loss = per_q.mean()
+        else:
+            p = yf.mean().clamp(1e-3, 1 - 1e-3)
+            weight = torch.where(yf > 0.5, 0.5 / p, 0.5 / (1 - p))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, yf, weight)
+        loss = loss + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    raw_w = (w / std).detach()
+    raw_b = float(b - (w * mean / std).sum()) if objective == "pointwise" else 0.0
+    return Linear(raw_w, raw_b)
+
+
+def platt(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(a, b) with ``sigmoid(a s + b)`` fitted to the labels (a kept positive)."""
+    s = (scores - scores.mean()) / scores.std().clamp_min(1e-6)
+    log_a = torch.zeros((), requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_a, b], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(log_a.exp() * s + b, y.float())
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    a = float(log_a.exp()) / float(scores.std().clamp_min(1e-6))
+    return a, float(b) - a * float(scores.mean())
+
+
+def calibrated(head: Linear, x: torch.Tensor, y: torch.Tensor) -> Linear:
+    """The head folded with its Platt scaling: ``sigmoid(result(x))`` is P(correct)."""
+    a, b = platt(head(x), y)
+    return Linear(head.weight * a, head.bias * a + b)
+
+
+# ---- measures -----------------------------------------------------------------------------------
+
+
+def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """P(a right answer outscores a wrong one), ties half; None without both classes."""
+    pairs = sorted(zip(scores, labels, strict=True))
+    n_pos = sum(labels)
+    n_neg = len(labels) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        rank_sum += (i + j + 1) / 2 * sum(lab for _, lab in pairs[i:j])
+        i = j
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def within_auc(scores: torch.Tensor, y: torch.Tensor, qid: torch.Tensor) -> tuple[float, int]:
+    """Mean over questions with both right and wrong answers of their AUC, and their count."""
+    values = []
+    for q in torch.unique(qid).tolist():
+        sel = qid == q
+        a = auc(_clean(scores[sel]), y[sel].tolist())
+        if a is not None:
+            values.append(a)
+    return (statistics.fmean(values) if values else math.nan), len(values)
+
+
+def _clean(scores: torch.Tensor) -> list[float]:
+    return [(-math.inf if math.isnan(s) else s) for s in scores.tolist()]
+
+
+def question_folds(qid: torch.Tensor, folds: int, seed: int = 0) -> list[torch.Tensor]:
+    """Boolean test masks over samples, splitting QUESTIONS (not answers) into ``folds``."""
+    questions = torch.unique(qid)
+    order = questions[torch.randperm(len(questions), generator=torch.Generator().manual_seed(seed))]
+    return [torch.isin(qid, order[k::folds]) for k in range(folds)]
+
+
+def cross_validate(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    objective: Objective,
+    l2: float,
+    folds: int = 5,
+) -> float:
+    """Within-question AUC of out-of-fold scores (folds split by question)."""
+    scores = torch.empty(len(y))
+    for test in question_folds(qid, folds):
+        head = fit(x[~test], y[~test], qid[~test], objective, l2)
+        scores[test] = head(x[test])
+    return within_auc(scores, y, qid)[0]
+
+
+def choose(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    objectives: Sequence[Objective] = ("listwise", "pairwise", "pointwise"),
+    grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
+) -> tuple[tuple[Objective, float], dict[str, float]]:
+    """The (objective, L2) with the best cross-validated within-question AUC, and all results."""
+    results = {f"{o}@{l2:g}": cross_validate(x, y, qid, o, l2) for o in objectives for l2 in grid}
+    best = max(results, key=lambda k: results[k])
+    objective, l2 = best.split("@")
+    return (objective, float(l2)), results

@@ -1,0 +1,187 @@
+"""Answers sampled from the policy, stored as a journal: the raw material of reward training.
+
+One JSON line per question: the task, question, gold answer, the rendered chat prompt, and every
+sampled response (text, token ids, finish reason). Lines are appended as questions finish, so an
+interrupted run resumes where it stopped (questions already in the journal are skipped). Labels
+are not stored: they are the verifier's verdict, recomputed when the data is read, so a fix of the
+answer checker relabels old samples too.
+
+The benchmark's own answers (``benchmarks/results/quality.rows.jsonl``) are read into the same
+shape by :func:`from_quality_rows`, so every reward is judged on the same rows it is trained on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from winnow.tasks import Problem, problems, split_of
+
+
+@dataclass(slots=True)
+class Sample:
+    text: str
+    token_ids: list[int] | None = None  # None where the source did not keep them
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class QuestionSamples:
+    task: str
+    question: str
+    gold: str
+    prompt: str  # the rendered chat prompt the policy saw
+    samples: list[Sample] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "question": self.question,
+            "gold": self.gold,
+            "prompt": self.prompt,
+            "samples": [
+                {"text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason}
+                for s in self.samples
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QuestionSamples:
+        return cls(
+            data["task"],
+            data["question"],
+            data["gold"],
+            data["prompt"],
+            [
+                Sample(s["text"], s.get("token_ids"), s.get("finish_reason"))
+                for s in data["samples"]
+            ],
+        )
+
+
+def read_journal(path: Path) -> list[QuestionSamples]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(QuestionSamples.from_json(json.loads(line)))
+            except (ValueError, KeyError):
+                continue  # a line cut short by an interrupted write: its question is redone
+    return out
+
+
+def train_questions(tasks: Sequence[str], per_task: int, seed: int = 0) -> list[Problem]:
+    """Up to ``per_task`` distinct training-split questions of each task (fewer if the task's
+    training split has fewer), interleaved across tasks so that any prefix of the list (a run
+    stopped early) holds the tasks in equal parts."""
+    lists: list[list[Problem]] = []
+    for task in tasks:
+        count = per_task
+        while count > 0:
+            try:
+                lists.append(problems(task, "train", count, seed=seed))
+                break
+            except ValueError:
+                count -= max(1, count // 10)
+    out: list[Problem] = []
+    for i in range(max((len(x) for x in lists), default=0)):
+        out.extend(x[i] for x in lists if i < len(x))
+    return out
+
+
+async def sample_questions(
+    engine: Any,
+    items: Sequence[Problem],
+    journal: Path,
+    *,
+    n: int,
+    max_tokens: int = 96,
+    temperature: float = 0.7,
+    seed: int = 0,
+    concurrency: int = 4,
+    log_every: int = 10,
+) -> list[QuestionSamples]:
+    """Sample ``n`` answers per question through ``engine``, appending each question to
+    ``journal`` as it finishes; questions already there are kept and not asked again."""
+    from winnow.engine.base import SamplingSpec
+
+    for p in items:
+        if split_of(p.question) != "train":
+            raise ValueError(f"refusing to train on an evaluation-split question: {p.question!r}")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    done = {q.question: q for q in read_journal(journal)}
+    todo = [(i, p) for i, p in enumerate(items) if p.question not in done]
+    limit = asyncio.Semaphore(concurrency)
+    lock = asyncio.Lock()
+    started, finished = time.monotonic(), 0
+
+    async def one(index: int, problem: Problem) -> None:
+        nonlocal finished
+        async with limit:
+            prompt = await engine.apply_chat_template(problem.messages)
+            spec = SamplingSpec(
+                prompt=tuple(await engine.tokenize(prompt)),
+                n=n,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed * 1_000_003 + index,
+            )
+            generation = await engine.generate(spec)
+        record = QuestionSamples(
+            problem.task,
+            problem.question,
+            problem.answer,
+            prompt,
+            [Sample(c.text, list(c.token_ids), c.finish_reason) for c in generation.completions],
+        )
+        async with lock:
+            with journal.open("a") as f:
+                f.write(json.dumps(record.to_json()) + "\n")
+            done[problem.question] = record
+            finished += 1
+            if finished % log_every == 0 or finished == len(todo):
+                rate = finished / max(time.monotonic() - started, 1e-9)
+                print(
+                    f"[samples] {len(done)}/{len(items)} questions "
+                    f"({finished} this run, {rate * 60:.1f}/min)",
+                    flush=True,
+                )
+
+    await asyncio.gather(*(one(i, p) for i, p in todo))
+    return [done[p.question] for p in items]
+
+
+def from_quality_rows(path: Path, gold: dict[str, tuple[str, str]]) -> list[QuestionSamples]:
+    """The quality benchmark's journal as samples: every returned candidate of every problem, in
+    candidate order (so the first k are the benchmark's N=k subset). ``gold`` maps a question to
+    (task, gold answer); the prompt is not in the journal and is left empty (render it with the
+    policy's chat template from the question)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        task, answer = gold[row["question"]]
+        cands = sorted(row["body"]["winnow"]["candidates"], key=lambda c: c["index"])
+        out.append(
+            QuestionSamples(
+                task,
+                row["question"],
+                answer,
+                "",
+                [Sample(c["text"], None, c["finish_reason"]) for c in cands],
+            )
+        )
+    return out
+
+
+def flatten(rows: Iterable[QuestionSamples]) -> list[tuple[int, QuestionSamples, Sample]]:
+    """(question index, question, sample) for every sample."""
+    return [(qi, q, s) for qi, q in enumerate(rows) for s in q.samples]
