@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.test_selection_strategies import TaggedReward
 from winnow.engine.fake import FakeEngine
+from winnow.rewards.base import (
+    ChatPrompt,
+    OutcomeItem,
+    ProcessItem,
+    Reward,
+    RewardInfo,
+    Scored,
+    StepScored,
+    prompt_messages,
+)
 from winnow.rewards.registry import (
     CompositeConfig,
     ProbeConfig,
@@ -122,3 +134,73 @@ def test_misconfigured_rewards_fail_at_start_up(tmp_path):
             [VerifierConfig(name="v"), CompositeConfig(name="c", weights={"ghost": 1.0})],
             default_model_dir=None,
         )
+
+
+class Recording(Reward):
+    """Keeps every item it is asked to score (scores 0.5)."""
+
+    def __init__(self, name: str, kind: str = "outcome") -> None:
+        self._info = RewardInfo(name, kind, "test", "probability in [0, 1]")  # type: ignore[arg-type]
+        self.items: list[OutcomeItem | ProcessItem] = []
+
+    @property
+    def info(self) -> RewardInfo:
+        return self._info
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        if self.info.kind == "process":
+            return await super().score(items)
+        self.items += items
+        return Scored([0.5] * len(items))
+
+    async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
+        self.items += items
+        return StepScored([[0.5] * len(i.steps) for i in items])
+
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is 2 + 2?"},
+]
+POLICY_TEXT = "<system>Be brief.<user>What is 2 + 2?<assistant>"  # the fake engine's template
+
+
+def test_reward_items_carry_the_requests_messages():
+    """Reward models render the messages in their own format (tests/test_reward_backends.py);
+    the probes read the policy's rendered text: an item's prompt is both."""
+    outcome, process = Recording("rec"), Recording("rec_steps", kind="process")
+    rewards = build_rewards([], default_model_dir=None)
+    rewards.add(outcome)
+    rewards.add(process)
+    with TestClient(create_app(Settings(), FakeEngine(), rewards)) as c:
+        for reward, extra in (("rec", {"response": "4"}), ("rec_steps", {"steps": ["4"]})):
+            items = [{"messages": MESSAGES, **extra}, {"prompt": "2 + 2 =", **extra}]
+            r = c.post("/v1/rewards", json={"reward": reward, "items": items})
+            assert r.status_code == 200, r.text
+    for recorded in (outcome, process):
+        chat, plain = recorded.items
+        assert str(chat.prompt) == POLICY_TEXT and prompt_messages(chat.prompt) == MESSAGES
+        assert not isinstance(plain.prompt, ChatPrompt) and plain.prompt == "2 + 2 ="
+        assert prompt_messages(plain.prompt) == [{"role": "user", "content": "2 + 2 ="}]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kind"),
+    [({"name": "best_of_n", "n": 2, "reward": "rec"}, "outcome"),
+     ({"name": "tree_search", "n": 2, "beam_width": 2, "max_depth": 2, "reward": "rec"},
+      "process")],
+)  # fmt: skip
+def test_strategies_hand_the_chat_messages_to_rewards(strategy, kind):
+    reward = Recording("rec", kind=kind)
+    rewards = build_rewards([], default_model_dir=None)
+    rewards.add(reward)
+    engine = FakeEngine(lambda prompt, i, spec: f"Two and two.\n\nThe answer is {4 + i}.")
+    with TestClient(create_app(Settings(), engine, rewards)) as c:
+        r = c.post(
+            "/v1/chat/completions",
+            json={"messages": MESSAGES, "max_tokens": 32, "strategy": strategy},
+        )
+    assert r.status_code == 200, r.text
+    assert reward.items
+    for item in reward.items:
+        assert str(item.prompt) == POLICY_TEXT and prompt_messages(item.prompt) == MESSAGES

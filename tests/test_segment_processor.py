@@ -9,7 +9,8 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
-from winnow.engine.processors.segment import KEY, UncertaintySegmenter, parse_rule
+from tests.device_audit import OnlyOn
+from winnow.engine.processors.segment import KEY, UncertaintySegmenter, cut_rows, parse_rule
 
 SENTINEL = 3
 VOCAB = 8
@@ -88,3 +89,20 @@ def test_rule_needs_the_sentinel_among_stop_tokens():
         parse_rule(SamplingParams(extra_args={KEY: {"sentinel": SENTINEL}}))
     with pytest.raises(ValueError, match="sentinel"):
         parse_rule(SamplingParams(extra_args={KEY: {"entropy": 3.0}}))
+
+
+def test_works_on_the_logits_device_only():
+    """vLLM's logits are on the GPU: every tensor the cut uses must be on their device (here
+    meta, audited), and the one host read is the opted-in rows' entropies (NaN never cuts)."""
+    proc = UncertaintySegmenter(None, torch.device("meta"), False)
+    rows = [(0, params(), None, [1, 2]), (1, params(), None, [1]),
+            (2, SamplingParams(), None, [1, 2]), (3, params(), None, [1, 2, 3])]  # fmt: skip
+    update(proc, 4, added=rows)
+    entropies = {"tolist": lambda t: [9.0, math.nan][: t.shape[0]]}
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = torch.empty(4, VOCAB, device="meta", dtype=dtype)
+        with OnlyOn("meta", reads=entropies) as audit:
+            cut = cut_rows(logits, proc.rows)
+            out = proc.apply(logits)
+        assert cut == [0] and out.device.type == "meta" and out.dtype == dtype
+        assert audit.strays == [] and audit.moves == [] and audit.host_reads == ["tolist"] * 2

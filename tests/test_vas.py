@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
+from tests.device_audit import OnlyOn
 from winnow.engine.fake import FakeEngine
 from winnow.engine.processors.vas import KEY, ValueGuide, VasRule, guide_rows
 from winnow.rewards.registry import RewardSet
@@ -24,9 +26,11 @@ from winnow.values import (
     QHead,
     available,
     load_value_model,
+    logits_map,
     output_embedding,
     save_value_model,
     td_lambda_targets,
+    vas_unavailable,
 )
 
 # ---- TD(lambda) ---------------------------------------------------------------------------------
@@ -178,6 +182,59 @@ def test_processor_tracks_rows_and_leaves_others_untouched(tmp_path: Path):
     assert torch.equal(proc.apply(logits.clone()), logits)
 
 
+def _gpu_like_processor(tmp_path: Path) -> tuple[ValueGuide, torch.Tensor, EmbeddingInverse]:
+    """A processor with two value models (loaded on the CPU, as in the engine) and three rows:
+    both models, one model at its own k, and a row without VAS."""
+    embedding, inverse = tiny()
+    g = torch.Generator().manual_seed(4)
+    for name in ("a", "b"):
+        head = QHead(
+            *(torch.randn(*shape, generator=g) for shape in ((H, H), (H,), (V,), (H,), (1,)))
+        )
+        save_value_model(tmp_path / name, head, {})
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    proc = ValueGuide(None, torch.device("meta"), False)
+    proc._ensure_inverse()  # no model in this test: set the inverse by hand
+    proc.error, proc.inverse = None, inverse
+    rows = [
+        added(0, SamplingParams(extra_args={KEY: {"values": {a: 2.0, b: -1.0}, "top_k": 4}})),
+        added(1, SamplingParams(extra_args={KEY: {"values": {b: 1.5}, "top_k": 6}})),
+        added(2, SamplingParams()),
+    ]
+    proc.update_state(BatchUpdate(3, [], rows, []))
+    assert sorted(proc.rows) == [0, 1]
+    return proc, embedding, inverse
+
+
+def test_processor_works_on_the_logits_device_only(tmp_path: Path):
+    """vLLM's logits are on the GPU: the inverse, the value heads and the betas must be there
+    too (a CPU operand raises in the sampler and kills the engine). Driven with meta logits,
+    every tensor apply() uses must be on meta; the CPU-loaded tensors move there once."""
+    proc, _, _ = _gpu_like_processor(tmp_path)
+    for step, dtype in enumerate((torch.float32, torch.float32, torch.bfloat16)):
+        logits = torch.empty(3, V, device="meta", dtype=dtype)
+        with OnlyOn("meta") as audit:
+            out = proc.apply(logits)
+        assert audit.strays == [] and audit.host_reads == [] and audit.calls > 20
+        assert out.device.type == "meta" and out.dtype == dtype
+        assert bool(audit.moves) == (step == 0)  # moved on the first step only
+    assert proc.inverse is not None and proc.inverse.device.type == "meta"
+    assert {h.device.type for h in proc._placed.values()} == {"meta"}
+
+
+def test_processor_adds_values_to_bfloat16_logits(tmp_path: Path):
+    """bf16 logits (a GPU engine's usual dtype): h is recovered and Q computed in float32, the
+    adjustment added in bf16, equal to the float32 result up to bf16 rounding."""
+    proc, embedding, _ = _gpu_like_processor(tmp_path)
+    logits = torch.randn(3, H, generator=torch.Generator().manual_seed(5)) @ embedding.T
+    low = logits.bfloat16()
+    want = proc.apply(low.float()) - low.float()  # the same rows, in float32
+    got = proc.apply(low.clone()).float() - low.float()
+    assert got.dtype == torch.float32 and torch.equal(got[2], torch.zeros(V))
+    assert torch.allclose(got, want, atol=0.1, rtol=2**-7)
+    assert int((got[0] != 0).sum()) <= 4 and int((got[1] != 0).sum()) <= 6
+
+
 def test_params_are_validated(tmp_path: Path):
     path = tmp_path / "v"
     save_value_model(path, bias_head([0.0] * V), {})
@@ -194,14 +251,19 @@ def test_params_are_validated(tmp_path: Path):
             ValueGuide.validate_params(SamplingParams(extra_args={KEY: ok}, **conflict))
 
 
-def test_real_model_hidden_state_is_recovered_from_logits(default_model_dir: str):
-    """h = pinv(E_S) l_S on SmolLM2's own embedding and its own hidden states."""
+@pytest.fixture(scope="module")
+def real_model(default_model_dir: str) -> tuple[torch.Tensor, EmbeddingInverse, Any]:
+    """SmolLM2's output embedding, its inverse and the model (built once: pinv takes a while)."""
     from winnow.rewards.backbone import Backbone
 
     embedding = output_embedding(default_model_dir)
+    return embedding, EmbeddingInverse(embedding), Backbone(default_model_dir)
+
+
+def test_real_model_hidden_state_is_recovered_from_logits(real_model):
+    """h = pinv(E_S) l_S on SmolLM2's own embedding and its own hidden states."""
+    embedding, inverse, backbone = real_model
     assert embedding.shape == (49152, 576)
-    inverse = EmbeddingInverse(embedding)
-    backbone = Backbone(default_model_dir)
     ids = backbone.encode("Calculate 7 * 8. 7 * 8 = 56, so the answer is 56.")
     h = backbone.encode_sequences([ids])[0].hidden
     with torch.inference_mode():
@@ -216,6 +278,147 @@ def test_real_model_hidden_state_is_recovered_from_logits(default_model_dir: str
         top = logits.topk(20, dim=1).indices
         a, b = head.advantage(h, top, embedding), head.advantage(recovered, top, embedding)
         assert torch.allclose(a, b, atol=1e-3 * max(1.0, float(a.abs().max())))
+
+
+BF16_TEXTS = (
+    ("Calculate 7 * 8.", "7 * 8 = 56, so the answer is 56."),
+    ("What is 15 + 27? Answer with a number.", "15 + 27 = 42. The answer is 42."),
+    ("Tell me a short story about a cat.",
+     "Once upon a time a cat named Tom lived in a small house by the river. He loved fish."),
+    ("Explain photosynthesis in one paragraph.",
+     "Plants use sunlight, water and carbon dioxide to make glucose and oxygen."),
+    ("Calculate 123 - 45 and explain each step.",
+     "123 - 45: 123 - 40 = 83, 83 - 5 = 78. The answer is 78."),
+)  # fmt: skip
+
+
+def test_real_model_hidden_state_from_bfloat16_logits(real_model):
+    """A GPU engine usually hands over bf16 logits: the recovery error to expect (the README's
+    figure; run with -s to print it), and what it does to the VAS adjustment."""
+    embedding, inverse, backbone = real_model
+    texts = [
+        backbone.tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False
+        )
+        for q, a in BF16_TEXTS
+    ]
+    encoded = backbone.encode_sequences([backbone.encode(t) for t in texts])
+    h = torch.cat([e.hidden for e in encoded])  # float32, [positions, 576]
+    with torch.inference_mode():
+        logits = h @ embedding.T
+
+    def error(recovered: torch.Tensor, true: torch.Tensor) -> tuple[float, float]:
+        e = (recovered - true).norm(dim=1) / true.norm(dim=1)
+        return float(e.median()), float(e.max())
+
+    fp32 = error(inverse.hidden(logits), h)
+    bf16 = error(inverse.hidden(logits.bfloat16()), h)
+    head, _ = load_value_model(available()["default"])
+    top = logits.topk(20, dim=1).indices
+    exact = head.advantage(h, top, embedding)
+    from_bf16 = head.advantage(inverse.hidden(logits.bfloat16()), top, embedding)
+    adv = error(from_bf16, exact)
+    print(
+        f"\nrelative error of h over {len(h)} positions (median, max): fp32 logits "
+        f"{fp32[0]:.1e}, {fp32[1]:.1e}; bf16-rounded logits {bf16[0]:.1e}, {bf16[1]:.1e}; "
+        f"top-20 advantage from bf16 logits {adv[0]:.1e}, {adv[1]:.1e}"
+    )
+    assert fp32[1] < 1e-5 and bf16[1] < 1e-2
+    assert adv[1] < 2e-2
+
+
+# ---- the logits map of other architectures -------------------------------------------------------
+
+SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}  # fmt: skip
+
+
+def _tiny_causal_lm(directory: Path, kind: str) -> Any:
+    """A randomly initialised model whose logits are an affine map of h other than E h."""
+    import transformers as tf
+
+    cls, config = {
+        "llama_tied": (tf.LlamaForCausalLM, tf.LlamaConfig(**SMALL, tie_word_embeddings=True)),
+        "phi_lm_head_bias": (tf.PhiForCausalLM, tf.PhiConfig(**SMALL)),
+        "cohere_logit_scale": (tf.CohereForCausalLM, tf.CohereConfig(**SMALL, logit_scale=0.25)),
+        "granite_logits_scaling": (
+            tf.GraniteForCausalLM, tf.GraniteConfig(**SMALL, logits_scaling=4.0),
+        ),
+    }[kind]  # fmt: skip
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    if kind == "phi_lm_head_bias":
+        with torch.no_grad():
+            model.lm_head.bias.normal_()  # zeros at initialisation
+    model.save_pretrained(directory)
+    return model
+
+
+@pytest.mark.parametrize(
+    "kind", ["llama_tied", "phi_lm_head_bias", "cohere_logit_scale", "granite_logits_scaling"]
+)
+def test_hidden_state_is_recovered_through_bias_and_logit_scaling(tmp_path: Path, kind: str):
+    """The model's own logits (transformers applies the bias and the scaling as vLLM does)
+    give back the hidden state its LM head read."""
+    model = _tiny_causal_lm(tmp_path, kind)
+    ids = torch.randint(0, SMALL["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        h = model.model(ids).last_hidden_state[0]
+        logits = model(ids).logits[0]
+    lm = logits_map(tmp_path)
+    bias = 0.0 if lm.bias is None else lm.bias
+    assert torch.allclose(lm.scale * (h @ lm.embedding.T + bias), logits, atol=1e-5)
+    assert (lm.scale, lm.bias is not None) == {
+        "llama_tied": (1.0, False), "phi_lm_head_bias": (1.0, True),
+        "cohere_logit_scale": (0.25, False), "granite_logits_scaling": (0.25, False),
+    }[kind]  # fmt: skip
+    recovered = EmbeddingInverse.of_model(tmp_path).hidden(logits)
+    error = ((recovered - h).norm(dim=1) / h.norm(dim=1)).max()
+    assert float(error) < 1e-5
+    assert vas_unavailable(tmp_path) is None
+
+
+def test_soft_capped_logits_are_refused_nested_configs_are_read(tmp_path: Path):
+    import transformers as tf
+
+    flat = tf.Gemma2Config(**SMALL, head_dim=16, final_logit_softcapping=30.0)
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 28, "patch_size": 14}  # fmt: skip
+    nested = tf.Gemma3Config(
+        text_config={**SMALL, "head_dim": 16, "final_logit_softcapping": 30.0},
+        vision_config=vision,
+    )
+    for name, config in (("gemma2", flat), ("gemma3", nested)):
+        config.save_pretrained(tmp_path / name)
+        with pytest.raises(ValueError, match="soft-caps its logits"):
+            logits_map(tmp_path / name)
+        assert "final_logit_softcapping=30.0" in str(vas_unavailable(tmp_path / name))
+        # the engine's processor logs it and leaves VAS rows unguided: it never raises
+        model_config = type("ModelConfig", (), {"model": str(tmp_path / name)})
+        proc = ValueGuide(type("VllmConfig", (), {"model_config": model_config}), "cpu", False)
+        assert proc._ensure_inverse() is None and "soft-caps" in str(proc.error)
+    # a multimodal model: the text config's logit scale, the language model's embedding
+    llava = tf.LlavaConfig(
+        text_config=tf.CohereConfig(**SMALL, logit_scale=0.25),
+        vision_config=tf.CLIPVisionConfig(**vision),
+        image_token_index=SMALL["vocab_size"] - 1,
+    )
+    torch.manual_seed(0)
+    model = tf.LlavaForConditionalGeneration(llava)
+    model.save_pretrained(tmp_path / "llava")
+    lm = logits_map(tmp_path / "llava")
+    assert lm.scale == 0.25 and lm.bias is None
+    assert torch.equal(lm.embedding, model.get_output_embeddings().weight.detach())
+
+
+def test_vas_on_a_model_it_cannot_invert_is_a_400():
+    client, engine = fake_client()
+    reason = "gemma2 soft-caps its logits (final_logit_softcapping=30.0): ..."
+    engine.info.extra["vas_unavailable"] = reason
+    with client:
+        r = client.post("/v1/completions", json={"prompt": "q", "strategy": "vas"})
+    assert r.status_code == 400 and reason in r.json()["error"]["message"]
+    assert engine.calls == []
 
 
 # ---- training -----------------------------------------------------------------------------------

@@ -71,6 +71,17 @@ class QHead:
     def vocab_size(self) -> int:
         return int(self.b.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.W.device
+
+    def to(self, device: torch.device | str) -> QHead:
+        """This head in float32 on ``device`` (itself if already there)."""
+        device = torch.device(device)
+        if device == self.device and all(t.dtype == torch.float32 for t in self.parameters()):
+            return self
+        return QHead(*(t.to(device=device, dtype=torch.float32) for t in self.parameters()))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"W": self.W, "c": self.c, "b": self.b, "w": self.w, "w0": self.w0}
 
@@ -169,17 +180,121 @@ def td_lambda_targets(
 # ---- hidden states from logits ------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class LogitsMap:
+    """How a model's logits follow from its final hidden state, as vLLM computes them:
+    ``l = scale * (E h + bias)`` (``E`` the LM head, tied or not)."""
+
+    embedding: torch.Tensor  # [V, H]
+    scale: float = 1.0
+    bias: torch.Tensor | None = None  # [V]
+
+
+def _text_config(model_dir: Path) -> dict[str, Any]:
+    """The language model's config (``text_config`` of a multimodal model), with the class's
+    defaults filled in where transformers knows the model type (vLLM reads it the same way)."""
+    raw = json.loads((model_dir / "config.json").read_text())
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        return dict(config.get_text_config().to_dict())
+    except Exception:  # a model type transformers does not know: the file as written
+        return dict(raw.get("text_config") or raw)
+
+
+def _logits_scale(config: dict[str, Any], name: str) -> float:
+    """The factor vLLM multiplies the logits by; soft-capped logits are refused."""
+    softcap = config.get("final_logit_softcapping")
+    if softcap:
+        raise ValueError(
+            f"{name} soft-caps its logits (final_logit_softcapping={softcap}): its hidden state "
+            "cannot be recovered from them, so value-augmented sampling cannot run on it"
+        )
+    scale = float(config.get("logit_scale") or 1.0) * float(config.get("lm_head_multiplier") or 1.0)
+    return scale / float(config.get("logits_scaling") or 1.0)
+
+
+def vas_unavailable(model_dir: str | Path) -> str | None:
+    """Why value-augmented sampling cannot run on a model, from its config alone (checked when
+    the server starts), or None."""
+    try:
+        _logits_scale(_text_config(Path(model_dir)), Path(model_dir).name)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def logits_map(model_dir: str | Path) -> LogitsMap:
+    """The LM head of a safetensors model directory and the affine map around it.
+
+    Handled exactly: an ``lm_head`` bias, ``logit_scale`` (Cohere, Llama-family, ...),
+    ``logits_scaling`` (Granite: logits are divided by it) and ``lm_head_multiplier``
+    (Falcon-H1), read from the language model's config (nested ``text_config`` too). Refused:
+    final-logit soft-capping (Gemma 2), a tanh that cannot be undone where it saturates.
+    """
+    model_dir = Path(model_dir)
+    config = _text_config(model_dir)
+    scale = _logits_scale(config, model_dir.name)
+    from safetensors import safe_open
+
+    found: dict[str, list[tuple[str, Path]]] = {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                for suffix in ("lm_head.weight", "lm_head.bias", "embed_tokens.weight"):
+                    if key.endswith(suffix):
+                        found.setdefault(suffix, []).append((key, file))
+    weight = _pick(found.get("lm_head.weight") or found.get("embed_tokens.weight"), config)
+    if weight is None:
+        raise ValueError(f"no lm_head or embed_tokens weights in {model_dir}")
+    bias = _pick(found.get("lm_head.bias"), config)
+    return LogitsMap(weight.float(), scale, None if bias is None else bias.float())
+
+
+def _pick(candidates: list[tuple[str, Path]] | None, config: dict[str, Any]) -> torch.Tensor | None:
+    """The tensor of the language model's vocabulary among same-named ones (a multimodal model
+    may hold several): the one whose first dimension is the text vocabulary, else the first."""
+    from safetensors import safe_open
+
+    tensors = []
+    for key, file in candidates or []:
+        with safe_open(str(file), "pt") as f:
+            tensors.append(f.get_tensor(key))
+    vocab = config.get("vocab_size")
+    sized = [t for t in tensors if vocab and t.shape[0] == vocab]
+    return (sized or tensors or [None])[0]
+
+
+def output_embedding(model_dir: str | Path) -> torch.Tensor:
+    """The LM head matrix ``E`` [V, H] of a safetensors model directory (tied or not); refuses
+    a model whose logits are soft-capped (see :func:`logits_map`)."""
+    return logits_map(model_dir).embedding
+
+
 class EmbeddingInverse:
-    """Recover ``h`` from a logits row ``l = E h`` (no bias, no soft-capping).
+    """Recover ``h`` from a logits row ``l = scale * (E h + bias)`` (:class:`LogitsMap`).
 
     ``E`` has full column rank (SmolLM2: condition number 91), so ``h`` is determined by any few
-    thousand of its rows: ``h = pinv(E_S) l_S`` over a fixed set ``S`` of anchor tokens. 2,048
-    anchors recover ``h`` to a relative error of ~1e-6 in float32 at 1/24 of the cost of the
-    full pseudo-inverse (measured on the real model). Anchors skip the first 1,000 ids, where
-    special tokens live (a sentinel or stop token may be masked by another processor).
+    thousand of its rows: ``h = pinv(scale E_S) (l_S - scale b_S)`` over a fixed set ``S`` of
+    anchor tokens. 2,048 anchors recover ``h`` to a relative error of ~1e-6 from float32 logits
+    at 1/24 of the cost of the full pseudo-inverse (measured on the real model; from bfloat16
+    logits see the README). Anchors skip the first 1,000 ids, where special tokens live (a
+    sentinel or stop token may be masked by another processor).
+
+    It is built on the CPU; :meth:`to` gives a copy on the device of the engine's logits. The
+    logits are read in float32 whatever their dtype.
     """
 
-    def __init__(self, embedding: torch.Tensor, anchors: int = 2048, seed: int = 0) -> None:
+    def __init__(
+        self,
+        embedding: torch.Tensor,
+        anchors: int = 2048,
+        seed: int = 0,
+        *,
+        scale: float = 1.0,
+        bias: torch.Tensor | None = None,
+    ) -> None:
         vocab, hidden = embedding.shape
         low = min(1000, max(0, vocab - anchors))
         g = torch.Generator().manual_seed(seed)
@@ -188,34 +303,42 @@ class EmbeddingInverse:
         self.anchors = self.anchors.sort().values
         if len(self.anchors) < hidden:
             self.anchors = torch.arange(vocab)
-        pinv = torch.linalg.pinv(embedding[self.anchors].double())
+        pinv = torch.linalg.pinv(embedding[self.anchors].double() * scale)
         self.pinv_t = pinv.T.contiguous().float()  # [S, H]
+        self.offset = None if bias is None else (scale * bias[self.anchors].double()).float()
         self.embedding = embedding.float().contiguous()
 
+    @classmethod
+    def of_model(cls, model_dir: str | Path, **kwargs: Any) -> EmbeddingInverse:
+        """The inverse of a model directory's logits (:func:`logits_map`)."""
+        m = logits_map(model_dir)
+        return cls(m.embedding, scale=m.scale, bias=m.bias, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pinv_t.device
+
+    def to(self, device: torch.device | str) -> EmbeddingInverse:
+        """This inverse with every tensor on ``device`` (itself if already there)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        moved = object.__new__(EmbeddingInverse)
+        moved.anchors = self.anchors.to(device)
+        moved.pinv_t = self.pinv_t.to(device)
+        moved.offset = None if self.offset is None else self.offset.to(device)
+        moved.embedding = self.embedding.to(device)
+        return moved
+
     def hidden(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, V] logits (or only ``rows`` of them) -> [B, H] hidden states. Only the anchor
-        columns are gathered: copying whole vocabulary rows first costs more than all the rest."""
+        """[B, V] logits (or only ``rows`` of them) -> [B, H] float32 hidden states. Only the
+        anchor columns are gathered: copying whole vocabulary rows first costs more than all the
+        rest."""
         if rows is None:
-            return logits[:, self.anchors] @ self.pinv_t
-        return logits[rows[:, None], self.anchors[None, :]] @ self.pinv_t
-
-
-def output_embedding(model_dir: str | Path) -> torch.Tensor:
-    """The LM head matrix ``E`` [V, H] of a safetensors model directory (tied or not)."""
-    from safetensors import safe_open
-
-    model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    if config.get("final_logit_softcapping") or config.get("logit_scale", 1.0) != 1.0:
-        raise ValueError("logits are soft-capped or scaled: h cannot be recovered from them")
-    files = sorted(model_dir.glob("*.safetensors"))
-    found: dict[str, torch.Tensor] = {}
-    for file in files:
-        with safe_open(str(file), "pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                if key.endswith("lm_head.weight") or key.endswith("embed_tokens.weight"):
-                    found[key.rsplit(".", 2)[-2]] = f.get_tensor(key)
-    tensor = found.get("lm_head", found.get("embed_tokens"))
-    if tensor is None:
-        raise ValueError(f"no lm_head or embed_tokens weights in {model_dir}")
-    return tensor.float()
+            picked = logits[:, self.anchors]
+        else:
+            picked = logits[rows[:, None], self.anchors[None, :]]
+        picked = picked.float()
+        if self.offset is not None:
+            picked = picked - self.offset
+        return picked @ self.pinv_t

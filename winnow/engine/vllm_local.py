@@ -131,11 +131,17 @@ class VllmEngine(Engine):
         self._sentinel = pick_sentinel(self._tokenizer)
         config = self._llm.model_config
         eos = self._tokenizer.eos_token_id
+        from winnow.values import vas_unavailable
+
+        no_vas = vas_unavailable(self.model)  # e.g. soft-capped logits: said now, a 400 later
+        if no_vas:
+            log.warning("value-augmented sampling (strategy vas) is unavailable: %s", no_vas)
         self._info = ModelInfo(
             name=self._served_name,
             max_model_len=int(config.max_model_len),
             eos_token_ids=(eos,) if eos is not None else (),
             vocab_size=int(config.get_vocab_size()),
+            extra={"vas_unavailable": no_vas} if no_vas else {},
         )
 
     async def shutdown(self) -> None:

@@ -9,7 +9,7 @@ in the request's usage.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,9 +28,44 @@ class RewardInputError(ValueError):
     """The items given to a reward are invalid for it (e.g. the verifier without a reference)."""
 
 
+class ChatPrompt(str):
+    """The rendered prompt text the policy saw, carrying the chat messages it was rendered from.
+
+    It is the policy's text wherever a string is expected (the probe rewards read the policy's
+    own hidden states on exactly this text), and reward models with an input format of their
+    own (:mod:`.seq_cls`, :mod:`.step_tag_prm`) render :attr:`messages` themselves. Strategies
+    hand it on unchanged, so it reaches every reward call. A plain ``str`` prompt (a completion
+    request, ``/v1/rewards`` with ``prompt``) has no messages: see :func:`prompt_messages`.
+    """
+
+    __slots__ = ("_messages",)
+    _messages: tuple[tuple[str, str], ...]
+
+    def __new__(cls, text: str, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+        self = super().__new__(cls, text)
+        self._messages = tuple((str(m["role"]), str(m["content"])) for m in messages)
+        return self
+
+    def __getnewargs__(self) -> tuple[str, list[dict[str, str]]]:  # type: ignore[override]
+        return str(self), self.messages
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self._messages]
+
+
+def prompt_messages(prompt: str) -> list[dict[str, str]]:
+    """The chat messages of a reward item's prompt: a :class:`ChatPrompt`'s own, else the text
+    as a single user message."""
+    if isinstance(prompt, ChatPrompt):
+        return prompt.messages
+    return [{"role": "user", "content": str(prompt)}]
+
+
 @dataclass(frozen=True, slots=True)
 class OutcomeItem:
-    """One (prompt, response) pair. ``prompt`` is the rendered prompt text the policy saw."""
+    """One (prompt, response) pair. ``prompt`` is the rendered prompt text the policy saw (a
+    :class:`ChatPrompt` when it was rendered from chat messages)."""
 
     prompt: str
     response: str

@@ -45,19 +45,48 @@ class ProbeConfig(_Config):
     backbone: str | None = Field(None, description="Backbone model dir; default: default model.")
 
 
+def _chat_template() -> Any:
+    return Field(
+        None, description="Jinja chat template to render with; default: the model tokenizer's."
+    )
+
+
+def _system_prompt() -> Any:
+    return Field(
+        None, description="System prompt the model was trained with; replaces the request's."
+    )
+
+
 class SequenceClassifierConfig(_Config):
     backend: Literal["seq_cls"] = "seq_cls"
     path: str = Field(description="A Hugging Face sequence-classification reward model dir.")
     max_length: int = 4096
+    chat_template: str | None = _chat_template()
+    system_prompt: str | None = _system_prompt()
 
 
 class StepTagPRMConfig(_Config):
     backend: Literal["step_tag_prm"] = "step_tag_prm"
     path: str = Field(description="A causal-LM PRM dir (Math-Shepherd or Qwen2.5-Math-PRM style).")
     style: Literal["label_token", "two_way"] = "label_token"
-    step_tag: str = Field("ки", description="Tag token appended after every step.")
+    step_tag: str = Field("ки", min_length=1, description="Tag token written after every step.")
     good_token: str = "+"
     bad_token: str = "-"
+    format: Literal["question", "chat"] | None = Field(
+        None,
+        description="What the model reads. 'question' (Math-Shepherd): the question, a space, "
+        "then every step as '<step> <tag>', joined by newlines. 'chat' (Qwen2.5-Math-PRM): the "
+        "conversation in the chat template, the answer '<step><tag><step><tag>...'. Default: "
+        "'question' for label_token, 'chat' for two_way.",
+    )
+    chat_template: str | None = _chat_template()
+    system_prompt: str | None = _system_prompt()
+
+    @property
+    def input_format(self) -> Literal["question", "chat"]:
+        if self.format is not None:
+            return self.format
+        return "question" if self.style == "label_token" else "chat"
 
 
 class JudgeConfig(_Config):

@@ -5,18 +5,16 @@ trunk is ``model.model`` and whose head is a linear ``model.score``: Llama, Qwen
 Gemma...). Remote-code models (ArmoRM's gated multi-objective head) are not loaded: winnow never
 passes ``trust_remote_code``.
 
-What the model reads, token ids concatenated segment by segment as in :mod:`.backbone`:
+What the model reads is what its authors feed it: the request's chat messages (see
+:mod:`.formats`; a configured ``system_prompt`` replaces the request's own) followed by the
+response as the assistant's message, rendered with the reward model's own chat template (or
+``chat_template`` from its config) and tokenized in one call without added special tokens, as
+``tokenizer.apply_chat_template(conversation, tokenize=True)`` does (Skywork-Reward's model
+card). The template closes the assistant turn (``<|eot_id|>``, ``<|im_end|>``...): reward models
+are trained on whole conversations and score that last token. Never the policy's rendered text.
 
-* the tokenizer's leading special tokens (BOS), unless the rendered prompt already starts with
-  them;
-* ``item.prompt``, the chat text the policy saw, as-is;
-* ``item.response``;
-* the reward model's end-of-turn text: what its own chat template puts after an assistant
-  message (``<|eot_id|>``, ``<|im_end|>\\n``...). Reward models are trained on whole rendered
-  conversations and score that last token; without it they would score a turn still open.
-
-Longer inputs than ``max_length`` (or the model's position limit) lose tokens from the left of
-the prompt (the BOS stays): the response and the question's end matter most.
+Longer inputs than ``max_length`` (or the model's position limit) lose tokens from the left (a
+leading BOS stays): the response and the question's end matter most.
 
 The score is not taken from the model's own forward (which pools "the last non-pad token" and
 errs when the pad id is also the end-of-turn id): one padded pass over the trunk gives the final
@@ -47,11 +45,8 @@ from winnow.rewards.backbone import (
 )
 from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
+from winnow.rewards.formats import ChatTemplate, conversation
 from winnow.rewards.registry import SequenceClassifierConfig
-
-"""``(hidden [T, H], rows [P]) -> scores [P]``: a head applied to some rows of a padded batch."""
-
-_SENTINEL = "WINNOW_RESPONSE_END"
 
 
 class HFModel(Backbone):
@@ -127,26 +122,6 @@ def special_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
-def with_prefix(prefix: Sequence[int], ids: Sequence[int]) -> list[int]:
-    """``prefix + ids``, unless ``ids`` already starts with it (``<|begin_of_text|>`` as text)."""
-    if list(ids[: len(prefix)]) == list(prefix):
-        return list(ids)
-    return [*prefix, *ids]
-
-
-def turn_suffix(tokenizer: Any) -> str:
-    """What the tokenizer's chat template writes after an assistant message's content."""
-    if not getattr(tokenizer, "chat_template", None):
-        return ""
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}]
-    try:
-        text = str(tokenizer.apply_chat_template(messages, tokenize=False))
-    except Exception:
-        return ""
-    at = text.rfind(_SENTINEL)
-    return text[at + len(_SENTINEL) :] if at >= 0 else ""
-
-
 def outcome_head(score: Any) -> tuple[LinearHead, str]:
     """A scalar :class:`LinearHead` from a ``score`` linear layer, and how to read it."""
     if not isinstance(score, torch.nn.Linear):
@@ -182,8 +157,7 @@ class SequenceClassifierReward(Reward):
         )
         self._head: LinearHead | None = None
         self._prefix: list[int] = []
-        self._suffix: list[int] = []
-        self._suffix_text = ""
+        self._template: ChatTemplate | None = None
         self._max_length = config.max_length
         self._info = self._make_info(reading=None)
         self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
@@ -215,8 +189,7 @@ class SequenceClassifierReward(Reward):
         head, reading = outcome_head(self.model.model.score)
         tokenizer = self.model.tokenizer
         self._prefix = special_prefix(tokenizer)
-        suffix = turn_suffix(tokenizer)
-        self._suffix, self._suffix_text = self.model.encode(suffix), suffix.strip()
+        self._template = ChatTemplate(tokenizer, self.config.chat_template, self.model.model_dir)
         limit = self.model.max_positions
         self._max_length = min(self.config.max_length, limit) if limit else self.config.max_length
         self._info = self._make_info(reading)
@@ -229,16 +202,20 @@ class SequenceClassifierReward(Reward):
     async def shutdown(self) -> None:
         await self.batcher.close()
 
-    def job(self, item: OutcomeItem) -> ProbeJob:
-        """Token ids of one item, cut from the left of the prompt; the score reads the last one."""
+    def text(self, item: OutcomeItem) -> str:
+        """The conversation as the model reads it: messages and response in its own template."""
         self._load()
-        ids = with_prefix(self._prefix, self.model.encode(item.prompt))
-        ids += self.model.encode(item.response)
-        if not (self._suffix_text and item.response.rstrip().endswith(self._suffix_text)):
-            ids += self._suffix
+        assert self._template is not None
+        messages = conversation(item.prompt, self.config.system_prompt)
+        return self._template.render([*messages, {"role": "assistant", "content": item.response}])
+
+    def job(self, item: OutcomeItem) -> ProbeJob:
+        """Token ids of one item, cut from the left; the score reads the last one."""
+        ids = self.model.encode(self.text(item))  # no special tokens added: the text has them
         if len(ids) > self._max_length:
-            keep = max(self._max_length - len(self._prefix), 1)
-            ids = [*self._prefix, *ids[-keep:]]
+            head = self._prefix if ids[: len(self._prefix)] == self._prefix else []
+            keep = max(self._max_length - len(head), 1)
+            ids = [*head, *ids[-keep:]]
         return ProbeJob(tuple(ids), (len(ids) - 1,))
 
     def _run(self, jobs: list[ProbeJob]) -> tuple[list[ProbeResult], int]:

@@ -10,19 +10,29 @@ position, computed by :func:`winnow.kernels.prm_label_probs` from the two LM-hea
 Linear-ReLU-Linear). A step's score is P(class 1) = softmax of the head at the step's tag,
 computed by :func:`winnow.kernels.reward_head`.
 
-What the model reads, token ids concatenated segment by segment as in :mod:`.backbone`: the
-tokenizer's leading special tokens (BOS) unless the prompt starts with them, ``item.prompt``
-as-is, then per step its text without trailing whitespace, the tag token, and (``label_token``
-only) the trailing whitespace: Math-Shepherd writes ``step ки\\n``, Qwen2.5-Math-PRM joins steps
-with the tag in place of the delimiter. The tag is inserted as a token id, so step text that
-happens to contain it cannot shift the positions read. An unfinished last step
-(``ProcessItem.partial``) gets its tag like any other: it is scored as if complete.
+What the model reads is the format it was trained on (``format`` in the config; see
+:mod:`.formats`), never the policy's rendered text. Every step is stripped of surrounding
+whitespace and followed by ``step_tag``:
 
-Inputs longer than the model's position limit lose tokens from the left of the prompt; if the
-steps alone do not fit, the call is refused (:class:`RewardInputError`).
+* ``question`` (Math-Shepherd, the default for ``label_token``): the question (the request's
+  last user message) and the tagged steps, ``f"{question} {step_1} {tag}\n{step_2} {tag}"``,
+  tokenized with the tokenizer's special tokens (BOS), as Math-Shepherd's model card does;
+* ``chat`` (Qwen2.5-Math-PRM, the default for ``two_way``): the request's messages (a configured
+  ``system_prompt`` replaces the request's own) and an assistant message
+  ``f"{step_1}{tag}{step_2}{tag}"``, rendered with the model's own chat template (or
+  ``chat_template`` from the config) and tokenized as it stands.
 
-``step_tag``, ``good_token`` and ``bad_token`` must each be exactly one token of the model's
-tokenizer (``good``/``bad`` only for ``label_token``); this is checked at start-up.
+The whole text is tokenized in one call, as the reference code does, and each step is read at
+the token holding its tag (found from the tokenizer's character offsets, so step text that
+happens to contain the tag cannot shift the positions read). Nothing after the last tag is
+computed (it cannot change the scores). An unfinished last step (``ProcessItem.partial``) gets
+its tag like any other: it is scored as if complete.
+
+Inputs longer than the model's position limit lose tokens from the left of the prompt (a leading
+BOS stays); if the steps alone do not fit, the call is refused (:class:`RewardInputError`).
+
+``step_tag`` must be exactly one token where the format writes it, and ``good_token`` and
+``bad_token`` (``label_token`` only) one token each; this is checked at start-up.
 """
 
 from __future__ import annotations
@@ -46,8 +56,9 @@ from winnow.rewards.backbone import (
 )
 from winnow.rewards.base import ProcessItem, Reward, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
+from winnow.rewards.formats import ChatTemplate, conversation, covering, question, tokenize
 from winnow.rewards.registry import StepTagPRMConfig
-from winnow.rewards.seq_cls import HFModel, special_prefix, with_prefix
+from winnow.rewards.seq_cls import HFModel, special_prefix
 
 
 def single_token(model: HFModel, text: str, what: str) -> int:
@@ -94,11 +105,6 @@ def two_way_head(module: Any) -> RewardHead:
     return head
 
 
-def _split_trailing_space(step: str) -> tuple[str, str]:
-    body = step.rstrip()
-    return body, step[len(body) :]
-
-
 class StepTagPRM(Reward):
     """Process reward from a step-tag PRM; see the module docstring."""
 
@@ -119,9 +125,9 @@ class StepTagPRM(Reward):
             head=None if label_token else "score",
             prefix_cache_bytes=prefix_cache_bytes,
         )
-        self._keep_space = label_token
+        self.format = config.input_format
         self._scorer: RowScorer | None = None
-        self._tag = -1
+        self._template: ChatTemplate | None = None
         self._prefix: list[int] = []
         self._info = RewardInfo(
             name=config.name,
@@ -129,7 +135,12 @@ class StepTagPRM(Reward):
             backend="step_tag_prm",
             scale="probability in [0, 1] that the step is correct",
             description=f"{config.style} process reward model {Path(config.path).name}",
-            extra={"path": config.path, "style": config.style, "step_tag": config.step_tag},
+            extra={
+                "path": config.path,
+                "style": config.style,
+                "step_tag": config.step_tag,
+                "format": self.format,
+            },
         )
         self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
             config.name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
@@ -144,12 +155,28 @@ class StepTagPRM(Reward):
         if self._scorer is not None:
             return self._scorer
         self.model.load()
-        tag = single_token(self.model, self.config.step_tag, "step_tag")
+        if self.format == "chat":
+            template = self.config.chat_template
+            self._template = ChatTemplate(self.model.tokenizer, template, self.model.model_dir)
+        self._check_tag()
         scorer = self._label_scorer() if self.config.style == "label_token" else self._head_scorer()
         self._prefix = special_prefix(self.model.tokenizer)
-        self._tag = tag
         self._scorer = scorer
         return scorer
+
+    def _check_tag(self) -> None:
+        """The tag must be one token where the format writes it, the same token every time."""
+        sample = ProcessItem("What is 1 + 1?", ("1 + 1 = 2.", "The answer is 2."))
+        text, spans, _ = self.text(sample)
+        ids, offsets = tokenize(self.model.tokenizer, text, self._special_tokens)
+        tokens = [[ids[i] for i in found] for found in covering(offsets, spans)]
+        if any(len(t) != 1 for t in tokens) or len({t[0] for t in tokens}) != 1:
+            widest = max(tokens, key=len)
+            raise ValueError(
+                f"step_tag {self.config.step_tag!r} is {len(widest)} tokens {widest} in the "
+                f"tokenizer of {self.model.model_dir} where the {self.format!r} format writes "
+                "it; it must be exactly one token"
+            )
 
     def _label_scorer(self) -> RowScorer:
         good = single_token(self.model, self.config.good_token, "good_token")
@@ -170,28 +197,51 @@ class StepTagPRM(Reward):
     async def shutdown(self) -> None:
         await self.batcher.close()
 
+    @property
+    def _special_tokens(self) -> bool:
+        """Math-Shepherd's reference tokenizes with BOS; a chat template writes its own."""
+        return self.format == "question"
+
+    def text(self, item: ProcessItem) -> tuple[str, list[tuple[int, int]], int]:
+        """The text the model reads, the character span of every step's tag in it, and where
+        the steps begin."""
+        tag = self.config.step_tag
+        bodies = [step.strip() for step in item.steps]
+        if self.format == "question":
+            head = question(item.prompt) + " "
+            answer = "\n".join(f"{body} {tag}" for body in bodies)
+            ends = _ends(bodies, len(" " + tag), 1)
+        else:
+            assert self._template is not None
+            answer = "".join(body + tag for body in bodies)
+            messages = conversation(item.prompt, self.config.system_prompt)
+            rendered = self._template.render([*messages, {"role": "assistant", "content": answer}])
+            at = rendered.rfind(answer)
+            if at < 0:
+                raise RewardInputError(
+                    f"reward {self.info.name!r}: the chat template changed the tagged answer"
+                )
+            head, answer = rendered[:at], rendered[at:]
+            ends = _ends(bodies, len(tag), 0)
+        start = len(head)
+        return head + answer, [(start + e - len(tag), start + e) for e in ends], start
+
     def job(self, item: ProcessItem) -> ProbeJob:
-        """Token ids of one item with a tag after every step, and the tags' positions."""
+        """Token ids of one item and the positions of its tags."""
         self._load()
-        ids = with_prefix(self._prefix, self.model.encode(item.prompt))
-        prompt_end = len(ids)
-        positions: list[int] = []
-        for step in item.steps:
-            body, space = _split_trailing_space(step)
-            ids += self.model.encode(body)
-            ids.append(self._tag)
-            positions.append(len(ids) - 1)
-            if self._keep_space and space:
-                ids += self.model.encode(space)
+        text, spans, steps_start = self.text(item)
+        ids, offsets = tokenize(self.model.tokenizer, text, self._special_tokens)
+        positions = [found[-1] for found in covering(offsets, spans)]
+        prompt_end = next((i for i, (a, b) in enumerate(offsets) if b > steps_start), len(ids))
         ids = ids[: positions[-1] + 1] if positions else ids  # nothing after the last tag counts
-        return self._truncate(ids, positions, prompt_end)
+        return self._truncate(ids, positions, min(prompt_end, len(ids)))
 
     def _truncate(self, ids: list[int], positions: list[int], prompt_end: int) -> ProbeJob:
         limit = self.model.max_positions
         cut = len(ids) - limit if limit else 0
         if cut <= 0:
             return ProbeJob(tuple(ids), tuple(positions))
-        start = len(self._prefix)
+        start = len(self._prefix) if ids[: len(self._prefix)] == self._prefix else 0
         if start + cut > prompt_end:
             raise RewardInputError(
                 f"reward {self.info.name!r}: the steps take {len(ids) - prompt_end} tokens, "
@@ -211,3 +261,14 @@ class StepTagPRM(Reward):
         for i, result in zip(todo, results, strict=True):
             scores[i] = result.scores
         return StepScored(scores, *cost(results))
+
+
+def _ends(bodies: list[str], tagged: int, joint: int) -> list[int]:
+    """Where each tag ends in the answer text: every body is followed by ``tagged`` characters
+    (its tag, with any space before it) and then ``joint`` characters before the next body."""
+    ends, at = [], 0
+    for body in bodies:
+        at += len(body) + tagged
+        ends.append(at)
+        at += joint
+    return ends

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from winnow.rewards.base import OutcomeItem, ProcessItem
+from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem
 from winnow.rewards.registry import MeteredRewards
 from winnow.server.errors import APIError
 from winnow.server.protocol import (
@@ -22,7 +22,8 @@ async def _prompt(state: ServerState, item: RewardItemIn, index: int) -> str:
     if item.prompt is not None:
         return item.prompt
     messages = [{"role": m.role, "content": m.text()} for m in item.messages or []]
-    return await state.engine.apply_chat_template(messages)
+    # the policy's rendering for the probes; reward models render the messages themselves
+    return ChatPrompt(await state.engine.apply_chat_template(messages), messages)
 
 
 async def score_items(state: ServerState, body: RewardRequest) -> RewardResponse:

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Request
 
 from winnow.engine.base import Engine, TokenLogprob
+from winnow.rewards.base import ChatPrompt
 from winnow.rewards.registry import MeteredRewards, RewardSet
 from winnow.server.admission import Admission, Slot
 from winnow.server.errors import APIError, as_api_error, error_body
@@ -173,7 +174,7 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
         except ValueError as exc:
             raise APIError(400, str(exc), "messages") from None
         rendered = await state.engine.apply_chat_template(messages, body.add_generation_prompt)
-        prompts: list[str | list[int]] = [rendered]
+        prompts: list[str | list[int]] = [ChatPrompt(rendered, messages)]  # see ChatPrompt
         max_tokens = body.max_completion_tokens or body.max_tokens
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs and not body.logprobs:

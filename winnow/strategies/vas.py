@@ -84,5 +84,8 @@ async def vas(
     params = request.params
     assert isinstance(params, VasParams)
     params.check(request)
+    unavailable = engine.info.extra.get("vas_unavailable")
+    if unavailable:
+        raise StrategyError(f"vas cannot run on the served model: {unavailable}", "strategy")
     spec = request.sampling(extra_args=engine_args(params, engine.info.vocab_size))
     return await sample_spec(request, engine, spec, values=dict(params.values), top_k=params.top_k)

@@ -33,7 +33,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
 from winnow.engine.processors.rows import RowRules
-from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model, output_embedding
+from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model
 
 KEY = "winnow_vas"
 MAX_TOP_K = 100
@@ -93,31 +93,37 @@ def guide_rows(
     inverse: EmbeddingInverse,
     heads: dict[str, QHead],
 ) -> None:
-    """Add ``sum_i beta_i * (Q_i - mean_k Q_i)`` to each row's top-k logits, in place."""
+    """Add ``sum_i beta_i * (Q_i - mean_k Q_i)`` to each row's top-k logits, in place.
+
+    ``inverse`` and ``heads`` must be on the logits' device (:meth:`ValueGuide.apply` moves them
+    there once): every tensor here lives on that device, and nothing waits for it (the row
+    bookkeeping is plain Python). Q is computed in float32 and added in the logits' dtype.
+    """
     if not rows:
         return
-    index = torch.tensor(list(rows), dtype=torch.long, device=logits.device)
-    k = min(max(r.top_k for r in rows.values()), logits.shape[1])
-    top = torch.stack([logits[i].topk(k).indices for i in rows])  # [B, k]; no row copies
-    hidden = inverse.hidden(logits, index)  # [B, H]
-    add = torch.zeros(top.shape, dtype=logits.dtype, device=logits.device)
+    device = logits.device
     rules = list(rows.values())
+    index = torch.tensor(list(rows), dtype=torch.long, device=device)
+    k = min(max(r.top_k for r in rules), logits.shape[1])
+    top = torch.stack([logits[i].topk(k).indices for i in rows])  # [B, k]; no row copies
+    hidden = inverse.hidden(logits, index)  # [B, H], float32
+    add = torch.zeros(top.shape, dtype=torch.float32, device=device)
     for path in sorted({p for r in rules for p in r.values}):
         head = heads.get(path)
         if head is None:
             continue
-        betas = torch.tensor([r.values.get(path, 0.0) for r in rules], dtype=logits.dtype)
-        use = torch.nonzero(betas).reshape(-1)
-        if not len(use):
-            continue
-        for kk in sorted({r.top_k for r in rules}):  # centre over each row's own k
-            pick = use[torch.tensor([rules[int(i)].top_k == kk for i in use], dtype=torch.bool)]
-            if not len(pick):
+        for kk in sorted({min(r.top_k, k) for r in rules}):  # centre over each row's own k
+            pick = [i for i, r in enumerate(rules) if min(r.top_k, k) == kk and r.values.get(path)]
+            if not pick:
                 continue
-            adv = head.advantage(hidden[pick], top[pick, :kk], inverse.embedding)
-            add[pick, :kk] += betas[pick, None] * adv
-    add[~torch.isfinite(hidden).all(dim=1)] = 0.0  # a row masked by someone else: leave it
-    logits[index[:, None], top] += add
+            betas = [rules[i].values[path] for i in pick]
+            at = torch.tensor(pick, dtype=torch.long, device=device)
+            beta = torch.tensor(betas, dtype=torch.float32, device=device)
+            adv = head.advantage(hidden[at], top[at, :kk], inverse.embedding)
+            add[at, :kk] += beta[:, None] * adv
+    finite = torch.isfinite(hidden).all(dim=1, keepdim=True)
+    add.masked_fill_(~finite, 0.0)  # a row masked by someone else: leave it
+    logits[index[:, None], top] += add.to(logits.dtype)
 
 
 class ValueGuide(LogitsProcessor):
@@ -142,17 +148,30 @@ class ValueGuide(LogitsProcessor):
         self.rows = self.state.rows
         self.inverse: EmbeddingInverse | None = None
         self.error: str | None = None
+        self._placed: dict[str, QHead] = {}  # the value heads on the logits' device
         self.model = getattr(getattr(vllm_config, "model_config", None), "model", None)
 
     def _ensure_inverse(self) -> EmbeddingInverse | None:
         """Read the LM head and invert it at the first VAS request (not at engine start-up)."""
         if self.inverse is None and self.error is None:
             try:
-                self.inverse = EmbeddingInverse(output_embedding(str(self.model)))
+                self.inverse = EmbeddingInverse.of_model(str(self.model))
             except Exception as exc:  # the engine must still serve everything else
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.error("value-augmented sampling disabled for %s: %s", self.model, self.error)
         return self.inverse
+
+    def _on(self, device: torch.device) -> tuple[EmbeddingInverse, dict[str, QHead]]:
+        """The inverse and the value heads on ``device`` (vLLM's logits are on the GPU, they
+        are loaded on the CPU): each moved there once, on its first step."""
+        assert self.inverse is not None
+        if self.inverse.device != device:
+            self.inverse = self.inverse.to(device)
+            self._placed = {}
+        for path, head in self._heads.items():
+            if path not in self._placed:
+                self._placed[path] = head.to(device)
+        return self.inverse, self._placed
 
     def is_argmax_invariant(self) -> bool:
         return False  # it changes greedy choices too, and must see logits before temperature
@@ -190,5 +209,5 @@ class ValueGuide(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.rows and self.inverse is not None:
-            guide_rows(logits, self.rows, self.inverse, self._heads)
+            guide_rows(logits, self.rows, *self._on(logits.device))
         return logits
