@@ -80,9 +80,12 @@ def _model_parser(sub: Any) -> None:
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train the default reward and value models (offline)")
     tsub = p.add_subparsers(dest="train_command", required=True)
-    r = tsub.add_parser("reward", help="train the default outcome and process probe heads")
+    r = tsub.add_parser(
+        "reward", help="train the default outcome head from the samples journal (ranking)"
+    )
     r.add_argument("--out", type=Path, default=None, help="default: the package's assets")
-    r.add_argument("--quick", action="store_true", help="a small run, to check the pipeline")
+    r.add_argument("--journal", type=Path, default=None, help="default: see `train samples`")
+    r.add_argument("--max-questions", type=int, default=None, help="use the first K questions")
     r.add_argument("--seed", type=int, default=0)
     s = tsub.add_parser(
         "samples", help="sample answers to training-split questions (journaled, resumable)"
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from winnow.train.cli import train_reward
 
-        train_reward(args.out, args.quick, args.seed)
+        train_reward(args.out, args.journal, args.max_questions, args.seed)
         return 0
     if args.command == "bench":
         from winnow.clients.loadgen import main as bench_main

@@ -308,10 +308,16 @@ def report(summary: dict[str, Any], out: Path) -> None:
     for key, cmp in summary["vs_majority"].items():
         lo, hi = cmp["ci95"]
         lines.append(f"- {key}: {cmp['diff'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]")
+    check = (
+        "Scores re-computed offline on the stored answers (benchmarks/rewards/eval_reward.py): "
+        "no generation, no server."
+        if summary["config"].get("rescored_offline")
+        else f"Server's choice = offline best-of-N recomputation: "
+        f"{summary['server_choice_matches_offline_best'] * 100:.0f}% of problems."
+    )
     lines += [
         "",
-        f"Server's choice = offline best-of-N recomputation: "
-        f"{summary['server_choice_matches_offline_best'] * 100:.0f}% of problems.",
+        check,
         f"Wall time {summary['wall_seconds']:.0f} s; per request median "
         f"{summary['seconds_per_request']['median']:.1f} s, p95 "
         f"{summary['seconds_per_request']['p95']:.1f} s (N={summary['config']['n']}).",

@@ -64,7 +64,9 @@ def rescored(rows: Sequence[dict[str, Any]], scores: Sequence[Sequence[float]]) 
         for i, c in enumerate(cands):
             c.update(score=row_scores[i], answer=answers[i], group=groups[i], chosen=i == best)
         body["winnow"]["candidates"] = cands
-        out.append({"problem": row["problem"], "body": body, "seconds": row["seconds"]})
+        out.append(
+            {"i": row["i"], "problem": row["problem"], "body": body, "seconds": row["seconds"]}
+        )
     return out
 
 
@@ -123,9 +125,14 @@ def evaluate(
         tasks=["add_sub_1digit", "mul_1digit"], problems=len(rows), n=32, reward=label,
         concurrency=1, rescored_offline=True,
     )  # fmt: skip
-    summary = quality.summarise(rescored(rows, scores), args, wall=0.0)
+    new_rows = rescored(rows, scores)
+    summary = quality.summarise(new_rows, args, wall=0.0)
     summary["command"] = " ".join(["python", *sys.argv])
     out.parent.mkdir(parents=True, exist_ok=True)
+    with out.with_suffix(".rows.jsonl").open("w") as f:  # the quality journal's shape
+        for row in sorted(new_rows, key=lambda r: r["i"]):
+            record = {"i": row["i"], "question": row["problem"].question, "body": row["body"]}
+            f.write(json.dumps({**record, "seconds": row["seconds"]}) + "\n")
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     quality.report(summary, out)
     return summary

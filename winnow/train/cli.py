@@ -9,38 +9,24 @@ from typing import Any
 
 from winnow.rewards.registry import ASSETS  # where the shipped reward heads live
 from winnow.settings import default_data_dir
+from winnow.train.datasets import TRAIN_JOURNAL as SAMPLES_JOURNAL
 
 
-def train_reward(out_dir: Path | None, quick: bool, seed: int) -> dict:
-    from winnow.engine.vllm_local import VllmEngine
+def train_reward(
+    out_dir: Path | None, journal: Path | None, max_questions: int | None, seed: int
+) -> dict:
+    """The default outcome head from the samples journal (no engine: features by transformers)."""
     from winnow.models.default_model import build_default_model
-    from winnow.rewards.backbone import Backbone
-    from winnow.train.reward import TrainConfig, train_default_reward, write_model_card
+    from winnow.train.outcome import train_outcome_head, write_model_card
 
-    data_dir = default_data_dir()
-    model = str(build_default_model(data_dir))
-    config = TrainConfig(seed=seed)
-    if quick:
-        config = TrainConfig(
-            train_questions=12, eval_questions=8, process_problems=16, process_eval_problems=8,
-            seed=seed,
-        )  # fmt: skip
+    model = str(build_default_model(default_data_dir()))
     target = out_dir or ASSETS
-
-    async def run() -> dict:
-        engine = VllmEngine(
-            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
-        )
-        await engine.start()
-        try:
-            return await train_default_reward(engine, Backbone(model), target, config)
-        finally:
-            await engine.shutdown()
-
-    summary = asyncio.run(run())
+    metrics = train_outcome_head(
+        model, target, journal or SAMPLES_JOURNAL, max_questions=max_questions, seed=seed
+    )
     write_model_card(target)
-    print(json.dumps(summary, indent=2))
-    return summary
+    print(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def train_value(
@@ -84,9 +70,6 @@ def train_value(
     return summary
 
 
-SAMPLES_JOURNAL = (
-    Path(__file__).resolve().parents[2] / "benchmarks/results/reward_train/samples.jsonl"
-)
 
 
 def collect_samples(args: Any) -> None:

@@ -1,0 +1,182 @@
+"""`winnow train reward`: the default outcome reward, trained to rank answers to one question.
+
+Data: the `winnow train samples` journal (N answers per training-split question, sampled from the
+policy through the engine), labelled by the verifier. Features: the policy's final-layer hidden
+state at the response's last token (what :class:`~winnow.rewards.probe.ProbeReward` reads, and
+what the engine computes at the step that ends an answer). The objective and L2 strength are
+chosen by 5-fold cross-validation BY QUESTION on within-question AUC
+(:mod:`winnow.train.ranking`); the chosen head is refitted on every training question and Platt-
+calibrated, so its sigmoid output is P(correct) while its within-question order is the ranking's.
+
+Held-out figures come from the quality benchmark's stored answers (evaluation split, questions
+disjoint from training by the hash split of :mod:`winnow.tasks`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from winnow.rewards.probe import save_head
+from winnow.train import datasets, ranking
+from winnow.train.features import FeatureReader, extract
+
+FEATURE = "last"
+OBJECTIVES = ("listwise", "pairwise", "pointwise")
+GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def train_outcome_head(
+    model_dir: str | Path,
+    out_dir: Path,
+    journal: Path = datasets.TRAIN_JOURNAL,
+    *,
+    max_questions: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit, calibrate and save the head under ``out_dir``; returns its metrics."""
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    reader = FeatureReader(model_dir)
+    train = datasets.train_rows(journal)[:max_questions]
+    if not train:
+        raise SystemExit(f"no samples in {journal}: run `winnow train samples` first")
+    x = extract(reader, train, datasets.feature_dir())[FEATURE].float()
+    y, qid = datasets.labels(train), datasets.question_index(train)
+    (objective, l2), cv = ranking.choose(x, y, qid, OBJECTIVES, GRID)
+    head = ranking.calibrated(ranking.fit(x, y, qid, objective, l2), x, y)
+    train_p = torch.sigmoid(head(x))
+    metrics: dict[str, Any] = {
+        "train_questions": len(train),
+        "train_samples": len(y),
+        "train_accuracy_of_samples": float(y.float().mean()),
+        "train_questions_with_both": ranking.within_auc(y.float(), y, qid)[1],
+        "objective": objective,
+        "l2": l2,
+        "cv_within_auc": cv,
+        "train_within_auc": ranking.within_auc(train_p, y, qid)[0],
+    }
+    if datasets.BENCH_ROWS.exists():
+        bench = datasets.bench_rows()
+        xb = extract(reader, bench, datasets.feature_dir())[FEATURE].float()
+        yb, qb = datasets.labels(bench), datasets.question_index(bench)
+        pb = torch.sigmoid(head(xb))
+        within, count = ranking.within_auc(pb, yb, qb)
+        metrics.update(
+            heldout_questions=len(bench),
+            heldout_samples=len(yb),
+            heldout_within_auc=within,
+            heldout_questions_with_both=count,
+            heldout_pooled_auc=ranking.auc(pb.tolist(), yb.tolist()),
+            learning_curve=_learning_curve(x, y, qid, objective, l2, xb, yb, qb),
+        )
+    r_star = float(torch.quantile(train_p, 0.75))
+    save_head(
+        out_dir / "default",
+        {"weight": head.weight.contiguous(), "bias": torch.tensor([head.bias])},
+        {
+            "kind": "outcome",
+            "layer": -1,
+            "output": "sigmoid",
+            "backbone": "default",
+            "description": "P(correct) of a response: a linear head on SmolLM2-135M's final hidden "
+            f"state at the last token, trained to rank answers to the same question ({objective} "
+            "objective over each question's verifier-labelled samples), then Platt-calibrated.",
+            "metrics": metrics,
+            "config": {"feature": FEATURE, "seed": seed, "journal": str(journal.name)},
+            "calibration": {
+                "r_star": round(r_star, 3),
+                "r_star_log_odds": round(float(torch.logit(torch.tensor(r_star))), 3),
+                "quantile": 0.75,
+                "samples": len(y),
+                "source": "75th percentile of this reward on its training samples (T=0.7, "
+                "max_tokens 96); used by cards as its default r_star",
+            },
+        },
+    )
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    return metrics
+
+
+def _learning_curve(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    objective: str,
+    l2: float,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    qb: torch.Tensor,
+) -> dict[str, float]:
+    """Held-out within-question AUC when trained on the first k training questions."""
+    questions = torch.unique(qid)
+    curve = {}
+    for frac in (0.125, 0.25, 0.5, 1.0):
+        keep = questions[: max(4, int(len(questions) * frac))]
+        sel = torch.isin(qid, keep)
+        head = ranking.fit(x[sel], y[sel], qid[sel], objective, l2)
+        curve[str(len(keep))] = ranking.within_auc(head(xb), yb, qb)[0]
+    return curve
+
+
+def write_model_card(out_dir: Path) -> Path:
+    """The model card of the shipped heads, from their probe.json metrics."""
+    outcome = json.loads((out_dir / "default" / "probe.json").read_text())
+    process = json.loads((out_dir / "default_prm" / "probe.json").read_text())
+    om, pm = outcome["metrics"], process["metrics"]
+    cv = ", ".join(f"{k}: {v:.3f}" for k, v in om["cv_within_auc"].items())
+    curve = ", ".join(f"{k}: {v:.3f}" for k, v in om.get("learning_curve", {}).items())
+    lines = [
+        "# Default rewards: `default` (outcome) and `default_prm` (process)",
+        "",
+        "Linear heads on SmolLM2-135M-Instruct's own final-layer hidden state (576 floats, after",
+        "the final norm), shipped as `head.safetensors` + `probe.json`. No downloaded data:",
+        "reasoning-gym generates the problems, the model itself the answers, the rule-based",
+        "verifier the labels. Questions are split by a hash of their text (`winnow/tasks.py`): the",
+        "held-out and benchmark questions never appear in training.",
+        "",
+        "## `default` — P(answer correct), trained to rank answers to one question",
+        "",
+        f"- Data: `winnow train samples`: {om['train_samples']} answers to "
+        f"{om['train_questions']} training-split questions (basic_arithmetic, 2 one-digit terms, "
+        "+/- and *), 32 per question at temperature 0.7, max 96 tokens; "
+        f"{om['train_accuracy_of_samples'] * 100:.0f}% correct; "
+        f"{om['train_questions_with_both']} questions have both right and wrong answers.",
+        f"- Objective: **{om['objective']}** (chosen with L2 {om['l2']:g} by 5-fold "
+        "cross-validation that splits questions, on within-question AUC; by objective@L2: "
+        f"{cv}), then Platt scaling on the pooled training answers (monotone: the ranking is "
+        "unchanged, the output is a probability).",
+        f"- **Held-out within-question AUC: {om.get('heldout_within_auc', float('nan')):.3f}** "
+        f"(mean over the {om.get('heldout_questions_with_both', 0)} benchmark problems with both "
+        f"right and wrong answers, of {om.get('heldout_samples', 0)} stored answers); pooled "
+        f"AUC {om.get('heldout_pooled_auc', float('nan')):.3f}; training within-question AUC "
+        f"{om['train_within_auc']:.3f}.",
+        f"- Learning curve (held-out within-question AUC by training questions): {curve}.",
+        "- Trained by `winnow train samples` (engine, journaled, resumable) then "
+        "`winnow train reward`; other features and objectives compared in "
+        "`benchmarks/results/reward_lab.md`.",
+        "",
+        "## `default_prm` — P(steps so far correct) (not retrained this time)",
+        "",
+        f"- Data: {pm['train_solutions']} gsm_symbolic worked solutions and corrupted copies (one "
+        "number changed in one step), plus sampled arithmetic answers as one-step solutions: "
+        f"{pm['train_steps']} labelled steps.",
+        f"- **Held-out step AUC: {pm['heldout_step_auc']:.3f}** over {pm['heldout_steps']} steps "
+        "(synthetic corruptions); as an outcome reward on held-out arithmetic answers AUC "
+        f"{pm['heldout_outcome_auc_of_last_step']:.3f}.",
+        "",
+        "## Limits",
+        "",
+        "- Trained for one model (SmolLM2-135M-Instruct, the embedded default) and short",
+        "  arithmetic; it reads that model's hidden states, so it cannot score another model's",
+        "  prompts meaningfully, and it knows nothing of other domains.",
+        "- The process head's corruptions are synthetic (a changed number); it has not been",
+        "  trained on Monte-Carlo step labels of the policy's own solutions yet.",
+    ]
+    path = out_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
