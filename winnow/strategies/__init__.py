@@ -1,6 +1,7 @@
 """Decoding strategies, one module each, registered by name (see :mod:`.registry`)."""
 
 from winnow.strategies import (  # noqa: F401  (registration)
+    adaptive,
     best_of_majority,
     best_of_n,
     cards,

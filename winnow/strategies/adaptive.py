@@ -1,0 +1,233 @@
+"""Adaptive: sample in waves until the answer is settled, then select as best_of_n does.
+
+Each wave is ONE engine call with n = the wave's size; the prompt is prefilled by the first and
+served from the prefix cache afterwards. After each wave a stopping rule
+(:mod:`winnow.strategies.stopping`: adaptive consistency's Dirichlet posterior, a wave that
+agrees, or the posterior on reward-weighted votes, optionally "a candidate the reward trusts
+enough") decides whether another wave could still change the answer. At the end the chosen
+answers are selected from ALL waves by ``majority``, ``weighted_vote`` or ``best``, with the
+selection code best_of_n uses.
+
+Easy questions stop after one wave; split ones go on to ``max_n``; a token ``budget`` caps the
+total (waves shrink to what it can still pay for at ``max_tokens`` per sample, so it is never
+passed). With a request ``seed``, wave k's samples get seeds seed + (answers drawn before), the
+seeds vLLM gives the children of one n-sample call: the waves are the first answers of the
+best_of_n call with the same seed. The response's ``winnow.details`` says how many waves ran and
+why it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
+
+from winnow.answers import answers_and_groups
+from winnow.strategies.base import (
+    GenerationRequest,
+    MeteredEngine,
+    Rewards,
+    StrategyParams,
+    StrategyResult,
+)
+from winnow.strategies.registry import StrategyError, register
+from winnow.strategies.selection import (
+    Aggregation,
+    Candidate,
+    Reading,
+    as_choices,
+    as_is,
+    candidate_report,
+    groups_of,
+    pick_by_groups,
+    probability,
+    rank_best,
+    score_candidates,
+)
+from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves
+
+Selection = Literal["majority", "weighted_vote", "best"]
+
+
+class AdaptiveParams(StrategyParams):
+    wave: int = Field(4, ge=1, le=1024, description="Answers sampled per wave (one engine call).")
+    min_n: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Answers drawn before the rule may stop (default: one wave; at least the "
+        "request's n).",
+    )
+    max_n: int = Field(32, ge=1, le=1024, description="The most answers drawn in all.")
+    rule: RuleName = Field(
+        "dirichlet",
+        description="dirichlet: adaptive consistency, stop when P(the leading answer is the "
+        "most likely one | counts) >= confidence (uniform Dirichlet over the answers seen plus "
+        "'anything else'); agreement: stop after a wave whose answers all agree; weighted: the "
+        "same posterior on votes weighted by the reward's probabilities (needs a reward).",
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="Posterior the dirichlet / weighted rules stop at."
+    )
+    accept: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Also stop as soon as one answer's reward probability reaches this (needs "
+        "a reward; scores read as probabilities, a logit-scale reward through a sigmoid).",
+    )
+    reward: str | dict[str, float] | None = Field(
+        None,
+        description='A configured reward name, or weights over rewards ({"default": 1, "x": '
+        "0.5}); needed by rule weighted, accept, and selection best / weighted_vote.",
+    )
+    selection: Selection = Field(
+        "majority",
+        description="How the answers of all waves are chosen from: majority vote, weighted_vote "
+        "(scores read as probabilities, summed per answer), or best score.",
+    )
+    aggregation: Aggregation = Field(
+        "last", description="How a PRM's step scores become one: last, min, or prod."
+    )
+    budget: int | None = Field(
+        None,
+        ge=1,
+        description="The most tokens generated in all waves (kept and discarded); waves shrink "
+        "so that it is never passed (a sample is counted at max_tokens in advance).",
+    )
+    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    return_candidates: bool = Field(False, description="Add every candidate to the response.")
+
+    def candidates(self) -> int:
+        return self.max_n
+
+    def token_budget(self, request: GenerationRequest) -> int:
+        worst = self.max_n * request.max_tokens
+        return worst if self.budget is None else min(worst, self.budget)
+
+    def check(self, request: GenerationRequest) -> None:
+        if request.n > self.max_n:
+            raise StrategyError(
+                f"n={request.n} choices asked from strategy.max_n={self.max_n} answers", "n"
+            )
+        if self.max_n > 1 and request.temperature == 0:
+            raise StrategyError("sampling N > 1 candidates needs temperature > 0", "temperature")
+        if self.min_n is not None and self.min_n > self.max_n:
+            raise StrategyError(
+                f"strategy.min_n={self.min_n} is above strategy.max_n={self.max_n}",
+                "strategy.min_n",
+            )
+        if self.rule == "agreement" and self.wave < 2:
+            raise StrategyError("rule 'agreement' needs waves of at least 2", "strategy.wave")
+        if self.reward is None:
+            needs = [
+                what
+                for what, needed in (
+                    ("rule 'weighted'", self.rule == "weighted"),
+                    ("accept", self.accept is not None),
+                    (f"selection {self.selection!r}", self.selection != "majority"),
+                )
+                if needed
+            ]
+            if needs:
+                raise StrategyError(
+                    f"{' and '.join(needs)} need strategy.reward", "strategy.reward"
+                )
+        if self.budget is not None and self.budget < request.n * request.max_tokens:
+            raise StrategyError(
+                f"strategy.budget={self.budget} tokens cannot pay for {request.n} answer(s) of "
+                f"max_tokens={request.max_tokens}",
+                "strategy.budget",
+            )
+
+    def stopping(self, request: GenerationRequest) -> Stopping:
+        return stopping_for(self, request.n, request.max_tokens)
+
+
+def stopping_for(params: AdaptiveParams, n: int, max_tokens: int) -> Stopping:
+    """The stopping rule of a request asking for ``n`` answers of ``max_tokens``."""
+    min_n = max(params.min_n if params.min_n is not None else params.wave, n)
+    return Stopping(
+        rule=params.rule,
+        confidence=params.confidence,
+        wave=params.wave,
+        min_n=min(min_n, params.max_n),
+        max_n=params.max_n,
+        accept=params.accept,
+        budget=params.budget,
+        max_tokens=max_tokens,
+    )
+
+
+def choose(
+    candidates: Sequence[Candidate], k: int, selection: Selection, reading: Reading = as_is
+) -> list[Candidate]:
+    """The k chosen answers, as best_of_n chooses them."""
+    if selection == "best":
+        return rank_best(candidates)[:k]
+    return pick_by_groups(candidates, k, selection, reading)
+
+
+def votes_of(candidates: Sequence[Candidate], reading: Reading | None) -> list[Vote]:
+    """The rule's view of the candidates (a probability only where they were scored)."""
+    return [
+        Vote(
+            c.group,
+            None if reading is None or c.score is None else probability(c.score, reading),
+            len(c.completion.token_ids) + c.completion.unseen_tokens,
+        )
+        for c in candidates
+    ]
+
+
+@register("adaptive", AdaptiveParams)
+async def adaptive(
+    request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
+) -> StrategyResult:
+    """Sample in waves until another wave could not change the answer, then select."""
+    params = request.params
+    assert isinstance(params, AdaptiveParams)
+    if params.reward is not None:
+        rewards.info(params.reward)  # an unknown reward fails before any sampling
+    stopping = params.stopping(request)
+    candidates: list[Candidate] = []
+    reading: Reading | None = None
+
+    async def draw(k: int) -> list[Vote]:
+        nonlocal reading
+        seed = None if request.seed is None else request.seed + len(candidates)
+        generation = await engine.generate(request.sampling(n=k, seed=seed))
+        wave = [
+            Candidate(dataclasses.replace(c, index=len(candidates) + i))
+            for i, c in enumerate(generation.completions)
+        ]
+        candidates.extend(wave)
+        answers, groups = answers_and_groups([c.completion.text for c in candidates])
+        for candidate, answer, group in zip(candidates, answers, groups, strict=True):
+            candidate.answer, candidate.group = answer, group
+        if stopping.needs_scores:  # one reward call per wave, for the new answers only
+            reading = await score_candidates(request.prompt_text, wave, rewards, params)
+        return votes_of(candidates, reading)
+
+    outcome = await run_waves(stopping, draw)
+    if params.selection != "majority" and reading is None:  # scored once, at the end
+        reading = await score_candidates(request.prompt_text, candidates, rewards, params)
+    chosen = choose(candidates, request.n, params.selection, reading or as_is)
+    last = outcome.verdict
+    return StrategyResult(
+        as_choices(chosen),
+        candidates=candidate_report(candidates, chosen) if params.return_candidates else None,
+        details={
+            "waves": len(outcome.waves),
+            "wave_sizes": outcome.waves,
+            "candidates": len(candidates),
+            "stopped": outcome.reason,
+            "rule": params.rule,
+            "selection": params.selection,
+            "confidence": None if last is None else last.confidence,
+            "leader_share": None if last is None else last.share,
+            "groups": len(groups_of(candidates)),
+        },
+    )
