@@ -8,8 +8,9 @@ Extraction (:func:`extract_answer`), in priority order:
 1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces, nesting allowed);
 2. the last "the (final) answer is ..." / "answer: ..." clause (case-insensitive), up to the end
    of its sentence. The clause is returned as text when it reads as an answer (a number, a
-   fraction, ``x = 3``, ``\\frac{1}{2}``, ``2x+1``, ``12 apples``); otherwise the first number in
-   it is ("the number after the last 'answer is'"); a clause with no number at all ("the answer is
+   fraction, ``x = 3``, ``\\frac{1}{2}``, ``2x+1``, ``12 apples``, and also ``1 + 4``: an
+   expression that is no final answer, which then has no key); otherwise the first number in it
+   is ("the number after the last 'answer is'"); a clause with no number at all ("the answer is
    unclear") is ignored and the lower-priority rules decide;
 3. GSM8K's last ``#### n``;
 4. the whole response, when it is a single short line that reads as an answer (``\\frac{1}{2}``);
@@ -18,62 +19,98 @@ Extraction (:func:`extract_answer`), in priority order:
    Numbers glued to a preceding letter (``mp3``, ``H2O``, ``COVID-19``) are not numbers; a
    number followed by a unit (``12kg``, ``3rd``) is.
 
+Extraction never evaluates anything (whether a span "reads as an answer" is a question of
+grammar), so it runs in-process in microseconds whatever the text.
+
 Canonical keys (:func:`canonical`): exact rationals are written as reduced fractions (``"3/4"``,
 ``"-2"``), so every spelling of one value gets one key: ``0.75``, ``.75``, ``3/4``, ``\\dfrac34``
 all give ``"3/4"``; ``1,000`` and ``1000.0`` give ``"1000"``; ``-0`` gives ``"0"``. Percent
 signs, degree marks, currency signs, ``\\text{...}`` units and trailing unit words
 (``12 apples``) are dropped: ``50%`` is ``50``, as GSM8K/MATH references write it. ``x = 3`` is
 ``3`` when the left side is a single variable; an arithmetic chain ``7 + 5 = 12`` is its last
-side when that is a number and the other sides are plain arithmetic. Anything else goes through
-sympy (guarded: at most 200 characters, a whitelist of characters and names, bounded exponents,
-every exception caught) and is keyed by ``srepr`` of its simplified, cancelled form, so ``2x+1``
-and ``1+2*x`` share a key. Unparseable answers have no key (``None``). Equations, tuples,
-intervals, sets, words and multi-letter variables (``xy``) are not understood; single letters
-are variables, so a multiple-choice ``(B)`` is the symbol ``B``.
+side when that is a number and the other sides are plain arithmetic. Anything else is read by
+:mod:`winnow.answer_expr` (at most 200 characters of whitelisted tokens: digits, single-letter
+variables, ``+-*/^()``, ``sqrt ln log exp sin cos tan pi e i oo``):
+
+* **A final answer is reduced to a value.** An arithmetic operator between two numbers
+  (``1 + 4``, ``-(2 + -5)``, ``7 * 8``, ``\\frac12 + \\frac13``) is a calculation: it has no key,
+  forms no group and the verifier scores it 0 (a model that repeats "1 + 4" has not answered
+  "what is 1 + 4?"). A fraction (``6/8``), a sign, a power (``2^{10}``, ``3 \\cdot 10^8``) and
+  anything with a variable, a constant or a function (``2\\sqrt{2}``, ``1+\\sqrt{5}``) are values.
+* **Every answer is bounded before anything evaluates it**: the digits of every exact number
+  (at most 4000), exponents (at most 1000), arguments of trig functions (10^100) and ``exp``
+  (10^4), magnitudes at the probe points, and what ``cancel`` would multiply out (past the
+  estimate the expression keeps sympy's automatic form instead). An answer past a bound is
+  *refused*: no key, like an unreadable one; :func:`reference_problem` says why.
+* Plain rational arithmetic (``2^{10}``, ``-(3)``) is evaluated exactly in-process. What has
+  variables, constants, functions or fractional powers goes to **sympy in a worker process**
+  (:mod:`winnow.answer_sympy` via :mod:`winnow.sandbox`) with a hard deadline of
+  :data:`ANSWER_DEADLINE` seconds: a worker past it is killed and replaced, and the answer is
+  refused. Its key is ``srepr`` of sympy's normal form (after ``cancel`` when cheap), so ``2x+1``
+  and ``1+2*x`` share a key. Plain numbers never leave the process.
+
+Equations, tuples, intervals, sets, words and multi-letter variables (``xy``) are not
+understood; single letters are variables, so a multiple-choice ``(B)`` is the symbol ``B``.
 
 Equivalence (:func:`equivalent`): equal keys; or numerically close values (relative tolerance
 :data:`REL_TOL`) unless both are integers, which compare exactly (so ``443991300155202`` and
 ``443991300155203`` stay different, while ``3`` and ``3.0000001`` match); or, for expressions
-with variables, agreement at a few fixed probe points (a numeric ``a - b == 0``: milliseconds,
-where ``simplify(a - b)`` can take seconds, and it sees trig/log identities).
+with variables, agreement at a few fixed probe points (a numeric ``a - b == 0`` in the worker:
+milliseconds, where ``simplify(a - b)`` can take seconds, and it sees trig/log identities).
 
-No wall-clock timeout guards sympy: signals only work in the main thread (the verifier runs in a
-worker thread) and a process pool would cost more than the work. The length cap, the name
-whitelist, the exponent bounds and a bound on what ``cancel`` may multiply out keep every parse
-to milliseconds instead (``simplify`` is never called); results are cached.
+The functions here are synchronous and may wait for a worker (up to the deadline, plus a bounded
+wait for a free worker): async code calls them through :func:`off_loop`, which runs them inline
+when nothing needs a worker and in a thread otherwise. Results are cached.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import itertools
+import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    import sympy
+from winnow import answer_expr, sandbox
 
 __all__ = [
+    "ANSWER_DEADLINE",
     "MAX_SYMBOLIC_CHARS",
     "REL_TOL",
+    "AnswerError",
+    "answers_and_groups",
+    "answers_and_groups_async",
     "canonical",
     "equivalent",
     "extract_answer",
+    "gold_answer",
     "group_answers",
+    "matches_reference",
+    "off_loop",
+    "reference_problem",
+    "start_workers",
 ]
 
+log = logging.getLogger("winnow.answers")
+T = TypeVar("T")
+
 REL_TOL = 1e-6  # relative tolerance for non-integer numeric answers
-MAX_SYMBOLIC_CHARS = 200  # longer answers are not handed to sympy
+MAX_SYMBOLIC_CHARS = 200  # longer expressions are not read
+ANSWER_DEADLINE = 2.0  # seconds a worker may spend on one symbolic answer (or comparison)
+WORKERS = 2  # worker processes for the symbolic part
+_WORKER_WAIT = 15.0  # seconds a call waits for a free worker (a flood queues, it is not served)
 _MAX_ANSWER_CHARS = 1000  # longer "answers" (whole solutions) have no key: not even parsed
 _MAX_TRIES = 8  # answer markers tried, from the last: bounds the work on pathological texts
 _MAX_BARE_CHARS = 64  # a whole response this short may itself be the answer
-_MAX_NUMERIC_EXPONENT = 1000  # 2^1000 is cheap; 9^9^9 is not
-_MAX_EXPANSION = 12  # total power of sums cancel() may expand: (a+b+c+d)^16 takes seconds
-_MAX_FREE_SYMBOLS = 4
+_INLINE_MAX = 32  # off_loop: at most this many texts are tried inline on the event loop
 _CACHE_SIZE = 8192
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +176,7 @@ def _last_answer_clause(text: str) -> str | None:
         clause = _clean_span(clause[: end.start()] if end else clause)
         if not clause:
             continue
-        if canonical(clause) is not None:
+        if _reads_as_answer(clause):
             return clause
         number = _NUMBER_RE.search(clause)
         if number:
@@ -152,7 +189,7 @@ def _last_gsm8k_marker(text: str) -> str | None:
     if not matches:
         return None
     line = _clean_span(matches[-1])
-    if canonical(line) is not None:
+    if _reads_as_answer(line):
         return line
     number = _NUMBER_RE.search(line)
     return number.group() if number else None
@@ -163,7 +200,7 @@ def _bare_answer(text: str) -> str | None:
     stripped = _clean_span(text)
     if len(stripped) > _MAX_BARE_CHARS or "\n" in stripped:
         return None
-    return stripped if canonical(stripped) is not None else None
+    return stripped if _reads_as_answer(stripped) else None
 
 
 def _last_number(text: str) -> str | None:
@@ -215,27 +252,69 @@ def _read_group(text: str, start: int) -> tuple[str, int] | None:
 
 @dataclass(frozen=True, slots=True)
 class _Value:
-    """A parsed answer: its key, its exact rational value or its sympy expression, and its
-    floating-point value when it is a real constant (for tolerant comparisons)."""
+    """A parsed answer: its key, its exact rational value or the sympy source it was read from,
+    and its floating-point value when it is a real constant (for tolerant comparisons)."""
 
     key: str
     number: Fraction | None = None
-    expr: Any = None  # sympy.Expr when the value is not rational
+    source: str | None = None  # for values that are not rational: what the worker parses
     approx: float | None = None
+    reduced: bool = True  # False: a calculation (1 + 4), no final answer
 
     @property
     def is_integer(self) -> bool:
         return self.number is not None and self.number.denominator == 1
 
 
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A well-formed answer past the bounds (or past the deadline): no key."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Expression:
+    """An answer that is not a plain number: its sympy source and its tree."""
+
+    source: str
+    node: answer_expr.Node
+
+
+class AnswerError(ValueError):
+    """A reference has no gold answer; the message says why."""
+
+
+class _NeedsWorker(Exception):
+    """Raised instead of waiting for a worker when the caller runs on an event loop."""
+
+
+class _Unavailable(Exception):
+    """No worker could take the call in time (not cached: the next call tries again)."""
+
+
 def canonical(answer: str) -> str | None:
-    """A key shared by all spellings of one answer value; None when it can't be read."""
-    value = _analyse(answer) if answer else None
-    return value.key if value else None
+    """A key shared by all spellings of one answer value; None when it can't be read, is past
+    the bounds, or is not reduced to a value (``1 + 4``)."""
+    value = _value(answer)
+    return value.key if value is not None and value.reduced else None
+
+
+def _value(answer: str) -> _Value | None:
+    if not answer:
+        return None
+    try:
+        value = _analyse(answer)
+    except _Unavailable as exc:
+        log.warning("answer %r not read: %s", answer[:80], exc)
+        return None
+    return value if isinstance(value, _Value) else None
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _analyse(answer: str) -> _Value | None:
+def _form(answer: str) -> Fraction | _Expression | None:
+    """The in-process reading of an answer: a plain number, a well-formed expression, or None.
+    Grammar only, nothing is evaluated: microseconds."""
     if len(answer) > _MAX_ANSWER_CHARS:
         return None
     plain = _to_plain(answer.translate(_UNICODE))
@@ -246,15 +325,60 @@ def _analyse(answer: str) -> _Value | None:
         return None
     number = _parse_number(_drop_number_parens(plain))
     if number is not None:
-        return _rational_value(number)
-    return _sympy_value(plain)
+        return number
+    if len(plain) > MAX_SYMBOLIC_CHARS or _EXPONENT_NOTATION_RE.search(plain):
+        return None  # 1e999999 is no product with Euler's number
+    toks = answer_expr.tokens(plain)
+    node = answer_expr.parse(toks) if toks else None
+    if node is None or toks is None:
+        return None
+    return _Expression(_sympy_source(toks), node)
+
+
+def _reads_as_answer(span: str) -> bool:
+    """Whether an extracted span is an answer, as grammar (its value may still be refused)."""
+    return _form(span) is not None
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _analyse(answer: str) -> _Value | _Refused | None:
+    form = _form(answer)
+    if form is None:
+        return None
+    if isinstance(form, Fraction):
+        return _rational_value(form)
+    try:
+        reading = answer_expr.read(form.node)
+    except answer_expr.Refused as exc:
+        return _Refused(str(exc))
+    except ZeroDivisionError:
+        return None  # 1/0 has no value
+    except (ArithmeticError, ValueError, RecursionError) as exc:  # a gap in the estimates
+        log.warning("answer %r not bounded (%r), refused", answer[:80], exc)
+        return _Refused("it could not be bounded")
+    if reading.number is not None:
+        return _rational_value(reading.number, reduced=reading.reduced)
+    try:
+        result = _call_worker("value", form.source, reading.cancel)
+    except sandbox.DeadlineExceeded:
+        log.warning("answer %r: no value within %g s, refused", answer[:80], ANSWER_DEADLINE)
+        return _Refused(f"it took longer than {ANSWER_DEADLINE:g} s to evaluate")
+    except sandbox.WorkerError as exc:
+        log.warning("answer %r: the worker failed (%s), refused", answer[:80], exc)
+        return _Refused("it could not be evaluated")
+    if result is None:
+        return None
+    key, number, approx = result
+    if number is not None:
+        return _rational_value(Fraction(number), reduced=reading.reduced)
+    return _Value(key, source=form.source, approx=approx, reduced=reading.reduced)
 
 
 _CONVERTED_FRAC_RE = re.compile(r"([+-]?)\s*\(\(\s*([+-]?[\d.]+)\s*\)/\(\s*([+-]?[\d.]+)\s*\)\)")
 
 
 def _drop_number_parens(s: str) -> str:
-    """``-((3)/(4))`` (a converted ``-\\frac34``) -> ``-3/4``, so that it skips sympy."""
+    """``-((3)/(4))`` (a converted ``-\\frac34``) -> ``-3/4``, so that it reads as a number."""
     frac = _CONVERTED_FRAC_RE.fullmatch(s)
     if frac is None:
         return s
@@ -266,12 +390,12 @@ def _drop_number_parens(s: str) -> str:
     return f"{sign}{numerator.lstrip('+')}/{denominator}"
 
 
-def _rational_value(number: Fraction) -> _Value:
+def _rational_value(number: Fraction, reduced: bool = True) -> _Value:
     try:
         approx: float | None = float(number)
     except OverflowError:
         approx = None
-    return _Value(_fraction_key(number), number=number, approx=approx)
+    return _Value(_fraction_key(number), number=number, approx=approx, reduced=reduced)
 
 
 def _fraction_key(value: Fraction) -> str:
@@ -414,154 +538,74 @@ def _parse_number(s: str) -> Fraction | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# sympy
+# expressions: the sympy source, the worker pool
 
 _EXPONENT_NOTATION_RE = re.compile(r"\d[eE][+-]?\d")
-_TOKEN_RE = re.compile(r"\d+\.?\d*|\.\d+|[A-Za-z]+|[-+*/^()]|\s+")
-_FUNCTIONS = ("sqrt", "ln", "log", "exp", "sin", "cos", "tan")
-_CONSTANTS = ("pi", "oo")
 
 
-@lru_cache(maxsize=1)
-def _sympy_env() -> tuple[dict[str, Any], dict[str, Any], tuple[Any, ...]]:
-    """Globals, locals and transformations for ``parse_expr``; sympy is imported on first use.
-
-    ``parse_expr`` evaluates Python code, so the input is tokenised against a whitelist first
-    (digits, single letters, a few function names, ``+-*/^()``) and ``eval`` sees no builtins.
-    """
-    import sympy
-    from sympy.parsing import sympy_parser as sp
-
-    global_dict: dict[str, Any] = {
-        name: getattr(sympy, name)
-        for name in ("Integer", "Float", "Rational", "Symbol", "Function", "Add", "Mul", "Pow")
-    }
-    global_dict["__builtins__"] = {}
-    local_dict: dict[str, Any] = {
-        "sqrt": sympy.sqrt,
-        "ln": sympy.log,
-        "log": sympy.log,
-        "exp": sympy.exp,
-        "sin": sympy.sin,
-        "cos": sympy.cos,
-        "tan": sympy.tan,
-        "pi": sympy.pi,
-        "oo": sympy.oo,
-        "e": sympy.E,
-        "i": sympy.I,
-    }
-    for letter in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
-        local_dict[f"v_{letter}"] = sympy.Symbol(letter)
-    transformations = (
-        *sp.standard_transformations,
-        sp.implicit_multiplication,
-        sp.convert_xor,
-        sp.rationalize,
-    )
-    return global_dict, local_dict, transformations
-
-
-def _to_sympy_source(s: str) -> str | None:
-    """Whitelisted tokens only; single-letter variables are renamed ``v_x`` (no clash with
-    sympy names such as ``S``, ``N`` or ``E``). Multi-letter unknown words reject the input."""
-    if len(s) > MAX_SYMBOLIC_CHARS or _EXPONENT_NOTATION_RE.search(s):
-        return None  # 1e999999 is no product with Euler's number
-    tokens = _TOKEN_RE.findall(s)
-    if sum(map(len, tokens)) != len(s):
-        return None  # a character outside the whitelist
+def _sympy_source(toks: Sequence[str]) -> str:
+    """The worker's input: single-letter variables renamed ``v_x`` (no clash with sympy names
+    such as ``S``, ``N`` or ``E``); function and constant names as they are."""
     out = []
-    for token in tokens:
+    for token in toks:
         if token[0].isalpha():
-            if token in _FUNCTIONS or token in _CONSTANTS or token in ("e", "i"):
-                out.append(f" {token} ")
-            elif len(token) == 1:
-                out.append(f" v_{token} ")
-            else:
-                return None
+            out.append(f" {token} " if len(token) > 1 or token in "ei" else f" v_{token} ")
         else:
             out.append(token)
-    return "".join(out)
+    return "".join(out).strip()
 
 
-def _sympy_value(s: str) -> _Value | None:
-    source = _to_sympy_source(s)
-    if source is None or not source.strip():
-        return None
+_local = threading.local()
+_pool_lock = threading.Lock()
+_pool: sandbox.Pool | None = None
+_executor: ThreadPoolExecutor | None = None
+
+
+def _workers() -> sandbox.Pool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = sandbox.Pool(
+                "winnow.answer_sympy", size=WORKERS, deadline=ANSWER_DEADLINE, wait=_WORKER_WAIT
+            )
+            atexit.register(_pool.close)
+        return _pool
+
+
+def start_workers(wait: float | None = None) -> bool:
+    """Start the worker processes (in the background); with ``wait``, wait until one is ready
+    (at most that many seconds) and say whether one is."""
+    pool = _workers()
+    pool.start()
+    return pool.ready(wait) if wait is not None else True
+
+
+def _call_worker(function: str, *args: Any) -> Any:
+    if getattr(_local, "inline", False):
+        raise _NeedsWorker
     try:
-        expr = _parse_guarded(source)
-        if expr is None:
-            return None
-        return _value_of(expr)
-    except Exception:  # sympy raises a zoo of types (and RecursionError) on odd input
-        return None
+        return _workers().call(function, *args)
+    except sandbox.PoolUnavailable as exc:
+        raise _Unavailable(str(exc)) from None
 
 
-def _parse_guarded(source: str) -> sympy.Expr | None:
-    """Parse unevaluated, check the size guards, then evaluate."""
-    import sympy
-    from sympy.parsing.sympy_parser import parse_expr
-
-    global_dict, local_dict, transformations = _sympy_env()
-    kwargs = {"local_dict": local_dict, "global_dict": global_dict}
-    raw = parse_expr(source, transformations=transformations, evaluate=False, **kwargs)
-    if not isinstance(raw, sympy.Expr) or not _within_guards(raw):
-        return None
-    expr = parse_expr(source, transformations=transformations, **kwargs)
-    return expr if isinstance(expr, sympy.Expr) else None
-
-
-def _within_guards(expr: sympy.Expr) -> bool:
-    import sympy
-
-    if len(expr.free_symbols) > _MAX_FREE_SYMBOLS:
-        return False
-    for node in sympy.preorder_traversal(expr):
-        if not isinstance(node, sympy.Pow):
-            continue
-        exponent = node.args[1]
-        if exponent.free_symbols:
-            continue
-        if any(p.args[1] != -1 for p in exponent.atoms(sympy.Pow)):  # x^-1 is a division
-            return False  # a power tower such as 9^9^9
-        if abs(exponent.doit()) > _MAX_NUMERIC_EXPONENT:
-            return False
-    return True
-
-
-def _expansion_cost(expr: sympy.Expr) -> int:
-    """How much ``cancel`` would multiply out: the summed integer powers of compound bases with
-    variables (sums, and functions such as ``sin(x)``, which ``cancel`` treats as variables)."""
-    import sympy
-
-    cost = 0
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, sympy.Pow) and node.args[1].is_Integer:
-            base, exponent = node.args
-            if not base.is_Symbol and base.free_symbols:
-                cost += abs(int(exponent))
-        elif isinstance(node, sympy.Mul):
-            cost += sum(1 for f in node.args if isinstance(f, sympy.Add) and f.free_symbols)
-    return cost
-
-
-def _value_of(expr: sympy.Expr) -> _Value | None:
-    """Key a parsed expression. No ``simplify`` (it takes seconds on some trig inputs): sympy's
-    automatic evaluation already orders terms and folds constants (``sqrt(8)`` is
-    ``2*sqrt(2)``), and ``cancel`` puts rational functions in a normal form (``x(x+1)`` is
-    ``x^2+x``). Identities beyond that are left to :func:`equivalent`'s numeric check."""
-    import sympy
-
-    if expr.has(sympy.zoo, sympy.nan):
-        return None
-    if expr.is_Rational:
-        return _rational_value(Fraction(int(expr.p), int(expr.q)))
-    if expr.free_symbols:
-        if _expansion_cost(expr) <= _MAX_EXPANSION:
-            expr = sympy.cancel(expr)
-        return _Value(sympy.srepr(expr), expr=expr)
-    approx = complex(sympy.N(expr))
-    real = approx.real if approx.imag == 0 and math.isfinite(approx.real) else None
-    return _Value(sympy.srepr(expr), expr=expr, approx=real)
+async def off_loop(fn: Callable[..., T], *args: Any, inline: bool = True) -> T:
+    """``fn(*args)`` for async code: inline when it needs no worker (plain numbers: no thread
+    hop), else in a thread of this module's own pool, so the event loop never waits for sympy.
+    ``inline=False`` goes to the thread at once (large batches)."""
+    if inline:
+        _local.inline = True
+        try:
+            return fn(*args)
+        except _NeedsWorker:
+            pass
+        finally:
+            _local.inline = False
+    global _executor
+    with _pool_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(2 * WORKERS, thread_name_prefix="winnow-answers")
+    return await asyncio.get_running_loop().run_in_executor(_executor, fn, *args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,17 +613,28 @@ def _value_of(expr: sympy.Expr) -> _Value | None:
 
 
 def equivalent(a: str, b: str) -> bool:
-    """Whether two answers (already extracted) denote the same value."""
-    va, vb = _analyse(a), _analyse(b)
-    if va is None or vb is None:
+    """Whether two answers (already extracted) denote the same value; an unreadable, refused or
+    unreduced answer (``1 + 4``) equals nothing."""
+    va, vb = _value(a), _value(b)
+    if va is None or vb is None or not (va.reduced and vb.reduced):
         return False
-    return va.key == vb.key or _close(va, vb)
+    return _same(va, vb)
+
+
+def _same(a: _Value, b: _Value) -> bool:
+    if a.key == b.key:
+        return True
+    try:
+        return _close(a, b)
+    except _Unavailable as exc:
+        log.warning("answers not compared: %s", exc)
+        return False
 
 
 def _close(a: _Value, b: _Value) -> bool:
     if a.approx is not None and b.approx is not None:
         return _numbers_close(a, b)
-    if a.expr is None and b.expr is None:
+    if a.source is None and b.source is None:
         return False  # rationals too large for floats, and unequal
     return _sympy_equal(a, b) if a.key <= b.key else _sympy_equal(b, a)
 
@@ -593,40 +648,20 @@ def _numbers_close(a: _Value, b: _Value) -> bool:
     return math.isclose(a.approx, b.approx, rel_tol=REL_TOL)
 
 
-# Where two expressions with variables are compared: irrational-looking, positive (log and sqrt
-# stay real), distinct per variable. Agreement at all points is taken as identity.
-_PROBE_POINTS = ((0.5772156649, 1.6180339887, 2.7182818285, 0.3183098862),
-                 (1.4142135624, 0.6931471806, 1.7320508076, 2.2360679775),
-                 (2.5029078751, 1.2020569032, 0.9159655942, 1.3247179572))  # fmt: skip
-
-
 @lru_cache(maxsize=_CACHE_SIZE)
 def _sympy_equal(a: _Value, b: _Value) -> bool:
-    """Numeric identity test: ``a - b`` vanishes at a few probe points. Unlike ``simplify(a - b)``
-    it costs milliseconds whatever the expression, and it sees trig and log identities."""
-    import sympy
-
+    """Numeric identity test in a worker: ``a - b`` vanishes at a few probe points."""
     try:
-        ea = a.expr if a.expr is not None else sympy.Rational(a.number)
-        eb = b.expr if b.expr is not None else sympy.Rational(b.number)
-        variables = sorted(ea.free_symbols | eb.free_symbols, key=str)
-        if len(variables) > _MAX_FREE_SYMBOLS:
-            return False
-        for point in _PROBE_POINTS if variables else _PROBE_POINTS[:1]:
-            subs = dict(zip(variables, point, strict=False))
-            va, vb = complex(ea.evalf(subs=subs)), complex(eb.evalf(subs=subs))
-            if not _complex_close(va, vb):
-                return False
-        return True
-    except Exception:
+        return bool(_call_worker("equal", _source_of(a), _source_of(b)))
+    except (sandbox.DeadlineExceeded, sandbox.WorkerError):
         return False
 
 
-def _complex_close(a: complex, b: complex) -> bool:
-    if not all(map(math.isfinite, (a.real, a.imag, b.real, b.imag))):
-        return a == b
-    scale = max(abs(a), abs(b))
-    return abs(a - b) <= REL_TOL * scale + 1e-12
+def _source_of(value: _Value) -> str:
+    if value.source is not None:
+        return value.source
+    assert value.number is not None
+    return f"({value.number.numerator})/({value.number.denominator})"
 
 
 def group_answers(texts: Sequence[str]) -> list[int | None]:
@@ -637,7 +672,8 @@ def group_answers(texts: Sequence[str]) -> list[int | None]:
 def answers_and_groups(texts: Sequence[str]) -> tuple[list[str | None], list[int | None]]:
     """Each response's extracted answer and its group id (one extraction per response).
 
-    Equal answers share an id, unreadable ones get None (answer and group alike).
+    Equal answers share an id, unreadable ones (and refused or unreduced ones) get None (answer
+    and group alike).
 
     Ids are 0, 1, ... in order of first appearance. Grouping is by canonical key (O(n)); the
     only fallback between distinct keys is a merge of numerically close real constants (sort by
@@ -647,7 +683,10 @@ def answers_and_groups(texts: Sequence[str]) -> tuple[list[str | None], list[int
     request); their normal form already unites the spellings models write.
     """
     answers = [extract_answer(t) for t in texts]
-    values = [_analyse(answer) if answer else None for answer in answers]
+    values = []
+    for answer in answers:
+        value = _value(answer) if answer else None
+        values.append(value if value is not None and value.reduced else None)
     parent: dict[str, str] = {}
     numeric: dict[str, _Value] = {}
     for value in values:
@@ -675,3 +714,68 @@ def answers_and_groups(texts: Sequence[str]) -> tuple[list[str | None], list[int
         else:
             groups.append(ids.setdefault(find(value.key), len(ids)))
     return [a if g is not None else None for a, g in zip(answers, groups, strict=True)], groups
+
+
+async def answers_and_groups_async(
+    texts: Sequence[str],
+) -> tuple[list[str | None], list[int | None]]:
+    """:func:`answers_and_groups` for async code (see :func:`off_loop`)."""
+    return await off_loop(answers_and_groups, list(texts), inline=len(texts) <= _INLINE_MAX)
+
+
+# ---------------------------------------------------------------------------------------------
+# references (gold answers from clients)
+
+
+def gold_answer(reference: str) -> str:
+    """The gold answer of a reference: the reference itself when it reads as an answer, else the
+    answer extracted from it (a worked solution ending in ``#### 72``). Unlike a model's answer,
+    a reference may be an unreduced calculation (``2 + 3`` is 5: a client's gold answer is
+    trusted). Raises :class:`AnswerError` saying why there is none: unreadable, or past the
+    bounds (the reason), which a server turns into a 400."""
+    for candidate, whole in ((reference, True), (extract_answer(reference), False)):
+        if not candidate:
+            continue
+        try:
+            value = _analyse(candidate)
+        except _Unavailable as exc:
+            raise AnswerError(f"the reference could not be read now ({exc}); retry") from None
+        if isinstance(value, _Value):
+            return candidate
+        if isinstance(value, _Refused):
+            shown = "" if whole else f" (its answer {candidate[:80]!r})"
+            raise AnswerError(f"the reference{shown} is too large to evaluate: {value.reason}")
+    raise AnswerError(
+        f"can't read an answer in the reference {reference[:80]!r} (it understands numbers, "
+        "fractions and simple expressions)"
+    )
+
+
+def reference_problem(reference: str) -> str | None:
+    """Why ``reference`` can never be a gold answer because it is past the bounds, found without
+    evaluating anything (in-process, microseconds: fit for an event loop), else None. An
+    unreadable reference is not reported here: only a reward that needs it can say so."""
+    for candidate in (reference, extract_answer(reference)):
+        form = _form(candidate) if candidate else None
+        if isinstance(form, _Expression):
+            try:
+                answer_expr.read(form.node)
+            except answer_expr.Refused as exc:
+                return f"the reference is too large to evaluate: {exc}"
+            except ZeroDivisionError:
+                return None
+            return None
+        if form is not None:
+            return None
+    return None
+
+
+def matches_reference(response: str, gold: str) -> bool:
+    """Whether a response's final answer equals a gold answer (from :func:`gold_answer`): the
+    verifier's rule. The response's answer must be reduced to a value; the gold need not."""
+    answer = extract_answer(response)
+    va = _value(answer) if answer else None
+    if va is None or not va.reduced:
+        return False
+    vb = _value(gold)
+    return vb is not None and _same(va, vb)

@@ -1,20 +1,22 @@
 """The rule-based verifier: 1.0 when a response's final answer matches the item's reference.
 
 Answers are read and compared by :mod:`winnow.answers`, the same code the voting strategies use,
-so "correct" and "same answer" never disagree.
+so "correct" and "same answer" never disagree. A response whose answer only repeats a
+calculation (``1 + 4``) is not correct: a final answer is a value. A reference past the answer
+bounds (``((10^{1000})^{1000})^{1000}``) is an input error that says why (a 400), found before
+anything is evaluated.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
-from winnow.answers import canonical, equivalent, extract_answer
+from winnow.answers import AnswerError, gold_answer, matches_reference, off_loop, start_workers
 from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, RewardInputError, Scored
 
-# Above this many items, scoring runs in a worker thread: a cold sympy parse costs milliseconds,
-# and a batch of 64 cold symbolic answers would otherwise stall every request on the event loop.
-# Small batches stay inline, where a thread hop would cost more than the work.
+# Up to this many items, scoring is tried inline on the event loop (plain numbers: microseconds,
+# a thread hop would cost more); it moves to a thread as soon as an answer needs sympy (a worker
+# process, see winnow.answers) and at once for larger batches.
 THREAD_THRESHOLD = 32
 
 
@@ -41,8 +43,9 @@ class VerifierReward(Reward):
         return self._info
 
     async def start(self) -> None:
-        """Import and warm sympy now (about a second), not inside the first request."""
-        await asyncio.to_thread(canonical, "\\frac{x^2-1}{x-1}")
+        """Start the answer workers now (sympy's import takes a second or two), not inside the
+        first request; a server whose workers cannot start still serves plain numbers."""
+        await off_loop(start_workers, 120.0, inline=False)
 
     async def score(self, items: Sequence[OutcomeItem]) -> Scored:
         for index, item in enumerate(items):
@@ -50,26 +53,19 @@ class VerifierReward(Reward):
                 raise RewardInputError(
                     f"the verifier needs a reference answer per item (item {index} has none)"
                 )
-        if len(items) > THREAD_THRESHOLD:
-            scores = await asyncio.to_thread(_score_all, items)
-        else:
-            scores = _score_all(items)
+        scores = await off_loop(_score_all, list(items), inline=len(items) <= THREAD_THRESHOLD)
         return Scored(scores, tokens=0)
 
 
 def _reference_answer(item: OutcomeItem, index: int) -> str:
     """The gold answer of an item: the reference itself if it reads as an answer, else the
     answer extracted from it (a worked solution)."""
-    reference = item.reference or ""
-    if canonical(reference) is not None:
-        return reference
-    extracted = extract_answer(reference)
-    if extracted is None or canonical(extracted) is None:
+    try:
+        return gold_answer(item.reference or "")
+    except AnswerError as exc:
         raise RewardInputError(
-            f"the verifier can't read an answer in the reference of item {index}: "
-            f"{reference[:80]!r} (it understands numbers, fractions and simple expressions)"
-        )
-    return extracted
+            f"the verifier can't use the reference of item {index}: {exc}"
+        ) from None
 
 
 def _score_all(items: Sequence[OutcomeItem]) -> list[float]:
@@ -78,5 +74,4 @@ def _score_all(items: Sequence[OutcomeItem]) -> list[float]:
 
 
 def _score_one(response: str, reference: str) -> float:
-    answer = extract_answer(response)
-    return 1.0 if answer is not None and equivalent(answer, reference) else 0.0
+    return 1.0 if matches_reference(response, reference) else 0.0

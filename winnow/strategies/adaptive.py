@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answers import answers_and_groups
+from winnow.answers import answers_and_groups_async
 from winnow.strategies.base import (
     GenerationRequest,
     MeteredEngine,
@@ -204,7 +204,7 @@ async def adaptive(
             for i, c in enumerate(generation.completions)
         ]
         candidates.extend(wave)
-        answers, groups = answers_and_groups([c.completion.text for c in candidates])
+        answers, groups = await answers_and_groups_async([c.completion.text for c in candidates])
         for candidate, answer, group in zip(candidates, answers, groups, strict=True):
             candidate.answer, candidate.group = answer, group
         if stopping.needs_scores:  # one reward call per wave, for the new answers only

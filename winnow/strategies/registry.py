@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from winnow.answers import reference_problem
 from winnow.strategies.base import StrategyFn, StrategyParams
 
 
@@ -85,4 +86,8 @@ def parse(spec: str | dict[str, Any] | None) -> tuple[StrategyEntry, StrategyPar
             f"parameters of {name!r}: {accepted}",
             f"strategy.{loc}",
         ) from None
+    reference = getattr(params, "reference", None)
+    problem = reference_problem(reference) if isinstance(reference, str) else None
+    if problem is not None:  # found without evaluating it: before any engine work
+        raise StrategyError(f"invalid strategy.reference: {problem}", "strategy.reference")
     return entry, params

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answers import answers_and_groups
+from winnow.answers import answers_and_groups_async
 from winnow.engine.base import Completion
 from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, split_steps
 from winnow.strategies.base import (
@@ -173,7 +173,7 @@ async def sample_candidates(
     """N samples in ONE engine call (the prompt is prefilled once); returns the prompt text."""
     generation = await engine.generate(request.sampling(n=n))
     candidates = [Candidate(c) for c in generation.completions]
-    answers, groups = answers_and_groups([c.completion.text for c in candidates])
+    answers, groups = await answers_and_groups_async([c.completion.text for c in candidates])
     for candidate, answer, group in zip(candidates, answers, groups, strict=True):
         candidate.answer, candidate.group = answer, group
     return request.prompt_text, candidates

@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answers import answers_and_groups
+from winnow.answers import answers_and_groups_async
 from winnow.engine.base import Completion, SamplingSpec
 from winnow.strategies.base import (
     GenerationRequest,
@@ -379,12 +379,12 @@ class Search:
                 break
         await self._score([])  # beams that finished after their last score
 
-    def candidates(self) -> list[Candidate]:
+    async def candidates(self) -> list[Candidate]:
         out = []
         for i, beam in enumerate(self.finished):
             completion = Completion(i, beam.text, beam.ids, beam.finish_reason, None, beam.logprobs)
             out.append(Candidate(completion, beam.score(self.params.aggregation, self.reading)))
-        answers, groups = answers_and_groups([c.completion.text for c in out])
+        answers, groups = await answers_and_groups_async([c.completion.text for c in out])
         for candidate, answer, group in zip(out, answers, groups, strict=True):
             candidate.answer, candidate.group = answer, group
         return out
@@ -403,7 +403,7 @@ async def tree_search(
     reading = probability_reading(rewards, params.reward)
     search = Search(request, engine, rewards, params, kind, reading)
     await search.run()
-    candidates = search.candidates()
+    candidates = await search.candidates()
     if params.selection == "best":
         chosen = rank_best(candidates)[: request.n]
     else:
