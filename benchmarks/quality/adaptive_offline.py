@@ -359,7 +359,7 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "after_first_wave": after_first_wave(problems, fixed),
         "rows": _shown(args.rows),
         "problems": len(problems),
-        "reading": "as is" if reading is as_is else "sigmoid",
+        "reading": "as they are" if reading is as_is else "through a sigmoid",
         "max_tokens": args.max_tokens,
         "reference": {k: v for k, v in ref.items() if k != "right"},
         "fixed": fixed_table,
@@ -474,7 +474,7 @@ def report(summary: dict[str, Any], out: Path) -> str:
         "k answers is the next k of a problem's 32 (i.i.d., in sampling order). Every "
         "configuration runs the strategy's own decision code "
         "(`winnow.strategies.stopping.run_waves`, `adaptive.stopping_for / votes_of / choose`); "
-        f"scores read {summary['reading']} as probabilities; max_tokens "
+        f"scores read as probabilities {summary['reading']}; max_tokens "
         f"{summary['max_tokens']} (what the budget sizes waves by). Judged by the verifier "
         "against the gold answers; 95% bootstrap intervals over problems.",
         "",
