@@ -143,8 +143,19 @@ def paired_diff(
 
 
 def problem_set(args: argparse.Namespace) -> list[Any]:
-    """The benchmark's problems, in journal order (a row's ``i`` indexes this list)."""
-    return [p for t in args.tasks for p in problems(t, "eval", args.problems // len(args.tasks))]
+    """The benchmark's problems, in journal order (a row's ``i`` indexes this list).
+
+    ``--fresh`` drops the 200 questions of the stored benchmark run (seed 0) and takes others
+    from the evaluation split: a live check on questions no reward was chosen on."""
+    per_task = args.problems // len(args.tasks)
+    if not getattr(args, "fresh", False):
+        return [p for t in args.tasks for p in problems(t, "eval", per_task)]
+    stored = {p.question for t in args.tasks for p in problems(t, "eval", 100)}
+    out = []
+    for t in args.tasks:
+        pool = [p for p in problems(t, "eval", 100 + per_task, seed=1) if p.question not in stored]
+        out.extend(pool[:per_task])
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -345,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="40 problems, N=8: a few minutes")
+    p.add_argument(
+        "--fresh", action="store_true", help="questions outside the stored 200-problem run"
+    )
     p.add_argument(
         "--resume", action="store_true", help="keep the answers already in <out>.rows.jsonl"
     )

@@ -41,14 +41,11 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "last": ("last",),
     "mean": ("mean",),
     "answer": ("answer",),
-    "layer10": ("layer10",),
     "layer15": ("layer15",),
     "layer20": ("layer20",),
-    "layer25": ("layer25",),
     "stats": ("stats",),
     "last+stats": ("last", "stats"),
     "answer+stats": ("answer", "stats"),
-    "last+answer+mean": ("last", "answer", "mean"),
     "layer20+last": ("layer20", "last"),
 }
 
@@ -90,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sets", nargs="+", default=list(FEATURE_SETS))
     p.add_argument("--objectives", nargs="+", default=["listwise", "pairwise", "pointwise"])
-    p.add_argument("--grid", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2, 1e-1])
+    p.add_argument("--grid", nargs="+", type=float, default=[1e-3, 1e-2, 1e-1])
     p.add_argument("--out", type=Path, default=RESULTS / "reward_lab")
     args = p.parse_args(argv)
     torch.set_num_threads(2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,6 @@ def train_value(
     return summary
 
 
-
-
 def collect_samples(args: Any) -> None:
     """`winnow train samples`: N answers to every training-split question, journaled."""
     from winnow.engine.vllm_local import VllmEngine
@@ -86,6 +85,11 @@ def collect_samples(args: Any) -> None:
     print(f"[samples] {len(items)} training questions, n={args.n} -> {journal}", flush=True)
 
     async def run() -> None:
+        # SIGTERM cancels the run, so the engine's processes are shut down, not orphaned; what
+        # is in the journal stays there for the next run
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         engine = VllmEngine(
             model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
         )
