@@ -302,6 +302,7 @@ def _count(state: ServerState, strategy: str, usage: Usage | None) -> None:
     m.tokens.labels(strategy, "generated").inc(w.generated_tokens)
     m.tokens.labels(strategy, "discarded").inc(w.discarded_tokens)
     m.tokens.labels(strategy, "cached").inc(w.cached_tokens)
+    m.tokens.labels(strategy, "prefilled").inc(w.prefilled_tokens)
     m.engine_calls.labels(strategy).inc(w.engine_calls)
     m.reward_calls.labels(strategy).inc(w.reward_calls)
 

@@ -39,7 +39,9 @@ class Metrics:
         )
         self.tokens = Counter(
             "winnow_tokens",
-            "Tokens by kind: prompt, completion (returned), generated (all), discarded, cached.",
+            "Tokens by kind: prompt, completion (returned), generated (all), discarded, "
+            "prefilled (prompt tokens over all engine calls), cached (of those, from the prefix "
+            "cache).",
             ["strategy", "kind"],
             registry=r,
         )

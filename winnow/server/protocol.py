@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from winnow.strategies.trace import Trace
+
 MAX_N = 128  # hard ceiling; the configurable cap in settings is usually lower
 MAX_STOP = 16
 
@@ -210,6 +212,11 @@ class WinnowInfo(BaseModel):
     strategy: str
     candidates: list[dict[str, Any]] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    trace: list[Trace] | None = Field(
+        None,
+        description="With strategy parameter trace: true, what the search did, one per prompt "
+        "(streaming: in the last chunk before usage).",
+    )
 
 
 class CompletionResponse(BaseModel):

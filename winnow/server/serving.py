@@ -343,7 +343,11 @@ def total_usage(jobs: Sequence[Job], include_winnow: bool = True) -> Usage:
 def _winnow_info(jobs: Sequence[Job]) -> WinnowInfo | None:
     candidates: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
-    for job in jobs:
+    traces = []
+    for prompt, job in enumerate(jobs):
+        if job.result and job.result.trace is not None:
+            job.result.trace.prompt = prompt
+            traces.append(job.result.trace)
         if job.result and job.result.candidates:
             candidates.extend(job.result.candidates)
         if job.result and job.result.details:
@@ -352,9 +356,14 @@ def _winnow_info(jobs: Sequence[Job]) -> WinnowInfo | None:
                 if len(jobs) == 1
                 else {**details, str(job.index_offset): job.result.details}
             )
-    if not candidates and not details:
+    if not candidates and not details and not traces:
         return None
-    return WinnowInfo(strategy=jobs[0].strategy, candidates=candidates or None, details=details)
+    return WinnowInfo(
+        strategy=jobs[0].strategy,
+        candidates=candidates or None,
+        details=details,
+        trace=traces or None,
+    )
 
 
 # ---- logprobs in OpenAI's two shapes -----------------------------------------------------------
@@ -537,6 +546,9 @@ async def stream_jobs(
                 on_first_token()
                 first = False
             yield sse(make_chunk(whole, _mark_started(started, whole)))
+        info = _winnow_info(jobs)
+        if info is not None and info.trace:  # asked for: one chunk with no choices carries it
+            yield sse({**make_chunk([], set()), "winnow": info.model_dump()})
         if include_usage:
             yield sse(usage_chunk(total_usage(jobs)))
         yield sse("[DONE]")

@@ -45,8 +45,10 @@ from winnow.strategies.selection import (
     probability,
     rank_best,
     score_candidates,
+    selection_trace,
 )
-from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves
+from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves, verdict
+from winnow.strategies.trace import TRACE_DESCRIPTION, TraceWave, finite
 
 Selection = Literal["majority", "weighted_vote", "best"]
 
@@ -99,6 +101,7 @@ class AdaptiveParams(StrategyParams):
     )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
+    trace: bool = Field(False, description=TRACE_DESCRIPTION)
 
     def candidates(self) -> int:
         return self.max_n
@@ -194,6 +197,8 @@ async def adaptive(
     stopping = params.stopping(request)
     candidates: list[Candidate] = []
     reading: Reading | None = None
+    wave_of: list[int] = []  # each candidate's wave
+    waves: list[TraceWave] = []
 
     async def draw(k: int) -> list[Vote]:
         nonlocal reading
@@ -204,18 +209,42 @@ async def adaptive(
             for i, c in enumerate(generation.completions)
         ]
         candidates.extend(wave)
+        wave_of.extend([len(waves)] * len(wave))
         answers, groups = await answers_and_groups_async([c.completion.text for c in candidates])
         for candidate, answer, group in zip(candidates, answers, groups, strict=True):
             candidate.answer, candidate.group = answer, group
         if stopping.needs_scores:  # one reward call per wave, for the new answers only
             reading = await score_candidates(request.prompt_text, wave, rewards, params)
-        return votes_of(candidates, reading)
+        votes = votes_of(candidates, reading)
+        if params.trace:  # the rule's verdict after this wave, as run_waves will compute it
+            said = verdict(stopping, votes, k)
+            waves.append(
+                TraceWave(
+                    index=len(waves),
+                    size=k,
+                    drawn=len(candidates),
+                    leader=said.leader,
+                    confidence=finite(said.confidence),
+                    share=finite(said.share),
+                    stop=said.stop,
+                    reason=said.reason,
+                )
+            )
+        return votes
 
     outcome = await run_waves(stopping, draw)
     if params.selection != "majority" and reading is None:  # scored once, at the end
         reading = await score_candidates(request.prompt_text, candidates, rewards, params)
     chosen = choose(candidates, request.n, params.selection, reading or as_is)
     last = outcome.verdict
+    trace = None
+    if params.trace:
+        trace = selection_trace(
+            "adaptive", candidates, chosen, params.selection, reading, waves=wave_of
+        )
+        trace.waves = waves[: trace.limits.max_entries]
+        if trace.waves and not trace.waves[-1].stop:  # ended by max_n or the budget
+            trace.waves[-1].stop, trace.waves[-1].reason = True, outcome.reason
     return StrategyResult(
         as_choices(chosen),
         candidates=candidate_report(candidates, chosen) if params.return_candidates else None,
@@ -230,4 +259,5 @@ async def adaptive(
             "leader_share": None if last is None else last.share,
             "groups": len(groups_of(candidates)),
         },
+        trace=trace,
     )

@@ -27,6 +27,7 @@ from winnow.engine.base import (
     TokenLogprob,
 )
 from winnow.rewards.registry import MeteredRewards as Rewards
+from winnow.strategies.trace import Trace
 
 
 class StrategyParams(BaseModel):
@@ -145,6 +146,7 @@ class StrategyResult:
     choices: list[Choice]
     candidates: list[dict[str, Any]] | None = None  # every candidate, when the client asks
     details: dict[str, Any] = field(default_factory=dict)  # strategy-specific figures
+    trace: Trace | None = None  # what the search did, when the client asks (``trace: true``)
     streamed: bool = False  # the choices already went out through the sink
 
 

@@ -29,6 +29,7 @@ from winnow.strategies.selection import (
     pick_best_of_majority,
     sample_candidates,
     score_candidates,
+    selection_trace,
 )
 
 
@@ -74,15 +75,27 @@ async def best_of_majority(
     report = None
     if params.return_candidates:
         report = candidate_report(candidates, chosen)
+    needed = majority_threshold(candidates, params.alpha, params.min_count)
+    trace = None
+    if params.trace:
+        trace = selection_trace(
+            "best_of_majority",
+            candidates,
+            chosen,
+            "best_of_majority",
+            reading,
+            passed=lambda g: g.count >= needed,
+        )
     return StrategyResult(
         as_choices(chosen),
         candidates=report,
         details={
             "candidates": len(candidates),
             "groups": len(groups_of(candidates)),
-            "min_group_size": majority_threshold(candidates, params.alpha, params.min_count),
+            "min_group_size": needed,
             "qualifying_groups": qualifying,
             "returned": len(chosen),
             "fallback": None if qualifying else "no parseable answer: the best-scored candidate",
         },
+        trace=trace,
     )

@@ -21,6 +21,7 @@ from winnow.strategies.selection import (
     rank_best,
     sample_candidates,
     score_candidates,
+    selection_trace,
 )
 
 
@@ -43,7 +44,8 @@ async def best_of_n(
         rewards.info(params.reward)  # an unknown reward fails before any sampling
     prompt, candidates = await sample_candidates(request, engine, params.n)
     reading = as_is  # majority: no scores; ties between equal counts stay by index
-    if params.selection != "majority":
+    scored = params.selection != "majority"
+    if scored:
         reading = await score_candidates(prompt, candidates, rewards, params)
     if params.selection == "best":
         chosen = rank_best(candidates)[: request.n]
@@ -53,4 +55,9 @@ async def best_of_n(
         as_choices(chosen),
         candidates=candidate_report(candidates, chosen) if params.return_candidates else None,
         details={"candidates": len(candidates), "selection": params.selection},
+        trace=selection_trace(
+            "best_of_n", candidates, chosen, params.selection, reading if scored else None
+        )
+        if params.trace
+        else None,
     )

@@ -47,6 +47,7 @@ from winnow.strategies.base import (
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import RewardField
 from winnow.strategies.steps import straddling, tokens_covering
+from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 
 
 class CardsParams(StrategyParams):
@@ -76,6 +77,7 @@ class CardsParams(StrategyParams):
         "paper's reward models on which beta is meaningful; r_star is then on that scale too.",
     )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    trace: bool = Field(False, description=TRACE_DESCRIPTION)
 
     def token_budget(self, request: GenerationRequest) -> int:
         # every token position can be sampled (max_rejections + 1) times at worst
@@ -184,12 +186,15 @@ async def cards(
         )
     r0 = (1 - params.alpha) * scale(r_prompt) + params.alpha * r_star
     chains = [Chain(i) for i in range(request.n)]
+    trace = Trace(strategy="cards", r0=r0, r_star=r_star) if params.trace else None
     async with asyncio.TaskGroup() as group:
         for chain in chains:
             group.create_task(
-                grow(chain, request, prompt_ids, (r0, r_star), scale, engine, rewards)
+                grow(chain, request, prompt_ids, (r0, r_star), scale, engine, rewards, trace)
             )
     stats = [c.stats for c in chains]
+    if trace is not None:
+        trace.winner = [c.index for c in chains]
     return StrategyResult(
         [Choice(c.index, c.text, c.token_ids, c.finish, score=c.score) for c in chains],
         details={
@@ -202,6 +207,7 @@ async def cards(
             "rejections_per_segment": [s.rejections_per_segment for s in stats],
         },
         streamed=request.sink is not None,
+        trace=trace,
     )
 
 
@@ -219,8 +225,10 @@ async def grow(
     scale: Callable[[float], float],
     engine: MeteredEngine,
     rewards: Rewards,
+    trace: Trace | None = None,
 ) -> None:
-    """Grow one answer segment by segment until EOS, a stop, or max_tokens."""
+    """Grow one answer segment by segment until EOS, a stop, or max_tokens; with a ``trace``,
+    every candidate segment goes into it."""
     r0, r_star = schedule
     params = request.params
     assert isinstance(params, CardsParams)
@@ -228,7 +236,8 @@ async def grow(
     calls = 0
     while chain.finish is None:
         remaining = request.max_tokens - len(chain.token_ids)
-        best: tuple[float, float, Proposal] | None = None  # (score, raw reward, proposal)
+        # (score, raw reward, proposal, its trace entry)
+        best: tuple[float, float, Proposal, TraceSegment | None] | None = None
         rejected = 0
         while True:
             seed = None if request.seed is None else request.seed + 7919 * chain.index + calls
@@ -245,23 +254,45 @@ async def grow(
                     entropy=params.entropy_threshold, min_tokens=params.min_segment_tokens
                 ),
             )
-            segment = (await engine.generate(spec)).completions[0]
+            generation = await engine.generate(spec)
+            segment = generation.completions[0]
             proposal = await propose(chain, segment, request, engine)
             raw = (await rewards.score(params.reward, [item(request, proposal.text)])).scores[0]
             score = scale(raw) if not math.isnan(raw) else raw
             chain.stats.candidates += 1
             horizon = params.horizon or request.max_tokens
             tau = threshold(len(proposal.token_ids), r0, r_star, horizon)
+            entry = None
+            if trace is not None:
+                new_text = proposal.text[len(chain.text) :]
+                entry = TraceSegment(
+                    chain=chain.index,
+                    position=chain.stats.segments,
+                    attempt=rejected,
+                    start=len(chain.token_ids),
+                    tokens=max(len(proposal.token_ids) - len(chain.token_ids), 0),
+                    generated=generation.generated_tokens,
+                    text=trace.text(new_text),
+                    chars=len(new_text),
+                    score=finite(score),
+                    tau=tau,
+                    outcome="rejected",
+                )
+                trace.add(trace.segments, entry)
             if best is None or _ranks_above(score, best[0]):
-                best = (score, raw, proposal)  # an unscored (NaN) first one is replaced
+                best = (score, raw, proposal, entry)  # an unscored (NaN) first one is replaced
             if accepts(score, tau, params.beta, params.acceptance, rng.random()):
-                best = (score, raw, proposal)
+                best = (score, raw, proposal, entry)
+                if entry is not None:
+                    entry.outcome = "accepted"
                 break
             rejected += 1
             if rejected >= params.max_rejections:
                 chain.stats.forced += 1
+                if best[3] is not None:
+                    best[3].outcome = "forced"
                 break
-        _, raw, proposal = best
+        _, raw, proposal, _ = best
         await accept(chain, proposal, raw, request)
         chain.stats.segments += 1
         chain.stats.rejections += rejected

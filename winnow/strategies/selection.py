@@ -40,6 +40,7 @@ from winnow.strategies.base import (
     StrategyParams,
 )
 from winnow.strategies.registry import StrategyError
+from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 
 Aggregation = Literal["last", "min", "prod"]
 Reading = Callable[[float], float]
@@ -60,6 +61,7 @@ class SelectionParams(StrategyParams):
     )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
+    trace: bool = Field(False, description=TRACE_DESCRIPTION)
 
     def candidates(self) -> int:
         return self.n
@@ -331,3 +333,65 @@ def candidate_report(
 ) -> list[dict[str, object]]:
     picked = {c.completion.index for c in chosen}
     return [c.as_dict(c.completion.index in picked) for c in candidates]
+
+
+def selection_trace(
+    strategy: str,
+    candidates: Sequence[Candidate],
+    chosen: Sequence[Candidate],
+    selection: str,
+    reading: Reading | None = None,
+    passed: Callable[[Group], bool] | None = None,
+    waves: Sequence[int] | None = None,
+    trace: Trace | None = None,
+) -> Trace:
+    """The trace of a selection: every candidate (the chosen ones first when the list is full),
+    the answer groups with their votes, and the winners. ``passed`` is best-of-majority's
+    frequency filter; ``waves`` the wave of each candidate (adaptive); ``trace`` one to add
+    to (tree search's, with its nodes)."""
+    trace = trace or Trace(strategy=strategy)
+    trace.selection = selection
+    picked = [c.completion.index for c in chosen]
+    room = trace.limits.max_entries
+    keep = set(picked[:room])
+    for c in candidates:
+        if len(keep) >= room:
+            break
+        keep.add(c.completion.index)
+    trace.dropped += len(candidates) - len(keep)
+    for position, c in enumerate(candidates):
+        if c.completion.index not in keep:
+            continue
+        text = c.completion.text
+        trace.candidates.append(
+            TraceCandidate(
+                index=c.completion.index,
+                text=trace.text(text),
+                chars=len(text),
+                tokens=len(c.completion.token_ids),
+                finish_reason=c.completion.finish_reason,
+                score=finite(c.score),
+                answer=c.answer,
+                group=c.group,
+                chosen=c.completion.index in picked,
+                wave=None if waves is None else waves[position],
+            )
+        )
+    winning_groups = {c.group for c in chosen if c.group is not None}
+    for g in groups_of(candidates):
+        vote = g.total(reading) if reading is not None else None
+        trace.add(
+            trace.groups,
+            TraceGroup(
+                id=g.id,
+                answer=g.members[0].answer,
+                members=[m.completion.index for m in g.members],
+                count=g.count,
+                vote=finite(vote),
+                mean=finite(None if vote is None else vote / g.count),
+                passed=None if passed is None else passed(g),
+                winner=g.id in winning_groups,
+            ),
+        )
+    trace.winner = picked
+    return trace

@@ -37,6 +37,7 @@ class Beam:
     step_ids: int = 0  # tokens of the last step so far
     finish_reason: FinishReason | None = None  # set once the beam has left the search
     scored: bool = False  # step_scores cover the beam as it is now
+    node: int | None = None  # its node in the request's trace (when traced)
 
     @property
     def text(self) -> str:

@@ -68,6 +68,7 @@ from winnow.strategies.selection import (
     pick_by_groups,
     probability_reading,
     rank_best,
+    selection_trace,
 )
 from winnow.strategies.steps import (
     Beam,
@@ -78,6 +79,7 @@ from winnow.strategies.steps import (
     straddling,
     tokens_covering,
 )
+from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceNode, finite
 
 
 class TreeSearchParams(StrategyParams):
@@ -110,6 +112,7 @@ class TreeSearchParams(StrategyParams):
     )
     stop_at_answer: bool = Field(True, description="A step stating a final answer ends a beam.")
     return_candidates: bool = Field(False, description="Add every finished beam to the response.")
+    trace: bool = Field(False, description=TRACE_DESCRIPTION)
 
     @property
     def kept(self) -> int:
@@ -186,7 +189,9 @@ class Search:
     pruned: int = 0  # children dropped (not finished, not kept)
     survivors: list[int] = field(default_factory=list)
     reward_calls: int = 0
+    trace: Trace | None = None  # every expansion, when the client asks
     _calls: int = 0
+    _nodes: dict[int, TraceNode] = field(default_factory=dict)
 
     @property
     def early_rejection(self) -> bool:
@@ -253,9 +258,57 @@ class Search:
                 )
                 child = parent.extend(completion, text, new_step=True)
                 self._settle(child, completion, partial)
+                self._record(parent, child, len(completion.token_ids))
                 children.append(child)
         self.expansions += len(children)
         return children
+
+    def _record(self, parent: Beam, child: Beam, tokens: int) -> None:
+        """A new node in the trace for ``child``, a child of ``parent``."""
+        if self.trace is None:
+            return
+        step = child.steps[-1] if child.steps else ""
+        node = TraceNode(
+            id=len(self._nodes) + self.trace.dropped,
+            parent=parent.node,
+            round=self.rounds - 1,
+            subtree=child.subtree,
+            text=self.trace.text(step),
+            chars=len(step),
+            tokens=tokens,
+            partial=child.partial,
+            status="pruned",
+        )
+        child.node = node.id
+        if self.trace.add(self.trace.nodes, node):
+            self._nodes[node.id] = node
+
+    def node(self, beam: Beam) -> TraceNode | None:
+        """The trace's node of ``beam``'s last step (None untraced, or left out: list full)."""
+        return None if beam.node is None else self._nodes.get(beam.node)
+
+    def _mark(self, children: Sequence[Beam], kept: Sequence[Beam]) -> None:
+        """Each child's fate this round, with the score it was judged by."""
+        going_on = {id(b) for b in kept}
+        for child in children:
+            node = self.node(child)
+            if node is None:
+                continue
+            node.score = finite(child.score(self.params.aggregation, self.reading))
+            node.status = (
+                "finished" if child.finished else "kept" if id(child) in going_on else "pruned"
+            )
+
+    def _continued(self, before: Beam, done: Beam) -> None:
+        """Early rejection: a kept child wrote the rest of its step; its node shows all of it."""
+        done.node = before.node
+        node = self.node(done)
+        if node is None or self.trace is None:
+            return
+        step = done.steps[-1] if done.steps else ""
+        node.text, node.chars, node.tokens = self.trace.text(step), len(step), done.step_ids
+        if done.finished:
+            node.status = "finished"
 
     async def _finish_steps(self, beams: Sequence[Beam], last: bool) -> list[Beam]:
         """Early rejection: the survivors write the rest of their step."""
@@ -274,6 +327,7 @@ class Search:
             done = beam.extend(completion, text, new_step=False)
             completion = await self._cut_straddling(beam, done, completion)
             self._settle(done, completion, capped_partial=False)
+            self._continued(beam, done)
             out.append(done)
         self.continuations += len(out)
         return out
@@ -368,6 +422,7 @@ class Search:
             await self._score(children)
             self._leave(children)
             kept = self._keep(children)
+            self._mark(children, kept)
             partial = [b for b in kept if b.partial]
             if partial:
                 done = await self._finish_steps(partial, last)
@@ -402,6 +457,8 @@ async def tree_search(
         request.prompt = tuple(await engine.tokenize(request.prompt, add_special_tokens=True))
     reading = probability_reading(rewards, params.reward)
     search = Search(request, engine, rewards, params, kind, reading)
+    if params.trace:
+        search.trace = Trace(strategy="tree_search")
     await search.run()
     candidates = await search.candidates()
     if params.selection == "best":
@@ -415,6 +472,20 @@ async def tree_search(
         for entry, beam in zip(report, search.finished, strict=True):
             entry["steps"] = len(beam.steps)
             entry["step_scores"] = beam.step_scores
+    trace = None
+    if search.trace is not None:
+        votes = aggregated_reading(reading, params.aggregation)
+        trace = selection_trace(
+            "tree_search", candidates, chosen, params.selection, votes, trace=search.trace
+        )
+        chosen_ids = {c.completion.index for c in chosen}
+        for tc in trace.candidates:  # by index: a full trace may have left some out
+            beam = search.finished[tc.index]
+            tc.node = beam.node
+            node = search.node(beam)
+            if node is not None:
+                node.final = True
+                node.chosen = tc.index in chosen_ids
     return StrategyResult(
         as_choices(chosen),
         candidates=report,
@@ -430,4 +501,5 @@ async def tree_search(
             "reward_calls": search.reward_calls,
             "selection": params.selection,
         },
+        trace=trace,
     )
