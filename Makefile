@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install model serve test lint format clean
+.PHONY: install model browser serve test lint format clean
 
 install: $(STAMP)
 
@@ -26,7 +26,11 @@ model: install
 serve: model
 	$(VENV)/bin/winnow serve --host $(HOST) --port $(PORT)
 
-test: model
+# The playground's browser tests drive Debian's chromium (Playwright never downloads one here).
+browser:
+	test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

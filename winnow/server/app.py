@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -168,6 +170,11 @@ def create_app(
             metrics.queued.set(state.admission.queued)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/playground", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        """The playground page: static, no key in it (it asks for one when the API needs it)."""
+        return HTMLResponse(_playground_html())
+
     @app.get("/v1/models", dependencies=[auth])
     async def models() -> ModelList:
         card = ModelCard(
@@ -222,6 +229,11 @@ def create_app(
         return await _serve(state, "chat", body, request)
 
     return BodyLimit(app, settings.max_body_bytes) if settings.max_body_bytes else app
+
+
+@functools.cache
+def _playground_html() -> str:
+    return resources.files("winnow.server").joinpath("static/playground.html").read_text("utf-8")
 
 
 async def _serve(
