@@ -58,8 +58,11 @@ def select(rule: str, cands: Sequence[Candidate], alpha: float = 0.01) -> Candid
         return cands[0]
     if rule == "best_of_n":
         return rank_best(cands)[0]
-    if rule in ("majority", "weighted_vote"):
-        return pick_by_groups(cands, 1, rule)[0]  # type: ignore[arg-type]
+    if rule == "majority":  # as the server votes: no reward, ties to the earlier answer
+        unscored = [Candidate(c.completion, None, c.answer, c.group) for c in cands]
+        return pick_by_groups(unscored, 1, "majority")[0]
+    if rule == "weighted_vote":
+        return pick_by_groups(cands, 1, "weighted_vote")[0]
     chosen, _ = pick_best_of_majority(cands, 1, alpha)
     return chosen[0] if chosen else None
 

@@ -6,7 +6,8 @@ and of every stored benchmark answer (`winnow/train/features.py`, cached per que
 1. for each feature set and objective (listwise / pairwise / pointwise), the L2 strength with the
    best 5-fold cross-validated within-question AUC on the TRAINING questions (folds split
    questions, not answers);
-2. each configuration fitted on all training questions and measured on the 200 benchmark
+2. each configuration fitted on all training questions, Platt-calibrated (votes add
+   probabilities, as the server's weighted votes do), and measured on the 200 benchmark
    problems: within-question AUC, pooled AUC, best-of-N and weighted-vote accuracy at N=8 and 32;
 3. a learning curve of the selected configuration against the number of training questions.
 
@@ -30,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import eval_reward  # noqa: E402
+import run as quality  # noqa: E402  (benchmarks/quality/run.py, on the path via eval_reward)
 
 from winnow.models.default_model import build_default_model  # noqa: E402
 from winnow.settings import default_data_dir  # noqa: E402
@@ -62,31 +64,35 @@ def scores_by_row(values: torch.Tensor, rows: list) -> list[list[float]]:
     return out
 
 
-def bench_figures(
-    scores: torch.Tensor, bench: list, bench_json: list, label: str, out: Path | None
-) -> dict[str, Any]:
-    summary = eval_reward.evaluate(
-        bench_json, scores_by_row(scores, bench), label, out or Path("/tmp/_reward_lab")
-    )
-    acc = summary["accuracy"]
-    vs = summary["vs_majority"]
-    return {
-        "within_auc": summary["reward_auc"]["within_question_mean"],
-        "pooled_auc": summary["reward_auc"]["pooled"],
-        **{
-            f"{rule}@{n}": acc[rule][str(n)]["accuracy"]
-            for rule in ("majority", "best_of_n", "weighted_vote", "best_of_majority")
-            for n in (8, 32)
-        },
-        **{f"{k}": v["diff"] for k, v in vs.items() if k.endswith(("@8", "@32"))},
-        **{f"{k}_ci": v["ci95"] for k, v in vs.items() if k.endswith(("@8", "@32"))},
-    }
+def bench_figures(scores: torch.Tensor, bench: list, bench_json: list) -> dict[str, Any]:
+    """Within-question and pooled AUC, and accuracy of each rule at N=8 and N=32 (point
+    estimates; the selected configuration gets the full tables with intervals)."""
+    rows = eval_reward.rescored(bench_json, scores_by_row(scores, bench))
+    out: dict[str, Any] = dict(
+        zip(("within_auc", "questions_with_both"),
+            ranking.within_auc(scores, datasets.labels(bench), datasets.question_index(bench)),
+            strict=True),
+    )  # fmt: skip
+    out["pooled_auc"] = ranking.auc(scores.tolist(), datasets.labels(bench).tolist())
+    for n in (8, 32):
+        for rule in ("majority", "best_of_n", "weighted_vote", "best_of_majority"):
+            right = [
+                quality.correct(
+                    quality.select(
+                        rule, quality.to_candidates(r["body"]["winnow"]["candidates"])[:n]
+                    ),
+                    r["problem"].answer,
+                )
+                for r in rows
+            ]
+            out[f"{rule}@{n}"] = sum(right) / len(right)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sets", nargs="+", default=list(FEATURE_SETS))
-    p.add_argument("--objectives", nargs="+", default=["listwise", "pairwise", "pointwise"])
+    p.add_argument("--objectives", nargs="+", default=["pairwise", "listwise", "pointwise"])
     p.add_argument("--grid", nargs="+", type=float, default=[1e-3, 1e-2, 1e-1])
     p.add_argument("--out", type=Path, default=RESULTS / "reward_lab")
     args = p.parse_args(argv)
@@ -118,14 +124,15 @@ def main(argv: list[str] | None = None) -> None:
         [c["score"] for r in bench_json for c in sorted(r["body"]["winnow"]["candidates"],
                                                          key=lambda c: c["index"])]
     )  # fmt: skip
-    results["old_default"] = bench_figures(old_scores, bench, bench_json, "old default", None)
+    results["old_default"] = bench_figures(old_scores, bench, bench_json)
     for fs in args.sets:
         xt, xb = matrix(ftrain, FEATURE_SETS[fs]), matrix(fbench, FEATURE_SETS[fs])
         for objective in args.objectives:
             cv = {l2: ranking.cross_validate(xt, ytrain, qtrain, objective, l2) for l2 in args.grid}
             l2 = max(cv, key=lambda k: cv[k])
-            head = ranking.fit(xt, ytrain, qtrain, objective, l2)
-            figures = bench_figures(head(xb), bench, bench_json, f"{fs}/{objective}", None)
+            head = ranking.calibrated(ranking.fit(xt, ytrain, qtrain, objective, l2), xt, ytrain)
+            probs = torch.sigmoid(head(xb))  # votes add probabilities, as the server's do
+            figures = bench_figures(probs, bench, bench_json)
             key = f"{fs}/{objective}"
             results["configs"][key] = {"cv_within_auc": cv[l2], "l2": l2, "cv": cv, **figures}
             print(

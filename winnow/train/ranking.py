@@ -105,7 +105,7 @@ def fit(
 
     optimizer.step(closure)
     raw_w = (w / std).detach()
-    raw_b = float(b - (w * mean / std).sum()) if objective == "pointwise" else 0.0
+    raw_b = float((b - (w * mean / std).sum()).detach()) if objective == "pointwise" else 0.0
     return Linear(raw_w, raw_b)
 
 
