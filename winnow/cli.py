@@ -96,6 +96,9 @@ def _train_parser(sub: Any) -> None:
     s.add_argument("--max-tokens", type=int, default=96)
     s.add_argument("--temperature", type=float, default=0.7)
     s.add_argument("--seed", type=int, default=0)
+    m = tsub.add_parser("prm", help="train the default process head (default_prm)")
+    m.add_argument("--out", type=Path, default=None, help="default: the package's assets")
+    m.add_argument("--seed", type=int, default=0)
     v = tsub.add_parser("value", help="train VAS value models (Q-heads) on the default policy")
     v.add_argument(
         "--reward",
@@ -163,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         train_value(
             args.rewards, args.out, args.work_dir, args.prompts, args.quick, args.seed, args.fresh
         )
+        return 0
+    if args.command == "train" and args.train_command == "prm":
+        from winnow.train.cli import train_prm
+
+        train_prm(args.out, args.seed)
         return 0
     if args.command == "train" and args.train_command == "samples":
         from winnow.train.cli import collect_samples

@@ -30,6 +30,34 @@ def train_reward(
     return metrics
 
 
+def train_prm(out_dir: Path | None, seed: int) -> dict:
+    """The default process head (samples through the engine, features by transformers)."""
+    from winnow.engine.vllm_local import VllmEngine
+    from winnow.models.default_model import build_default_model
+    from winnow.rewards.backbone import Backbone
+    from winnow.train.outcome import write_model_card
+    from winnow.train.reward import TrainConfig, train_process_head
+
+    data_dir = default_data_dir()
+    model = str(build_default_model(data_dir))
+    target = out_dir or ASSETS
+
+    async def run() -> dict:
+        engine = VllmEngine(
+            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
+        )
+        await engine.start()
+        try:
+            return await train_process_head(engine, Backbone(model), target, TrainConfig(seed=seed))
+        finally:
+            await engine.shutdown()
+
+    metrics = asyncio.run(run())
+    write_model_card(target)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def train_value(
     rewards: list[str] | None,
     out_dir: Path | None,

@@ -160,14 +160,18 @@ def write_model_card(out_dir: Path) -> Path:
         "`winnow train reward`; other features and objectives compared in "
         "`benchmarks/results/reward_lab.md`.",
         "",
-        "## `default_prm` — P(steps so far correct) (not retrained this time)",
+        "## `default_prm` — P(steps so far correct) (`winnow train prm`; not retrained this time)",
         "",
         f"- Data: {pm['train_solutions']} gsm_symbolic worked solutions and corrupted copies (one "
         "number changed in one step), plus sampled arithmetic answers as one-step solutions: "
         f"{pm['train_steps']} labelled steps.",
         f"- **Held-out step AUC: {pm['heldout_step_auc']:.3f}** over {pm['heldout_steps']} steps "
-        "(synthetic corruptions); as an outcome reward on held-out arithmetic answers AUC "
-        f"{pm['heldout_outcome_auc_of_last_step']:.3f}.",
+        "(synthetic corruptions)"
+        + (
+            f"; as an outcome reward on held-out arithmetic answers AUC {last_step:.3f}."
+            if (last_step := pm.get("heldout_outcome_auc_of_last_step")) is not None
+            else "."
+        ),
         "",
         "## Limits",
         "",

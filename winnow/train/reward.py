@@ -1,20 +1,17 @@
-"""`winnow train reward`: train the default outcome and process probe heads, offline.
+"""`winnow train prm`: the default process reward head (`default_prm`), offline.
 
-Outcome head: sample answers from the default model through the shared engine on reasoning-gym
-arithmetic problems (train split), label each with the rule-based verifier, and fit a logistic
-probe on the default model's own last-layer hidden state at the last token. Held-out AUC is
-measured on fresh questions from the evaluation split.
+(The default outcome head is trained by :mod:`winnow.train.outcome`, `winnow train reward`.)
 
 Process head: gsm_symbolic worked solutions, one step per line, against corrupted copies (one
 number in one step changed: steps before the change are correct, from it on wrong), plus the
-model's own sampled answers (their last step labelled by the verifier). A logistic probe on the
-hidden state at each step's last token. Step-level AUC on held-out problems.
+model's own sampled arithmetic answers (their one step labelled by the verifier), sampled through
+the shared engine. A logistic probe on the hidden state at each step's last token. Step-level AUC
+on held-out problems.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import time
@@ -194,14 +191,6 @@ def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
 # ---- the whole run ------------------------------------------------------------------------------
 
 
-def _jobs_outcome(backbone: Backbone, rows: Sequence[tuple[Problem, str, str]]) -> list[ProbeJob]:
-    jobs = []
-    for _, prompt, response in rows:
-        ids, ends = backbone.encode_segments([prompt, response])
-        jobs.append(ProbeJob(tuple(ids), (ends[-1],)))
-    return jobs
-
-
 def _jobs_process(
     backbone: Backbone, examples: Sequence[tuple[str, list[str], list[int]]]
 ) -> list[ProbeJob]:
@@ -212,64 +201,18 @@ def _jobs_process(
     return jobs
 
 
-async def _sample_all(
-    engine: Any, config: TrainConfig
-) -> tuple[list[tuple[Problem, str, str]], list[tuple[Problem, str, str]]]:
-    train = [p for t in OUTCOME_TASKS for p in problems(t, "train", config.train_questions)]
-    held = [p for t in OUTCOME_TASKS for p in problems(t, "eval", config.eval_questions, seed=1)]
-    train_rows = await sample_answers(engine, train, config, "sampling train answers")
-    held_rows = await sample_answers(engine, held, config, "sampling held-out answers")
-    return train_rows, held_rows
-
-
-async def train_default_reward(
+async def train_process_head(
     engine: Any, backbone: Backbone, out_dir: Path, config: TrainConfig
 ) -> dict[str, Any]:
-    """Train both heads; write them under ``out_dir/default`` and ``out_dir/default_prm``.
+    """Train the process head; write it under ``out_dir/default_prm``.
 
     Feature extraction blocks the event loop; that is fine in this offline command.
     """
     started = time.time()
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    train_rows, held_rows = await _sample_all(engine, config)
-    y_train = torch.tensor([is_correct(p, r) for p, _, r in train_rows], dtype=torch.long)
-    y_held = [int(is_correct(p, r)) for p, _, r in held_rows]
-
-    x_train = features(backbone, _jobs_outcome(backbone, train_rows), "outcome features")
-    x_held = features(backbone, _jobs_outcome(backbone, held_rows), "held-out features")
-    l2, cv = choose_l2(x_train, y_train)
-    w, b = fit_logistic(x_train, y_train, l2)
-    held_scores = torch.sigmoid(x_held @ w + b).tolist()
-    train_scores = torch.sigmoid(x_train @ w + b).tolist()
-    outcome_metrics = {
-        "train_samples": len(train_rows),
-        "train_questions": len({p.question for p, _, _ in train_rows}),
-        "train_accuracy_of_samples": float(y_train.float().mean()),
-        "heldout_samples": len(held_rows),
-        "heldout_questions": len({p.question for p, _, _ in held_rows}),
-        "heldout_accuracy_of_samples": sum(y_held) / max(len(y_held), 1),
-        "l2": l2,
-        "cv_auc_by_l2": cv,
-        "train_auc": auc(train_scores, y_train.tolist()),
-        "heldout_auc": auc(held_scores, y_held),
-    }
-    save_head(
-        out_dir / "default",
-        {"weight": w, "bias": b},
-        {
-            "kind": "outcome",
-            "layer": -1,
-            "output": "sigmoid",
-            "backbone": "default",
-            "description": "P(correct) of a response: logistic probe on SmolLM2-135M's last "
-            "hidden state at the last token, trained on verifier-labelled samples.",
-            "metrics": outcome_metrics,
-            "config": asdict(config),
-        },
-    )
-
-    # process head: worked solutions + corruptions, and the model's own samples' last steps
+    train = [p for t in OUTCOME_TASKS for p in problems(t, "train", config.train_questions)]
+    train_rows = await sample_answers(engine, train, config, "sampling train answers")
     gsm_train = problems("gsm_symbolic", "train", config.process_problems)
     gsm_held = problems("gsm_symbolic", "eval", config.process_eval_problems, seed=1)
     prompts = {
@@ -287,7 +230,7 @@ async def train_default_reward(
     pl2, pcv = choose_l2(px_train, py_train)
     pw, pb = fit_logistic(px_train, py_train, pl2)
     p_scores = torch.sigmoid(px_held @ pw + pb).tolist()
-    process_metrics = {
+    metrics = {
         "train_solutions": len(ex_train),
         "train_sampled_answers": len(sampled),
         "train_steps": int(py_train.numel()),
@@ -296,7 +239,7 @@ async def train_default_reward(
         "heldout_solutions": len(ex_held),
         "heldout_steps": len(py_held),
         "heldout_step_auc": auc(p_scores, py_held),
-        "heldout_outcome_auc_of_last_step": auc(torch.sigmoid(x_held @ pw + pb).tolist(), y_held),
+        "seconds": round(time.time() - started, 1),
     }
     save_head(
         out_dir / "default_prm",
@@ -310,75 +253,8 @@ async def train_default_reward(
             "description": "P(step correct so far): logistic probe on SmolLM2-135M's last hidden "
             "state at each step's last token; gsm_symbolic solutions vs corrupted copies plus "
             "verifier-labelled samples.",
-            "metrics": process_metrics,
+            "metrics": metrics,
             "config": asdict(config),
         },
     )
-    summary = {
-        "outcome": outcome_metrics,
-        "process": process_metrics,
-        "seconds": round(time.time() - started, 1),
-    }
-    (out_dir / "training-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _cv(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {v:.3f}" for k, v in metrics["cv_auc_by_l2"].items())
-
-
-def write_model_card(out_dir: Path) -> Path:
-    """A model card for the shipped heads, from what training measured."""
-    outcome = json.loads((out_dir / "default" / "probe.json").read_text())
-    process = json.loads((out_dir / "default_prm" / "probe.json").read_text())
-    summary = json.loads((out_dir / "training-summary.json").read_text())
-    om, pm, cfg = outcome["metrics"], process["metrics"], outcome["config"]
-    lines = [
-        "# Default rewards: `default` (outcome) and `default_prm` (process)",
-        "",
-        "Logistic probes on SmolLM2-135M-Instruct's own last-layer hidden state (576 floats, after",
-        "the final norm), shipped as `head.safetensors` + `probe.json`. Trained by",
-        f"`winnow train reward` (seed {cfg['seed']}) in {summary['seconds']:.0f} s on a 2-core "
-        "CPU; no downloaded data:",
-        "reasoning-gym generates the problems, the model itself the answers, the rule-based",
-        "verifier the labels. Questions are split by a hash of their text (`winnow/tasks.py`): the",
-        "held-out and benchmark questions never appear in training.",
-        "",
-        "## `default` — P(answer correct)",
-        "",
-        f"- Data: {om['train_samples']} sampled answers to {om['train_questions']} questions "
-        f"(basic_arithmetic, 2 one-digit terms, + and -, and *), {cfg['samples_per_question']} "
-        f"samples each at temperature {cfg['temperature']}, max {cfg['max_tokens']} tokens; "
-        f"{om['train_accuracy_of_samples'] * 100:.0f}% of them correct.",
-        f"- Features: hidden state at the last token of prompt + response. L2 {om['l2']:g} chosen "
-        f"by 5-fold cross-validation on the training set (CV AUC by L2: {_cv(om)}).",
-        f"- **Held-out AUC: {om['heldout_auc']:.3f}** on {om['heldout_samples']} answers to "
-        f"{om['heldout_questions']} fresh questions ({om['heldout_accuracy_of_samples'] * 100:.0f}%"
-        f" correct); training AUC {om['train_auc']:.3f}.",
-        "",
-        "## `default_prm` — P(steps so far correct)",
-        "",
-        f"- Data: {pm['train_solutions']} gsm_symbolic worked solutions and corrupted copies (one "
-        "number changed in one step: steps before it labelled correct, from it on wrong), plus "
-        f"the {pm['train_sampled_answers']} sampled arithmetic answers above as one-step "
-        f"solutions labelled by the verifier: {pm['train_steps']} labelled steps.",
-        f"- Features: hidden state at the last token of each step (steps end with a blank line). "
-        f"L2 {pm['l2']:g} by cross-validation (CV AUC by L2: {_cv(pm)}).",
-        f"- **Held-out step AUC: {pm['heldout_step_auc']:.3f}** over {pm['heldout_steps']} steps "
-        f"of {pm['heldout_solutions']} held-out solutions and corruptions; as an outcome reward on"
-        f" the held-out arithmetic answers (last step) AUC "
-        f"{pm['heldout_outcome_auc_of_last_step']:.3f}.",
-        "",
-        "## Limits",
-        "",
-        "- Trained for one model (SmolLM2-135M-Instruct, the embedded default) and short",
-        "  arithmetic; it reads that model's hidden states, so it cannot score another model's",
-        "  prompts meaningfully, and it knows nothing of other domains.",
-        "- The process head's corruptions are synthetic (a changed number); real reasoning errors",
-        "  of other kinds are not in its data, and its step-level AUC is modest.",
-        "- The L2 grid's strongest value won cross-validation for both heads: a wider grid (or",
-        "  more data) may do better.",
-    ]
-    path = out_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return metrics
