@@ -123,8 +123,8 @@ def platt(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         return loss
 
     optimizer.step(closure)
-    a = float(log_a.exp()) / float(scores.std().clamp_min(1e-6))
-    return a, float(b) - a * float(scores.mean())
+    a = float(log_a.detach().exp()) / float(scores.std().clamp_min(1e-6))
+    return a, float(b.detach()) - a * float(scores.mean())
 
 
 def calibrated(head: Linear, x: torch.Tensor, y: torch.Tensor) -> Linear:

@@ -117,6 +117,9 @@ async def sample_questions(
             raise ValueError(f"refusing to train on an evaluation-split question: {p.question!r}")
     journal.parent.mkdir(parents=True, exist_ok=True)
     done = {q.question: q for q in read_journal(journal)}
+    if journal.exists() and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
+        with journal.open("a") as f:  # end a line cut short, so the next record starts afresh
+            f.write("\n")
     todo = [(i, p) for i, p in enumerate(items) if p.question not in done]
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
