@@ -118,7 +118,7 @@ async def score_rows(
 
 
 def score_rows_from_features(rows: Sequence[dict[str, Any]], reward_name: str) -> list[list[float]]:
-    """The same scores for an outcome probe on the final layer's last token, read from the
+    """The same scores for an outcome probe on the final layer (at the position it reads), from the
     feature cache of `winnow train reward` (``winnow/train/features.py``) instead of a new
     forward pass: equal to the reward runtime's scores within ~2e-6 (checked on the stored
     scores of the previous default), and seconds instead of half an hour on 2 cores."""
@@ -138,7 +138,7 @@ def score_rows_from_features(rows: Sequence[dict[str, Any]], reward_name: str) -
     bench = datasets.bench_rows()
     assert [q.question for q in bench] == [r["question"] for r in rows]
     reader = FeatureReader(build_default_model(default_data_dir()))
-    x = extract(reader, bench, datasets.feature_dir())["last"]
+    x = extract(reader, bench, datasets.feature_dir())[str(meta.get("position", "last"))]
     scores = reward_head(x, torch.arange(x.shape[0]), head).reshape(-1)  # as ProbeReward does
     if meta.get("output", "sigmoid") == "sigmoid":
         scores = torch.sigmoid(scores)

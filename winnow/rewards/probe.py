@@ -4,11 +4,13 @@ A probe directory holds ``head.safetensors`` (``weight``/``bias`` for a linear h
 ``w1``/``b1``/``w2``/``b2`` for an MLP, in the ``[in, out]`` orientation) and ``probe.json``::
 
     {"kind": "outcome" | "process", "layer": -1, "output": "sigmoid" | "raw",
-     "step_delimiter": "\\n\\n", "description": "..."}
+     "position": "last" | "answer", "step_delimiter": "\\n\\n", "description": "..."}
 
-An outcome probe reads the last token of prompt + response; a process probe reads the last token
-of every step. The head runs through :func:`winnow.kernels.reward_head` (Triton on CUDA, the torch
-reference elsewhere) on the padded batch, flattened, so only the probed rows are gathered.
+An outcome probe reads the last token of prompt + response (``position`` "last"), or the last
+token of the response's final answer ("answer"; the last token when there is none); a process
+probe reads the last token of every step. The head runs through
+:func:`winnow.kernels.reward_head` (Triton on CUDA, the torch reference elsewhere) on the padded
+batch, flattened, so only the probed rows are gathered.
 """
 
 from __future__ import annotations
@@ -35,6 +37,26 @@ from winnow.rewards.base import (
     StepScored,
 )
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
+
+
+def answer_span(text: str) -> tuple[int, int] | None:
+    """Character span of the final answer's last occurrence in a response (None: no answer)."""
+    from winnow.answers import extract_answer
+
+    answer = extract_answer(text)
+    if not answer:
+        return None
+    at = text.rfind(answer)
+    return (at, at + len(answer)) if at >= 0 else None
+
+
+def answer_tokens(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Indices of the response tokens (by their character ``offsets``) that overlap its final
+    answer; empty when the response has none."""
+    chars = answer_span(text)
+    if chars is None:
+        return []
+    return [i for i, (s, t) in enumerate(offsets) if s < chars[1] and t > chars[0]]
 
 
 def load_head(directory: Path) -> tuple[RewardHead, dict[str, Any]]:
@@ -97,6 +119,11 @@ class ProbeReward(Reward):
             extra={k: v for k, v in self.meta.items() if k in _INFO_KEYS},
         )
         self.layer = int(self.meta.get("layer", -1))
+        # outcome probes read the response's last token, or with "answer" the last token of its
+        # final answer (where the policy wrote the number it stands by)
+        self.position = str(self.meta.get("position", "last"))
+        if self.position not in ("last", "answer"):
+            raise ValueError(f"probe {name!r}: position must be 'last' or 'answer'")
         self.delimiter = str(self.meta.get("step_delimiter", STEP_DELIMITER))
         self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
             name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
@@ -128,6 +155,13 @@ class ProbeReward(Reward):
 
     def outcome_job(self, item: OutcomeItem) -> ProbeJob:
         ids, ends = self.backbone.encode_segments([item.prompt, item.response])
+        if self.position == "answer":  # the last token of the final answer, else the last token
+            offsets = self.backbone.tokenizer(
+                item.response, add_special_tokens=False, return_offsets_mapping=True
+            )["offset_mapping"]
+            found = answer_tokens(item.response, offsets)
+            if found:
+                return ProbeJob(tuple(ids), (ends[0] + 1 + found[-1],))
         return ProbeJob(tuple(ids), (ends[-1],))
 
     def process_job(self, item: ProcessItem) -> ProbeJob:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from winnow.answers import extract_answer
+from winnow.rewards.probe import answer_span, answer_tokens
 from winnow.train.samples import QuestionSamples
 
 LAYERS = (10, 15, 20, 25)  # intermediate layers read at the last token (SmolLM2-135M has 30)
@@ -47,15 +47,6 @@ def _key(q: QuestionSamples) -> str:
     for s in q.samples:
         h.update(b"\0" + s.text.encode())
     return h.hexdigest()[:24]
-
-
-def _answer_span(text: str) -> tuple[int, int] | None:
-    """Character span of the extracted final answer's last occurrence in the text."""
-    answer = extract_answer(text)
-    if not answer:
-        return None
-    at = text.rfind(answer)
-    return (at, at + len(answer)) if at >= 0 else None
 
 
 class FeatureReader:
@@ -141,18 +132,14 @@ class FeatureReader:
             logp = self.model.lm_head(final[b, :n]).log_softmax(-1)
             token_lp = logp[torch.arange(n), torch.tensor(r)]
             last = n  # index in the padded row of the response's last token
-            chars = _answer_span(texts[b])
-            offsets = e["offset_mapping"]
-            answer_tokens = [
-                i for i, (s, t) in enumerate(offsets) if chars and s < chars[1] and t > chars[0]
-            ]
-            answer_at = (answer_tokens[-1] + 1) if answer_tokens else last
+            found = answer_tokens(texts[b], e["offset_mapping"])
+            answer_at = (found[-1] + 1) if found else last
             rows["last"].append(final[b, last])
             rows["mean"].append(final[b, 1 : n + 1].mean(0))
             rows["answer"].append(final[b, answer_at])
             for layer in LAYERS:
                 rows[f"layer{layer}"].append(res.hidden_states[layer][b, last])
-            ans_lp = token_lp[answer_tokens].sum() if answer_tokens else token_lp.new_zeros(())
+            ans_lp = token_lp[found].sum() if found else token_lp.new_zeros(())
             rows["stats"].append(
                 torch.stack(
                     [
@@ -161,7 +148,7 @@ class FeatureReader:
                         token_lp.sum(),
                         ans_lp,
                         token_lp.new_tensor(float(n)),
-                        token_lp.new_tensor(float(chars is not None)),
+                        token_lp.new_tensor(float(answer_span(texts[b]) is not None)),
                         token_lp.new_tensor(0.0),  # filled by the caller (finish reason)
                     ]
                 )

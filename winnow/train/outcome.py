@@ -2,9 +2,10 @@
 
 Data: the `winnow train samples` journal (N answers per training-split question, sampled from the
 policy through the engine), labelled by the verifier. Features: the policy's final-layer hidden
-state at the response's last token (what :class:`~winnow.rewards.probe.ProbeReward` reads, and
-what the engine computes at the step that ends an answer). The objective and L2 strength are
-chosen by 5-fold cross-validation BY QUESTION on within-question AUC
+state at the response's last token or at the last token of its final answer (the two positions
+:class:`~winnow.rewards.probe.ProbeReward` can read; both are states the engine computes while it
+writes the answer). The position, objective and L2 strength are chosen by 5-fold
+cross-validation BY QUESTION on within-question AUC
 (:mod:`winnow.train.ranking`); the chosen head is refitted on every training question and Platt-
 calibrated, so its sigmoid output is P(correct) while its within-question order is the ranking's.
 
@@ -25,7 +26,7 @@ from winnow.rewards.probe import save_head
 from winnow.train import datasets, ranking
 from winnow.train.features import FeatureReader, extract
 
-FEATURE = "last"
+FEATURES = ("last", "answer")  # final-layer states the served probe can read (its `position`)
 OBJECTIVES = ("listwise", "pairwise", "pointwise")
 GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -45,9 +46,17 @@ def train_outcome_head(
     train = datasets.train_rows(journal)[:max_questions]
     if not train:
         raise SystemExit(f"no samples in {journal}: run `winnow train samples` first")
-    x = extract(reader, train, datasets.feature_dir())[FEATURE].float()
+    features = extract(reader, train, datasets.feature_dir())
     y, qid = datasets.labels(train), datasets.question_index(train)
-    (objective, l2), cv = ranking.choose(x, y, qid, OBJECTIVES, GRID)
+    cv: dict[str, float] = {}
+    for name in FEATURES:
+        _, by_config = ranking.choose(features[name].float(), y, qid, OBJECTIVES, GRID)
+        cv.update({f"{name}/{key}": value for key, value in by_config.items()})
+    best = max(cv, key=lambda k: cv[k])
+    feature, rest = best.split("/")
+    objective, l2_text = rest.split("@")
+    l2 = float(l2_text)
+    x = features[feature].float()
     head = ranking.calibrated(ranking.fit(x, y, qid, objective, l2), x, y)
     train_p = torch.sigmoid(head(x))
     metrics: dict[str, Any] = {
@@ -55,6 +64,7 @@ def train_outcome_head(
         "train_samples": len(y),
         "train_accuracy_of_samples": float(y.float().mean()),
         "train_questions_with_both": ranking.within_auc(y.float(), y, qid)[1],
+        "feature": feature,
         "objective": objective,
         "l2": l2,
         "cv_within_auc": cv,
@@ -62,7 +72,7 @@ def train_outcome_head(
     }
     if datasets.BENCH_ROWS.exists():
         bench = datasets.bench_rows()
-        xb = extract(reader, bench, datasets.feature_dir())[FEATURE].float()
+        xb = extract(reader, bench, datasets.feature_dir())[feature].float()
         yb, qb = datasets.labels(bench), datasets.question_index(bench)
         pb = torch.sigmoid(head(xb))
         within, count = ranking.within_auc(pb, yb, qb)
@@ -81,13 +91,15 @@ def train_outcome_head(
         {
             "kind": "outcome",
             "layer": -1,
+            "position": feature,
             "output": "sigmoid",
             "backbone": "default",
             "description": "P(correct) of a response: a linear head on SmolLM2-135M's final hidden "
-            f"state at the last token, trained to rank answers to the same question ({objective} "
-            "objective over each question's verifier-labelled samples), then Platt-calibrated.",
+            f"state at {_WHERE[feature]}, trained to rank answers to the same question "
+            f"({objective} objective over each question's verifier-labelled samples), then "
+            "Platt-calibrated.",
             "metrics": metrics,
-            "config": {"feature": FEATURE, "seed": seed, "journal": str(journal.name)},
+            "config": {"seed": seed, "journal": str(journal.name)},
             "calibration": {
                 "r_star": round(r_star, 3),
                 "r_star_log_odds": round(float(torch.logit(torch.tensor(r_star))), 3),
@@ -100,6 +112,12 @@ def train_outcome_head(
     )
     metrics["seconds"] = round(time.monotonic() - started, 1)
     return metrics
+
+
+_WHERE = {
+    "last": "the response's last token",
+    "answer": "the last token of the response's final answer (the last token without one)",
+}
 
 
 def _learning_curve(
@@ -134,7 +152,8 @@ def write_model_card(out_dir: Path) -> Path:
         "# Default rewards: `default` (outcome) and `default_prm` (process)",
         "",
         "Linear heads on SmolLM2-135M-Instruct's own final-layer hidden state (576 floats, after",
-        "the final norm), shipped as `head.safetensors` + `probe.json`. No downloaded data:",
+        f"the final norm; `default` reads it at {_WHERE[om.get('feature', 'last')]}), shipped",
+        "as `head.safetensors` + `probe.json`. No downloaded data:",
         "reasoning-gym generates the problems, the model itself the answers, the rule-based",
         "verifier the labels. Questions are split by a hash of their text (`winnow/tasks.py`): the",
         "held-out and benchmark questions never appear in training.",
@@ -146,8 +165,9 @@ def write_model_card(out_dir: Path) -> Path:
         "+/- and *), 32 per question at temperature 0.7, max 96 tokens; "
         f"{om['train_accuracy_of_samples'] * 100:.0f}% correct; "
         f"{om['train_questions_with_both']} questions have both right and wrong answers.",
-        f"- Objective: **{om['objective']}** (chosen with L2 {om['l2']:g} by 5-fold "
-        "cross-validation that splits questions, on within-question AUC; by objective@L2: "
+        f"- Objective: **{om['objective']}** on the state at **{om.get('feature', 'last')}** "
+        f"(chosen with L2 {om['l2']:g} by 5-fold "
+        "cross-validation that splits questions, on within-question AUC; by position/objective@L2: "
         f"{cv}), then Platt scaling on the pooled training answers (monotone: the ranking is "
         "unchanged, the output is a probability).",
         f"- **Held-out within-question AUC: {om.get('heldout_within_auc', float('nan')):.3f}** "
