@@ -41,7 +41,12 @@ class Problem:
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "user", "content": f"{self.question} {INSTRUCTION}"}]
+        return messages(self.question)
+
+
+def messages(question: str) -> list[dict[str, str]]:
+    """The chat the policy is asked a task question in (the instruction appended)."""
+    return [{"role": "user", "content": f"{question} {INSTRUCTION}"}]
 
 
 def split_of(question: str) -> Split:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent / "quality"))
 import run as quality  # noqa: E402  (benchmarks/quality/run.py: the same tables and plot)
 
 from winnow.answers import answers_and_groups  # noqa: E402
-from winnow.tasks import INSTRUCTION  # noqa: E402
+from winnow.tasks import messages as task_messages  # noqa: E402
 
 RESULTS = HERE.parent / "results"
 
@@ -52,13 +52,32 @@ def load_rows(path: Path, per_task: int = 100) -> list[dict[str, Any]]:
     return rows
 
 
+def candidates_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A journal row's candidates in sampling order."""
+    return sorted(row["body"]["winnow"]["candidates"], key=lambda c: c["index"])
+
+
+def stored_scores(rows: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """The scores a journal already holds (the reward of the run that wrote it)."""
+    return [[c["score"] for c in candidates_of(r)] for r in rows]
+
+
+def by_row(values: Sequence[float], sizes: Sequence[int]) -> list[list[float]]:
+    """Flat scores (in row, then candidate order) cut into rows of ``sizes``."""
+    out, at = [], 0
+    for size in sizes:
+        out.append(list(values[at : at + size]))
+        at += size
+    return out
+
+
 def rescored(rows: Sequence[dict[str, Any]], scores: Sequence[Sequence[float]]) -> list[dict]:
     """Rows as the quality benchmark summarises them, with new scores and today's answer groups;
     the 'chosen' candidate is the best-scored one (what best_of_n would return)."""
     out = []
     for row, row_scores in zip(rows, scores, strict=True):
         body = copy.deepcopy(row["body"])
-        cands = sorted(body["winnow"]["candidates"], key=lambda c: c["index"])
+        cands = candidates_of({"body": body})
         answers, groups = answers_and_groups([c["text"] for c in cands])
         best = max(range(len(cands)), key=lambda i: _key(row_scores[i]))
         for i, c in enumerate(cands):
@@ -95,12 +114,12 @@ async def score_rows(
     started = time.monotonic()
     try:
         for k, row in enumerate(rows):
-            messages = [{"role": "user", "content": f"{row['question']} {INSTRUCTION}"}]
+            messages = task_messages(row["question"])
             text = tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
             prompt = ChatPrompt(text, messages)
-            cands = sorted(row["body"]["winnow"]["candidates"], key=lambda c: c["index"])
+            cands = candidates_of(row)
             gold = row["problem"].answer
             if reward.info.kind == "process":
                 items = [ProcessItem(prompt, split_steps(c["text"]), reference=gold) for c in cands]
@@ -142,11 +161,7 @@ def score_rows_from_features(rows: Sequence[dict[str, Any]], reward_name: str) -
     scores = reward_head(x, torch.arange(x.shape[0]), head).reshape(-1)  # as ProbeReward does
     if meta.get("output", "sigmoid") == "sigmoid":
         scores = torch.sigmoid(scores)
-    out, at = [], 0
-    for q in bench:
-        out.append(scores[at : at + len(q.samples)].tolist())
-        at += len(q.samples)
-    return out
+    return by_row(scores.tolist(), [len(q.samples) for q in bench])
 
 
 def evaluate(
@@ -189,13 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     rows = load_rows(args.rows)
     if args.stored:
-        scores = [
-            [
-                c["score"]
-                for c in sorted(r["body"]["winnow"]["candidates"], key=lambda c: c["index"])
-            ]
-            for r in rows
-        ]
+        scores = stored_scores(rows)
     elif args.features:
         scores = score_rows_from_features(rows, args.reward)
     else:

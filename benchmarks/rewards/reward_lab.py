@@ -56,18 +56,11 @@ def matrix(features: dict[str, torch.Tensor], names: tuple[str, ...]) -> torch.T
     return torch.cat([features[n] for n in names], dim=1).float()
 
 
-def scores_by_row(values: torch.Tensor, rows: list) -> list[list[float]]:
-    out, at = [], 0
-    for q in rows:
-        out.append(values[at : at + len(q.samples)].tolist())
-        at += len(q.samples)
-    return out
-
-
 def bench_figures(scores: torch.Tensor, bench: list, bench_json: list) -> dict[str, Any]:
     """Within-question and pooled AUC, and accuracy of each rule at N=8 and N=32 (point
     estimates; the selected configuration gets the full tables with intervals)."""
-    rows = eval_reward.rescored(bench_json, scores_by_row(scores, bench))
+    sizes = [len(q.samples) for q in bench]
+    rows = eval_reward.rescored(bench_json, eval_reward.by_row(scores.tolist(), sizes))
     out: dict[str, Any] = dict(
         zip(("within_auc", "questions_with_both"),
             ranking.within_auc(scores, datasets.labels(bench), datasets.question_index(bench)),
@@ -78,9 +71,7 @@ def bench_figures(scores: torch.Tensor, bench: list, bench_json: list) -> dict[s
         for rule in ("majority", "best_of_n", "weighted_vote", "best_of_majority"):
             right = [
                 quality.correct(
-                    quality.select(
-                        rule, quality.to_candidates(r["body"]["winnow"]["candidates"])[:n]
-                    ),
+                    quality.select(rule, quality.to_candidates(eval_reward.candidates_of(r))[:n]),
                     r["problem"].answer,
                 )
                 for r in rows
@@ -120,10 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         "bench_questions": len(bench),
         "configs": {},
     }
-    old_scores = torch.tensor(
-        [c["score"] for r in bench_json for c in sorted(r["body"]["winnow"]["candidates"],
-                                                         key=lambda c: c["index"])]
-    )  # fmt: skip
+    old_scores = torch.tensor([v for row in eval_reward.stored_scores(bench_json) for v in row])
     results["old_default"] = bench_figures(old_scores, bench, bench_json)
     for fs in args.sets:
         xt, xb = matrix(ftrain, FEATURE_SETS[fs]), matrix(fbench, FEATURE_SETS[fs])
@@ -146,15 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     fs, objective = best.split("/")
     l2 = results["configs"][best]["l2"]
     xt, xb = matrix(ftrain, FEATURE_SETS[fs]), matrix(fbench, FEATURE_SETS[fs])
-    curve = {}
-    questions = torch.unique(qtrain)
-    for frac in (0.125, 0.25, 0.5, 1.0):
-        keep = questions[: max(2, int(len(questions) * frac))]
-        sel = torch.isin(qtrain, keep)
-        head = ranking.fit(xt[sel], ytrain[sel], qtrain[sel], objective, l2)
-        within = ranking.within_auc(head(xb), ybench, qbench)[0]
-        curve[str(len(keep))] = within
-        print(f"learning curve: {len(keep)} questions -> bench within AUC {within:.3f}", flush=True)
+    curve = ranking.learning_curve(xt, ytrain, qtrain, objective, l2, (xb, ybench, qbench))
+    for k, within in curve.items():
+        print(f"learning curve: {k} questions -> bench within AUC {within:.3f}", flush=True)
     results["learning_curve"] = curve
     results["seconds"] = round(time.monotonic() - started, 1)
     results["command"] = " ".join(["python", *sys.argv])

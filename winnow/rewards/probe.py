@@ -154,14 +154,15 @@ class ProbeReward(Reward):
         await self.batcher.close()
 
     def outcome_job(self, item: OutcomeItem) -> ProbeJob:
-        ids, ends = self.backbone.encode_segments([item.prompt, item.response])
         if self.position == "answer":  # the last token of the final answer, else the last token
-            offsets = self.backbone.tokenizer(
+            prompt_ids = self.backbone.encode(item.prompt)
+            response = self.backbone.tokenizer(
                 item.response, add_special_tokens=False, return_offsets_mapping=True
-            )["offset_mapping"]
-            found = answer_tokens(item.response, offsets)
-            if found:
-                return ProbeJob(tuple(ids), (ends[0] + 1 + found[-1],))
+            )  # one tokenization gives the ids and where the answer is
+            ids = prompt_ids + list(response["input_ids"])
+            found = answer_tokens(item.response, response["offset_mapping"])
+            return ProbeJob(tuple(ids), (len(prompt_ids) + found[-1] if found else len(ids) - 1,))
+        ids, ends = self.backbone.encode_segments([item.prompt, item.response])
         return ProbeJob(tuple(ids), (ends[-1],))
 
     def process_job(self, item: ProcessItem) -> ProbeJob:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from winnow.rewards.probe import answer_span, answer_tokens
+from winnow.tasks import messages
 from winnow.train.samples import QuestionSamples
 
 LAYERS = (10, 15, 20, 25)  # intermediate layers read at the last token (SmolLM2-135M has 30)
@@ -171,9 +172,7 @@ def extract(
         if path.exists():
             feats = torch.load(path)
         else:
-            prompt = q.prompt or reader.render(
-                [{"role": "user", "content": _user_text(q.question)}]
-            )
+            prompt = q.prompt or reader.render(messages(q.question))
             feats = {
                 k: v.clone()
                 for k, v in reader.question(prompt, [s.text for s in q.samples]).items()
@@ -187,12 +186,6 @@ def extract(
                 print(f"[features] {i + 1}/{len(rows)} questions ({rate * 60:.1f}/min)", flush=True)
         parts.append(feats)
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
-def _user_text(question: str) -> str:
-    from winnow.tasks import INSTRUCTION
-
-    return f"{question} {INSTRUCTION}"
 
 
 def describe(features: dict[str, Any]) -> str:

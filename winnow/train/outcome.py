@@ -82,7 +82,7 @@ def train_outcome_head(
             heldout_within_auc=within,
             heldout_questions_with_both=count,
             heldout_pooled_auc=ranking.auc(pb.tolist(), yb.tolist()),
-            learning_curve=_learning_curve(x, y, qid, objective, l2, xb, yb, qb),
+            learning_curve=ranking.learning_curve(x, y, qid, objective, l2, (xb, yb, qb)),
         )
     r_star = float(torch.quantile(train_p, 0.75))
     save_head(
@@ -118,27 +118,6 @@ _WHERE = {
     "last": "the response's last token",
     "answer": "the last token of the response's final answer (the last token without one)",
 }
-
-
-def _learning_curve(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    qid: torch.Tensor,
-    objective: str,
-    l2: float,
-    xb: torch.Tensor,
-    yb: torch.Tensor,
-    qb: torch.Tensor,
-) -> dict[str, float]:
-    """Held-out within-question AUC when trained on the first k training questions."""
-    questions = torch.unique(qid)
-    curve = {}
-    for frac in (0.125, 0.25, 0.5, 1.0):
-        keep = questions[: max(4, int(len(questions) * frac))]
-        sel = torch.isin(qid, keep)
-        head = ranking.fit(x[sel], y[sel], qid[sel], objective, l2)
-        curve[str(len(keep))] = ranking.within_auc(head(xb), yb, qb)[0]
-    return curve
 
 
 def write_model_card(out_dir: Path) -> Path:

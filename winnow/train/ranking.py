@@ -203,3 +203,24 @@ def choose(
     best = max(results, key=lambda k: results[k])
     objective, l2 = best.split("@")
     return (objective, float(l2)), results
+
+
+def learning_curve(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    objective: Objective,
+    l2: float,
+    held: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    fractions: Sequence[float] = (0.125, 0.25, 0.5, 1.0),
+) -> dict[str, float]:
+    """Held-out (x, y, qid) within-question AUC when trained on the first k training questions,
+    keyed by k."""
+    questions = torch.unique(qid)
+    curve = {}
+    for frac in fractions:
+        keep = questions[: max(4, int(len(questions) * frac))]
+        sel = torch.isin(qid, keep)
+        head = fit(x[sel], y[sel], qid[sel], objective, l2)
+        curve[str(len(keep))] = within_auc(head(held[0]), held[1], held[2])[0]
+    return curve
