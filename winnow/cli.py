@@ -96,6 +96,18 @@ def _train_parser(sub: Any) -> None:
     s.add_argument("--max-tokens", type=int, default=96)
     s.add_argument("--temperature", type=float, default=0.7)
     s.add_argument("--seed", type=int, default=0)
+    t = tsub.add_parser(
+        "steps", help="Monte-Carlo step labels for the PRM: rollouts from solution prefixes"
+    )
+    t.add_argument(
+        "--bench", action="store_true",
+        help="label the benchmark's stored answers (held-out evaluation), not training samples",
+    )  # fmt: skip
+    t.add_argument("--journal", type=Path, default=None, help="default: see winnow/train/cli.py")
+    t.add_argument("--per-question", type=int, default=3, help="solutions labelled per question")
+    t.add_argument("--k", type=int, default=8, help="rollouts per step prefix")
+    t.add_argument("--max-questions", type=int, default=None, help="the first K questions")
+    t.add_argument("--seed", type=int, default=0)
     m = tsub.add_parser("prm", help="train the default process head (default_prm)")
     m.add_argument("--out", type=Path, default=None, help="default: the package's assets")
     m.add_argument("--seed", type=int, default=0)
@@ -171,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         from winnow.train.cli import train_prm
 
         train_prm(args.out, args.seed)
+        return 0
+    if args.command == "train" and args.train_command == "steps":
+        from winnow.train.cli import collect_step_labels
+
+        collect_step_labels(args)
         return 0
     if args.command == "train" and args.train_command == "samples":
         from winnow.train.cli import collect_samples

@@ -131,3 +131,36 @@ def collect_samples(args: Any) -> None:
             await engine.shutdown()
 
     asyncio.run(run())
+
+
+def collect_step_labels(args: Any) -> None:
+    """`winnow train steps`: Monte-Carlo labels for the steps of the policy's own solutions."""
+    from winnow.engine.vllm_local import VllmEngine
+    from winnow.models.default_model import build_default_model
+    from winnow.train import datasets
+    from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, roll_out
+
+    data_dir = default_data_dir()
+    model = str(build_default_model(data_dir))
+    sources = datasets.bench_rows() if args.bench else datasets.train_rows()
+    sources = sources[: args.max_questions] if args.max_questions else sources
+    journal = args.journal or (BENCH_STEP_JOURNAL if args.bench else STEP_JOURNAL)
+    print(f"[steps] {len(sources)} questions, k={args.k} -> {journal}", flush=True)
+
+    async def run() -> None:
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+        engine = VllmEngine(
+            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
+        )
+        await engine.start()
+        try:
+            await roll_out(
+                engine, sources, journal, split="eval" if args.bench else "train",
+                per_question=args.per_question, k=args.k, seed=args.seed,
+            )  # fmt: skip
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(run())
