@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from winnow.engine.fake import FakeEngine
+from winnow.rewards.base import split_steps
 from winnow.tasks import split_of
 from winnow.train.samples import QuestionSamples, Sample
 from winnow.train.steplabels import (
@@ -16,7 +17,6 @@ from winnow.train.steplabels import (
     choose_solutions,
     read_steps,
     roll_out,
-    split_steps,
 )
 
 
@@ -27,10 +27,12 @@ from winnow.train.steplabels import (
         ("a\n\n\n\nb\n\nc", ["a\n\n\n\n", "b\n\n", "c"]),
         ("a\n\n", ["a\n\n"]),
         ("one step", ["one step"]),
+        ("\n\nlead", ["\n\n", "lead"]),
+        ("", []),
     ],
 )
 def test_steps_keep_their_delimiter_and_join_back(text: str, steps: list[str]) -> None:
-    assert split_steps(text) == steps
+    assert list(split_steps(text)) == steps
     assert "".join(split_steps(text)) == text
 
 

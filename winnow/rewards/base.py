@@ -144,11 +144,15 @@ STEP_DELIMITER = "\n\n"
 
 
 def split_steps(text: str, delimiter: str = STEP_DELIMITER) -> tuple[str, ...]:
-    """Split a response into steps; each step keeps its delimiter, as strategies generate them."""
-    if not text:
-        return ()
+    """Split a response into steps as strategies generate them: each step keeps its delimiter,
+    and a blank piece (a run of extra newlines) stays with the step before it, so
+    ``"".join(split_steps(text)) == text``."""
+    steps: list[str] = []
     parts = text.split(delimiter)
-    steps = [p + delimiter for p in parts[:-1]]
-    if parts[-1]:
-        steps.append(parts[-1])
-    return tuple(s for s in steps if s.strip()) or (text,)
+    for i, part in enumerate(parts):
+        piece = part + (delimiter if i < len(parts) - 1 else "")
+        if steps and not part.strip():
+            steps[-1] += piece
+        elif piece:
+            steps.append(piece)
+    return tuple(steps)

@@ -24,27 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from winnow.answers import equivalent, extract_answer
-from winnow.rewards.base import STEP_DELIMITER
+from winnow.rewards.base import split_steps
 from winnow.tasks import messages, split_of
 from winnow.train.datasets import ROOT
 from winnow.train.samples import QuestionSamples
 
 STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts.jsonl"
 BENCH_STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts_bench.jsonl"
-
-
-def split_steps(text: str, delimiter: str = STEP_DELIMITER) -> list[str]:
-    """``text`` as tree search's steps: each ends with the delimiter except the last; a blank
-    piece (a run of extra newlines) stays with the step before it. ``"".join`` gives ``text``."""
-    steps: list[str] = []
-    parts = text.split(delimiter)
-    for i, part in enumerate(parts):
-        piece = part + (delimiter if i < len(parts) - 1 else "")
-        if steps and not part.strip():
-            steps[-1] += piece
-        elif piece:
-            steps.append(piece)
-    return steps
 
 
 def is_right(text: str, gold: str) -> bool:
@@ -113,7 +99,7 @@ def choose_solutions(q: QuestionSamples, per_question: int, seed: int) -> list[l
     right: list[list[str]] = []
     wrong: list[list[str]] = []
     for s in q.samples:
-        steps = split_steps(s.text)
+        steps = list(split_steps(s.text))
         if len(steps) < 2 or s.text in seen:
             continue
         seen.add(s.text)
