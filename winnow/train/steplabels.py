@@ -125,7 +125,7 @@ async def roll_out(
     max_tokens: int = 96,
     temperature: float = 0.7,
     seed: int = 0,
-    concurrency: int = 4,
+    concurrency: int = 8,
     log_every: int = 10,
 ) -> list[QuestionSteps]:
     """Label the steps of each question's chosen solutions by ``k`` rollouts per intermediate
@@ -164,13 +164,16 @@ async def roll_out(
         async with limit:
             prompt = q.prompt or await engine.apply_chat_template(messages(q.question))
             prompt_ids = await engine.tokenize(prompt)
-            solutions = []
-            for si, steps in enumerate(chosen):
-                calls = [
-                    prefix_rollouts(prompt_ids, "".join(steps[: j + 1]), index * 100 + si * 10 + j)
-                    for j in range(len(steps) - 1)
-                ]
-                solutions.append(StepSolution(steps, list(await asyncio.gather(*calls))))
+            calls = [
+                prefix_rollouts(prompt_ids, "".join(steps[: j + 1]), index * 100 + si * 10 + j)
+                for si, steps in enumerate(chosen)
+                for j in range(len(steps) - 1)
+            ]  # every prefix of every solution in one batch
+            rolled_out = iter(await asyncio.gather(*calls))
+            solutions = [
+                StepSolution(steps, [next(rolled_out) for _ in range(len(steps) - 1)])
+                for steps in chosen
+            ]
         record = QuestionSteps(q.task, q.question, q.gold, prompt, solutions)
         async with lock:
             with journal.open("a") as f:
