@@ -31,28 +31,26 @@ def train_reward(
 
 
 def train_prm(out_dir: Path | None, seed: int) -> dict:
-    """The default process head (samples through the engine, features by transformers)."""
-    from winnow.engine.vllm_local import VllmEngine
+    """The default process head from the Monte-Carlo step journals (`winnow train steps`; no
+    engine: features by transformers)."""
     from winnow.models.default_model import build_default_model
     from winnow.rewards.backbone import Backbone
+    from winnow.train import datasets
+    from winnow.train.features import FeatureReader, extract
     from winnow.train.outcome import write_model_card
-    from winnow.train.reward import TrainConfig, train_process_head
+    from winnow.train.process import train_process_head
+    from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
 
-    data_dir = default_data_dir()
-    model = str(build_default_model(data_dir))
+    del seed  # deterministic: question folds and LBFGS from zeros
+    model = str(build_default_model(default_data_dir()))
     target = out_dir or ASSETS
-
-    async def run() -> dict:
-        engine = VllmEngine(
-            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
-        )
-        await engine.start()
-        try:
-            return await train_process_head(engine, Backbone(model), target, TrainConfig(seed=seed))
-        finally:
-            await engine.shutdown()
-
-    metrics = asyncio.run(run())
+    train, held = read_steps(STEP_JOURNAL), read_steps(BENCH_STEP_JOURNAL)
+    if not train or not held:
+        raise SystemExit("run `winnow train steps` and `winnow train steps --bench` first")
+    labelled = {q.question for q in train}
+    samples = [q for q in datasets.train_rows() if q.question in labelled]
+    last = extract(FeatureReader(model), samples, datasets.feature_dir())["last"]
+    metrics = train_process_head(Backbone(model), train, held, target, singles=(samples, last))
     write_model_card(target)
     print(json.dumps(metrics, indent=2))
     return metrics
@@ -103,12 +101,12 @@ def collect_samples(args: Any) -> None:
     """`winnow train samples`: N answers to every training-split question, journaled."""
     from winnow.engine.vllm_local import VllmEngine
     from winnow.models.default_model import build_default_model
-    from winnow.train.reward import OUTCOME_TASKS
+    from winnow.train.datasets import TASKS
     from winnow.train.samples import sample_questions, train_questions
 
     data_dir = default_data_dir()
     model = str(build_default_model(data_dir))
-    items = train_questions(OUTCOME_TASKS, args.per_task, seed=args.seed)
+    items = train_questions(TASKS, args.per_task, seed=args.seed)
     journal = args.journal or SAMPLES_JOURNAL
     print(f"[samples] {len(items)} training questions, n={args.n} -> {journal}", flush=True)
 

@@ -15,7 +15,7 @@ from winnow.train.samples import QuestionSamples, from_quality_rows, read_journa
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_JOURNAL = ROOT / "benchmarks/results/reward_train/samples.jsonl"
 BENCH_ROWS = ROOT / "benchmarks/results/quality.rows.jsonl"
-BENCH_TASKS = ("add_sub_1digit", "mul_1digit")
+TASKS = ("add_sub_1digit", "mul_1digit")  # what rewards are trained and benchmarked on
 
 
 def feature_dir() -> Path:
@@ -24,9 +24,7 @@ def feature_dir() -> Path:
 
 def bench_rows(path: Path = BENCH_ROWS, per_task: int = 100) -> list[QuestionSamples]:
     """The quality benchmark's 200 problems x 32 answers (its own problem list gives the gold)."""
-    gold = {
-        p.question: (p.task, p.answer) for t in BENCH_TASKS for p in problems(t, "eval", per_task)
-    }
+    gold = {p.question: (p.task, p.answer) for t in TASKS for p in problems(t, "eval", per_task)}
     return from_quality_rows(path, gold)
 
 

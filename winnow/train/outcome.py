@@ -125,6 +125,7 @@ def write_model_card(out_dir: Path) -> Path:
     outcome = json.loads((out_dir / "default" / "probe.json").read_text())
     process = json.loads((out_dir / "default_prm" / "probe.json").read_text())
     om, pm = outcome["metrics"], process["metrics"]
+    ph = pm["heldout"]
     cv = ", ".join(f"{k}: {v:.3f}" for k, v in om["cv_within_auc"].items())
     curve = ", ".join(f"{k}: {v:.3f}" for k, v in om.get("learning_curve", {}).items())
     lines = [
@@ -159,26 +160,32 @@ def write_model_card(out_dir: Path) -> Path:
         "`winnow train reward`; other features and objectives compared in "
         "`benchmarks/results/reward_lab.md`.",
         "",
-        "## `default_prm` — P(steps so far correct) (`winnow train prm`; not retrained this time)",
+        "## `default_prm` — P(the solution so far still reaches the answer) (`winnow train prm`)",
         "",
-        f"- Data: {pm['train_solutions']} gsm_symbolic worked solutions and corrupted copies (one "
-        "number changed in one step), plus sampled arithmetic answers as one-step solutions: "
-        f"{pm['train_steps']} labelled steps.",
-        f"- **Held-out step AUC: {pm['heldout_step_auc']:.3f}** over {pm['heldout_steps']} steps "
-        "(synthetic corruptions)"
-        + (
-            f"; as an outcome reward on held-out arithmetic answers AUC {last_step:.3f}."
-            if (last_step := pm.get("heldout_outcome_auc_of_last_step")) is not None
-            else "."
-        ),
+        f"- Data: `winnow train steps`: {pm['train_solutions']} multi-step answers of the policy "
+        f"to {pm['train_questions']} training-split questions, cut into steps as tree search "
+        f"writes them; each intermediate step labelled by {pm['rollouts_per_step']:.0f} rollouts "
+        "from its prefix (the fraction that reach the gold answer, Math-Shepherd), the last step "
+        f"by the verifier; plus {pm['train_single_step_answers']} single-step answers (verdict): "
+        f"{pm['train_steps']} steps, {pm['train_intermediate_steps']} intermediate.",
+        f"- Objective: **{pm['objective']}** with L2 {pm['l2']:g}, chosen by 5-fold "
+        "cross-validation that splits questions, on within-question step AUC ("
+        + ", ".join(f"{k}: {v:.3f}" for k, v in pm["cv_within_question_step_auc"].items())
+        + "), then Platt scaling.",
+        f"- **Held-out step AUC: {ph['step_auc']:.3f}** over {ph['steps']} steps of the "
+        f"{pm['heldout_questions']} benchmark questions' own answers (evaluation split; labels "
+        "by rollouts as above, a step good when any rollout reaches the answer); within question "
+        f"{ph['within_question_step_auc']:.3f}; intermediate steps alone "
+        f"{ph['intermediate_step_auc']:.3f} ({ph['intermediate_steps']} steps); Spearman with "
+        f"the rollouts' success rate {ph['soft_label_spearman']:.3f}.",
         "",
         "## Limits",
         "",
         "- Trained for one model (SmolLM2-135M-Instruct, the embedded default) and short",
         "  arithmetic; it reads that model's hidden states, so it cannot score another model's",
         "  prompts meaningfully, and it knows nothing of other domains.",
-        "- The process head's corruptions are synthetic (a changed number); it has not been",
-        "  trained on Monte-Carlo step labels of the policy's own solutions yet.",
+        "- Most answers to these questions are one step (72% of the samples): the process head",
+        "  sees few long solutions, and its labels come from 8 rollouts each (a coarse estimate).",
         "- `default` ranks answers to one question; it was not trained to tell easy questions",
         "  from hard ones, so its pooled AUC (across questions) is lower than the first",
         f"  default's ({om.get('heldout_pooled_auc', float('nan')):.3f} vs 0.797 on the same "

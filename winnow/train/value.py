@@ -262,7 +262,7 @@ def heldout_metrics(
     data: Dataset, head: QHead, embedding: torch.Tensor, correct: Sequence[int | None]
 ) -> dict[str, Any]:
     """How well V at a fraction of the response predicts the final reward (and correctness)."""
-    from winnow.train.reward import auc
+    from winnow.train.ranking import auc
 
     v = data.values(head, embedding)
     out: dict[str, Any] = {}

@@ -1,0 +1,270 @@
+"""`winnow train prm`: the process reward head on Monte-Carlo step labels (Math-Shepherd).
+
+Data (:mod:`winnow.train.steplabels`): the policy's own multi-step answers to training-split
+questions, each step labelled by the success rate of k rollouts from its prefix (the last step by
+the verifier's verdict), plus up to ``singles`` distinct single-step answers of the same questions
+(their one step is labelled by the verdict: tree search's first step is often the whole answer).
+
+Features: the policy's final-layer state at each step's last token, read exactly as the served
+process probe reads it (prompt and steps tokenized as segments, :class:`ProbeReward`).
+
+Objective: ``pointwise`` (logistic regression on the soft labels) or ``pairwise`` (Bradley-Terry
+on the steps of one question whose values differ by at least ``MARGIN``, weighted by the
+difference: beams of one question are what tree search compares). The objective and L2 are chosen
+by question-split cross-validation on the within-question step AUC; the shipped head is
+Platt-calibrated so its output reads as P(this prefix still reaches the answer).
+
+Held out: the benchmark questions' step journal (evaluation split, never trained on): step AUC
+against Math-Shepherd's hard labels (a step is good when any of its rollouts reaches the gold;
+the last step by the verdict), pooled, within question, and on intermediate steps alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from winnow.rewards.backbone import Backbone, ProbeJob
+from winnow.rewards.base import STEP_DELIMITER, split_steps
+from winnow.rewards.probe import save_head
+from winnow.train import ranking
+from winnow.train.samples import QuestionSamples
+from winnow.train.steplabels import QuestionSteps, is_right
+
+OBJECTIVES = ("pointwise", "pairwise")
+GRID = (1e-3, 1e-2, 1e-1)
+MARGIN = 0.25  # pairwise: steps whose values differ by less say little about their order
+
+
+@dataclass(slots=True)
+class StepSet:
+    """Every labelled step: features, soft value, hard label, question, intermediate or not."""
+
+    x: torch.Tensor
+    value: torch.Tensor
+    hard: torch.Tensor
+    qid: torch.Tensor
+    intermediate: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+
+def step_rows(
+    labelled: Sequence[QuestionSteps],
+) -> list[tuple[int, str, list[str], list[float], list[bool]]]:
+    """(question index, prompt, steps, values, intermediate flags) per labelled solution."""
+    rows = []
+    for qi, q in enumerate(labelled):
+        for sol in q.solutions:
+            values = sol.values(q.gold)
+            flags = [True] * (len(values) - 1) + [False]
+            rows.append((qi, q.prompt, list(sol.steps), values, flags))
+    return rows
+
+
+def single_steps(
+    labelled: Sequence[QuestionSteps],
+    samples: Sequence[QuestionSamples],
+    last: torch.Tensor,
+    singles: int,
+) -> StepSet:
+    """Up to ``singles`` distinct single-step answers of each labelled question, labelled by the
+    verdict. ``last`` holds the final-layer state at every sample's last token (the samples'
+    cached features, :mod:`winnow.train.features`): for a one-step answer that is exactly the
+    state the process probe reads."""
+    index = {q.question: qi for qi, q in enumerate(labelled)}
+    picked, values, qids = [], [], []
+    row = 0
+    for q in samples:
+        seen: set[str] = set()
+        for s in q.samples:
+            if (
+                q.question in index
+                and len(seen) < singles
+                and s.text not in seen
+                and len(split_steps(s.text)) == 1
+            ):
+                seen.add(s.text)
+                picked.append(row)
+                values.append(float(is_right(s.text, q.gold)))
+                qids.append(index[q.question])
+            row += 1
+    value = torch.tensor(values)
+    return StepSet(last[picked].float(), value, (value > 0.5).long(), torch.tensor(qids),
+                   torch.zeros(len(values), dtype=torch.bool))  # fmt: skip
+
+
+def concat(*parts: StepSet) -> StepSet:
+    return StepSet(*(torch.cat([getattr(p, f) for p in parts]) for f in StepSet.__slots__))
+
+
+def read_features(
+    backbone: Backbone, rows: Sequence[tuple[int, str, list[str], list[float], list[bool]]]
+) -> StepSet:
+    from tqdm import tqdm
+
+    xs: list[torch.Tensor] = []
+    for start in tqdm(range(0, len(rows), 32), desc="step features", unit="batch"):
+        jobs = []
+        for _, prompt, steps, _, _ in rows[start : start + 32]:
+            ids, ends = backbone.encode_segments([prompt, *steps])
+            jobs.append(ProbeJob(tuple(ids), tuple(ends[1:])))
+        encoded = backbone.encode_sequences([j.ids for j in jobs])
+        xs.extend(e.hidden[list(j.positions)].clone() for e, j in zip(encoded, jobs, strict=True))
+    value = torch.tensor([v for r in rows for v in r[3]])
+    inter = torch.tensor([f for r in rows for f in r[4]])
+    # Math-Shepherd's hard estimate: a step is good when any rollout from it reaches the gold
+    hard = torch.where(inter, value > 0, value > 0.5).long()
+    qid = torch.tensor([r[0] for r in rows for _ in r[3]])
+    return StepSet(torch.cat(xs).float(), value, hard, qid, inter)
+
+
+def fit(data: StepSet, objective: str, l2: float, max_iter: int = 200) -> ranking.Linear:
+    """A linear head on standardised features, folded back to raw inputs."""
+    x, v = data.x, data.value
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    if objective == "pairwise":
+        zq, mask = ranking._padded(z, data.qid)
+        vq, _ = ranking._padded(v, data.qid)
+        gap = vq.unsqueeze(2) - vq.unsqueeze(1)  # [Q, i, j]: v_i - v_j
+        weight = torch.where(gap >= MARGIN, gap, 0.0) * (mask.unsqueeze(2) & mask.unsqueeze(1))
+        useful = weight.sum((1, 2)) > 0
+        zq, weight = zq[useful], weight[useful]
+    optimizer = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        if objective == "pairwise":
+            s = zq @ w
+            diff = s.unsqueeze(2) - s.unsqueeze(1)
+            per_q = (torch.nn.functional.softplus(-diff) * weight).sum((1, 2)) / weight.sum((1, 2))
+            loss = per_q.mean()
+        else:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, v)
+        loss = loss + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    raw_w = (w / std).detach()
+    raw_b = float((b - (w * mean / std).sum()).detach()) if objective == "pointwise" else 0.0
+    return ranking.Linear(raw_w, raw_b)
+
+
+def subset(data: StepSet, keep: torch.Tensor) -> StepSet:
+    return StepSet(data.x[keep], data.value[keep], data.hard[keep], data.qid[keep],
+                   data.intermediate[keep])  # fmt: skip
+
+
+def measures(scores: torch.Tensor, data: StepSet) -> dict[str, Any]:
+    """Step AUC against the hard labels: pooled, within question, intermediate steps alone."""
+    inter = data.intermediate
+    within, questions = ranking.within_auc(scores, data.hard, data.qid)
+    return {
+        "steps": len(data),
+        "intermediate_steps": int(inter.sum()),
+        "step_auc": ranking.auc(scores.tolist(), data.hard.tolist()),
+        "within_question_step_auc": within,
+        "questions_with_both": questions,
+        "intermediate_step_auc": ranking.auc(scores[inter].tolist(), data.hard[inter].tolist()),
+        "soft_label_spearman": spearman(scores, data.value),
+    }
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = a.argsort().argsort().float()
+    rb = _ranks(b)
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share their mean rank)."""
+    values = v.tolist()
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and values[order[j]] == values[order[i]]:
+            j += 1
+        for k in order[i:j]:
+            out[k] = (i + j - 1) / 2
+        i = j
+    return torch.tensor(out)
+
+
+def cross_validate(data: StepSet, objective: str, l2: float, folds: int = 5) -> float:
+    scores = torch.empty(len(data))
+    for test in ranking.question_folds(data.qid, folds):
+        scores[test] = fit(subset(data, ~test), objective, l2)(data.x[test])
+    return ranking.within_auc(scores, data.hard, data.qid)[0]
+
+
+def train_process_head(
+    backbone: Backbone,
+    train: Sequence[QuestionSteps],
+    held: Sequence[QuestionSteps],
+    out_dir: Path,
+    *,
+    singles: tuple[Sequence[QuestionSamples], torch.Tensor] | None = None,
+    per_question: int = 8,
+) -> dict[str, Any]:
+    """Choose, fit, calibrate and save the process head under ``out_dir/default_prm``.
+    ``singles``: the samples journal's questions and their last-token states, from which the
+    single-step answers are added (``per_question`` at most per question)."""
+    started = time.time()
+    data = read_features(backbone, step_rows(train))
+    if singles is not None:
+        data = concat(data, single_steps(train, singles[0], singles[1], per_question))
+    test = read_features(backbone, step_rows(held))
+    cv = {f"{o}@{l2:g}": cross_validate(data, o, l2) for o in OBJECTIVES for l2 in GRID}
+    best = max(cv, key=cv.__getitem__)
+    objective, l2 = best.split("@")[0], float(best.split("@")[1])
+    head = fit(data, objective, l2)
+    a, b = ranking.platt(head(data.x), (data.value > 0.5).long())
+    head = ranking.Linear(head.weight * a, head.bias * a + b)
+    metrics = {
+        "train_questions": len(train),
+        "train_solutions": sum(len(q.solutions) for q in train),
+        "train_steps": len(data),
+        "train_intermediate_steps": int(data.intermediate.sum()),
+        "train_single_step_answers": len(data) - sum(len(r[3]) for r in step_rows(train)),
+        "rollouts_per_step": _rollouts(train),
+        "objective": objective,
+        "l2": l2,
+        "cv_within_question_step_auc": cv,
+        "heldout": measures(head(test.x), test),
+        "heldout_questions": len(held),
+        "seconds": round(time.time() - started, 1),
+    }
+    save_head(
+        out_dir / "default_prm",
+        {"weight": head.weight.contiguous(), "bias": torch.tensor([head.bias])},
+        {
+            "kind": "process",
+            "layer": -1,
+            "output": "sigmoid",
+            "backbone": "default",
+            "step_delimiter": STEP_DELIMITER,
+            "description": "P(the solution so far still reaches the right answer): linear probe "
+            "on SmolLM2-135M's final hidden state at each step's last token, trained on "
+            "Monte-Carlo step labels (rollouts from the policy's own solution prefixes).",
+            "metrics": metrics,
+        },
+    )
+    return metrics
+
+
+def _rollouts(labelled: Sequence[QuestionSteps]) -> float:
+    counts = [len(r) for q in labelled for s in q.solutions for r in s.rollouts]
+    return statistics.fmean(counts) if counts else 0.0
