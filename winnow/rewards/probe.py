@@ -8,7 +8,8 @@ A probe directory holds ``head.safetensors`` (``weight``/``bias`` for a linear h
 
 An outcome probe reads the last token of prompt + response (``position`` "last"), or the last
 token of the response's final answer ("answer"; the last token when there is none); a process
-probe reads the last token of every step. The head runs through
+probe reads the last token of every step ("last") or the last token of the result each step
+states ("answer"). The head runs through
 :func:`winnow.kernels.reward_head` (Triton on CUDA, the torch reference elsewhere) on the padded
 batch, flattened, so only the probed rows are gathered.
 """
@@ -57,6 +58,27 @@ def answer_tokens(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
     if chars is None:
         return []
     return [i for i, (s, t) in enumerate(offsets) if s < chars[1] and t > chars[0]]
+
+
+def process_positions(
+    backbone: Backbone, prompt: str, steps: Sequence[str], position: str = "last"
+) -> ProbeJob:
+    """Prompt and steps tokenized as segments, and per step the position a process probe reads:
+    the step's last token ("last"), or the last token of the result the step states ("answer":
+    its last number or expression, as :func:`answer_span` finds it; the last token without one).
+    Training reads the same positions (:mod:`winnow.train.process`)."""
+    if position == "last":
+        ids, ends = backbone.encode_segments([prompt, *steps])
+        return ProbeJob(tuple(ids), tuple(ends[1:]))
+    ids = backbone.encode(prompt)
+    positions = []
+    for step in steps:
+        encoded = backbone.tokenizer(step, add_special_tokens=False, return_offsets_mapping=True)
+        found = answer_tokens(step, encoded["offset_mapping"])
+        start = len(ids)
+        ids.extend(encoded["input_ids"])
+        positions.append(start + found[-1] if found else len(ids) - 1)
+    return ProbeJob(tuple(ids), tuple(positions))
 
 
 def load_head(directory: Path) -> tuple[RewardHead, dict[str, Any]]:
@@ -169,8 +191,7 @@ class ProbeReward(Reward):
         steps = list(item.steps)
         if item.partial and steps and not steps[-1].endswith(self.delimiter):
             steps[-1] = steps[-1] + self.delimiter  # score the unfinished step as if complete
-        ids, ends = self.backbone.encode_segments([item.prompt, *steps])
-        return ProbeJob(tuple(ids), tuple(ends[1:]))
+        return process_positions(self.backbone, item.prompt, steps, self.position)
 
     async def score(self, items: Sequence[OutcomeItem]) -> Scored:
         if self.info.kind == "process":

@@ -49,8 +49,8 @@ def train_prm(out_dir: Path | None, seed: int) -> dict:
         raise SystemExit("run `winnow train steps` and `winnow train steps --bench` first")
     labelled = {q.question for q in train}
     samples = [q for q in datasets.train_rows() if q.question in labelled]
-    last = extract(FeatureReader(model), samples, datasets.feature_dir())["last"]
-    metrics = train_process_head(Backbone(model), train, held, target, singles=(samples, last))
+    features = extract(FeatureReader(model), samples, datasets.feature_dir())
+    metrics = train_process_head(Backbone(model), train, held, target, singles=(samples, features))
     write_model_card(target)
     print(json.dumps(metrics, indent=2))
     return metrics

@@ -168,9 +168,10 @@ def write_model_card(out_dir: Path) -> Path:
         "from its prefix (the fraction that reach the gold answer, Math-Shepherd), the last step "
         f"by the verifier; plus {pm['train_single_step_answers']} single-step answers (verdict): "
         f"{pm['train_steps']} steps, {pm['train_intermediate_steps']} intermediate.",
-        f"- Objective: **{pm['objective']}** with L2 {pm['l2']:g}, chosen by 5-fold "
-        "cross-validation that splits questions, on within-question step AUC ("
-        + ", ".join(f"{k}: {v:.3f}" for k, v in pm["cv_within_question_step_auc"].items())
+        f"- Objective: **{pm['objective']}** on the state at **{pm['position']}** (`last`: the "
+        "step's last token; `answer`: the last token of the result the step states), L2 "
+        f"{pm['l2']:g}, chosen by 5-fold cross-validation that splits questions, on step AUC ("
+        + ", ".join(f"{k}: {v:.3f}" for k, v in pm["cv_step_auc"].items())
         + "), then Platt scaling.",
         f"- **Held-out step AUC: {ph['step_auc']:.3f}** over {ph['steps']} steps of the "
         f"{pm['heldout_questions']} benchmark questions' own answers (evaluation split; labels "

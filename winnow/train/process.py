@@ -5,14 +5,15 @@ questions, each step labelled by the success rate of k rollouts from its prefix 
 the verifier's verdict), plus up to ``singles`` distinct single-step answers of the same questions
 (their one step is labelled by the verdict: tree search's first step is often the whole answer).
 
-Features: the policy's final-layer state at each step's last token, read exactly as the served
-process probe reads it (prompt and steps tokenized as segments, :class:`ProbeReward`).
+Features: the policy's final-layer state, read exactly as the served process probe reads it
+(prompt and steps tokenized as segments, :func:`winnow.rewards.probe.process_positions`).
 
 Objective: ``pointwise`` (logistic regression on the soft labels) or ``pairwise`` (Bradley-Terry
 on the steps of one question whose values differ by at least ``MARGIN``, weighted by the
-difference: beams of one question are what tree search compares). The objective and L2 are chosen
-by question-split cross-validation on the within-question step AUC; the shipped head is
-Platt-calibrated so its output reads as P(this prefix still reaches the answer).
+difference: beams of one question are what tree search compares), at each step's last token or
+at the last token of the result it states (``position``). Position, objective and L2 are chosen
+by question-split cross-validation on the step AUC; the shipped head is Platt-calibrated so its
+output reads as P(this prefix still reaches the answer).
 
 Held out: the benchmark questions' step journal (evaluation split, never trained on): step AUC
 against Math-Shepherd's hard labels (a step is good when any of its rollouts reaches the gold;
@@ -30,13 +31,14 @@ from typing import Any
 
 import torch
 
-from winnow.rewards.backbone import Backbone, ProbeJob
+from winnow.rewards.backbone import Backbone
 from winnow.rewards.base import STEP_DELIMITER, split_steps
-from winnow.rewards.probe import save_head
+from winnow.rewards.probe import process_positions, save_head
 from winnow.train import ranking
 from winnow.train.samples import QuestionSamples
 from winnow.train.steplabels import QuestionSteps, is_right
 
+POSITIONS = ("last", "answer")  # where the probe reads each step (ProbeReward's `position`)
 OBJECTIVES = ("pointwise", "pairwise")
 GRID = (1e-3, 1e-2, 1e-1)
 MARGIN = 0.25  # pairwise: steps whose values differ by less say little about their order
@@ -72,13 +74,13 @@ def step_rows(
 def single_steps(
     labelled: Sequence[QuestionSteps],
     samples: Sequence[QuestionSamples],
-    last: torch.Tensor,
+    states: torch.Tensor,
     singles: int,
 ) -> StepSet:
     """Up to ``singles`` distinct single-step answers of each labelled question, labelled by the
-    verdict. ``last`` holds the final-layer state at every sample's last token (the samples'
-    cached features, :mod:`winnow.train.features`): for a one-step answer that is exactly the
-    state the process probe reads."""
+    verdict. ``states`` holds every sample's final-layer state where the probe reads a one-step
+    answer (the samples' cached ``last`` or ``answer`` features, :mod:`winnow.train.features`:
+    the same tokens and positions as the served probe)."""
     index = {q.question: qi for qi, q in enumerate(labelled)}
     picked, values, qids = [], [], []
     row = 0
@@ -97,7 +99,7 @@ def single_steps(
                 qids.append(index[q.question])
             row += 1
     value = torch.tensor(values)
-    return StepSet(last[picked].float(), value, (value > 0.5).long(), torch.tensor(qids),
+    return StepSet(states[picked].float(), value, (value > 0.5).long(), torch.tensor(qids),
                    torch.zeros(len(values), dtype=torch.bool))  # fmt: skip
 
 
@@ -106,16 +108,16 @@ def concat(*parts: StepSet) -> StepSet:
 
 
 def read_features(
-    backbone: Backbone, rows: Sequence[tuple[int, str, list[str], list[float], list[bool]]]
+    backbone: Backbone,
+    rows: Sequence[tuple[int, str, list[str], list[float], list[bool]]],
+    position: str = "last",
 ) -> StepSet:
+    """The states the served probe reads at ``position`` (:func:`process_positions`)."""
     from tqdm import tqdm
 
     xs: list[torch.Tensor] = []
-    for start in tqdm(range(0, len(rows), 32), desc="step features", unit="batch"):
-        jobs = []
-        for _, prompt, steps, _, _ in rows[start : start + 32]:
-            ids, ends = backbone.encode_segments([prompt, *steps])
-            jobs.append(ProbeJob(tuple(ids), tuple(ends[1:])))
+    for start in tqdm(range(0, len(rows), 32), desc=f"step features ({position})", unit="batch"):
+        jobs = [process_positions(backbone, r[1], r[2], position) for r in rows[start : start + 32]]
         encoded = backbone.encode_sequences([j.ids for j in jobs])
         xs.extend(e.hidden[list(j.positions)].clone() for e, j in zip(encoded, jobs, strict=True))
     value = torch.tensor([v for r in rows for v in r[3]])
@@ -204,10 +206,13 @@ def _ranks(v: torch.Tensor) -> torch.Tensor:
 
 
 def cross_validate(data: StepSet, objective: str, l2: float, folds: int = 5) -> float:
+    """Pooled step AUC of out-of-fold scores (folds split questions). Pooled, not within a
+    question: within one, a step's depth alone scores 0.71 on the held-out steps (early steps
+    still have rollouts that reach the answer, a wrong final step has none)."""
     scores = torch.empty(len(data))
     for test in ranking.question_folds(data.qid, folds):
         scores[test] = fit(subset(data, ~test), objective, l2)(data.x[test])
-    return ranking.within_auc(scores, data.hard, data.qid)[0]
+    return float(ranking.auc(scores.tolist(), data.hard.tolist()) or 0.5)
 
 
 def train_process_head(
@@ -216,20 +221,29 @@ def train_process_head(
     held: Sequence[QuestionSteps],
     out_dir: Path,
     *,
-    singles: tuple[Sequence[QuestionSamples], torch.Tensor] | None = None,
+    singles: tuple[Sequence[QuestionSamples], dict[str, torch.Tensor]] | None = None,
     per_question: int = 8,
 ) -> dict[str, Any]:
-    """Choose, fit, calibrate and save the process head under ``out_dir/default_prm``.
-    ``singles``: the samples journal's questions and their last-token states, from which the
-    single-step answers are added (``per_question`` at most per question)."""
+    """Choose (position x objective x L2 by cross-validated step AUC), fit, calibrate and save
+    the process head under ``out_dir/default_prm``. ``singles``: the samples journal's questions
+    and their cached features (``last``, ``answer``), from which the single-step answers are added
+    (``per_question`` at most per question)."""
     started = time.time()
-    data = read_features(backbone, step_rows(train))
-    if singles is not None:
-        data = concat(data, single_steps(train, singles[0], singles[1], per_question))
-    test = read_features(backbone, step_rows(held))
-    cv = {f"{o}@{l2:g}": cross_validate(data, o, l2) for o in OBJECTIVES for l2 in GRID}
+    cv: dict[str, float] = {}
+    sets: dict[str, tuple[StepSet, StepSet]] = {}
+    for position in POSITIONS:
+        data = read_features(backbone, step_rows(train), position)
+        if singles is not None:
+            states = singles[1][position]
+            data = concat(data, single_steps(train, singles[0], states, per_question))
+        sets[position] = (data, read_features(backbone, step_rows(held), position))
+        for o in OBJECTIVES:
+            for l2 in GRID:
+                cv[f"{position}/{o}@{l2:g}"] = cross_validate(data, o, l2)
     best = max(cv, key=cv.__getitem__)
-    objective, l2 = best.split("@")[0], float(best.split("@")[1])
+    position, rest = best.split("/")
+    objective, l2 = rest.split("@")[0], float(rest.split("@")[1])
+    data, test = sets[position]
     head = fit(data, objective, l2)
     a, b = ranking.platt(head(data.x), (data.value > 0.5).long())
     head = ranking.Linear(head.weight * a, head.bias * a + b)
@@ -240,9 +254,10 @@ def train_process_head(
         "train_intermediate_steps": int(data.intermediate.sum()),
         "train_single_step_answers": len(data) - sum(len(r[3]) for r in step_rows(train)),
         "rollouts_per_step": _rollouts(train),
+        "position": position,
         "objective": objective,
         "l2": l2,
-        "cv_within_question_step_auc": cv,
+        "cv_step_auc": cv,
         "heldout": measures(head(test.x), test),
         "heldout_questions": len(held),
         "seconds": round(time.time() - started, 1),
@@ -255,14 +270,18 @@ def train_process_head(
             "layer": -1,
             "output": "sigmoid",
             "backbone": "default",
+            "position": position,
             "step_delimiter": STEP_DELIMITER,
             "description": "P(the solution so far still reaches the right answer): linear probe "
-            "on SmolLM2-135M's final hidden state at each step's last token, trained on "
+            f"on SmolLM2-135M's final hidden state at {_WHERE[position]}, trained on "
             "Monte-Carlo step labels (rollouts from the policy's own solution prefixes).",
             "metrics": metrics,
         },
     )
     return metrics
+
+
+_WHERE = {"last": "each step's last token", "answer": "the last token of each step's result"}
 
 
 def _rollouts(labelled: Sequence[QuestionSteps]) -> float:
