@@ -187,6 +187,11 @@ def write_model_card(out_dir: Path) -> Path:
         "  prompts meaningfully, and it knows nothing of other domains.",
         "- Most answers to these questions are one step (72% of the samples): the process head",
         "  sees few long solutions, and its labels come from 8 rollouts each (a coarse estimate).",
+        "  Its within-question step AUC mixes depths: a step's depth alone scores 0.71 there",
+        "  (early steps keep rollouts that reach the answer, a wrong last step has none), so the",
+        "  head is chosen on pooled step AUC. Against the head it replaced, on the same",
+        "  held-out labels: `python benchmarks/rewards/eval_prm.py --git REV`",
+        "  (`benchmarks/results/prm_eval.md`).",
         "- `default` ranks answers to one question; it was not trained to tell easy questions",
         "  from hard ones, so its pooled AUC (across questions) is lower than the first",
         f"  default's ({om.get('heldout_pooled_auc', float('nan')):.3f} vs 0.797 on the same "
