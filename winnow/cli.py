@@ -108,9 +108,10 @@ def _train_parser(sub: Any) -> None:
     t.add_argument("--k", type=int, default=8, help="rollouts per step prefix")
     t.add_argument("--max-questions", type=int, default=None, help="the first K questions")
     t.add_argument("--seed", type=int, default=0)
-    m = tsub.add_parser("prm", help="train the default process head (default_prm)")
+    m = tsub.add_parser(
+        "prm", help="train the default process head (default_prm) from the step-label journals"
+    )
     m.add_argument("--out", type=Path, default=None, help="default: the package's assets")
-    m.add_argument("--seed", type=int, default=0)
     v = tsub.add_parser("value", help="train VAS value models (Q-heads) on the default policy")
     v.add_argument(
         "--reward",
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and args.train_command == "prm":
         from winnow.train.cli import train_prm
 
-        train_prm(args.out, args.seed)
+        train_prm(args.out)
         return 0
     if args.command == "train" and args.train_command == "steps":
         from winnow.train.cli import collect_step_labels

@@ -30,7 +30,7 @@ def train_reward(
     return metrics
 
 
-def train_prm(out_dir: Path | None, seed: int) -> dict:
+def train_prm(out_dir: Path | None) -> dict:
     """The default process head from the Monte-Carlo step journals (`winnow train steps`; no
     engine: features by transformers)."""
     from winnow.models.default_model import build_default_model
@@ -41,7 +41,6 @@ def train_prm(out_dir: Path | None, seed: int) -> dict:
     from winnow.train.process import train_process_head
     from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
 
-    del seed  # deterministic: question folds and LBFGS from zeros
     model = str(build_default_model(default_data_dir()))
     target = out_dir or ASSETS
     train, held = read_steps(STEP_JOURNAL), read_steps(BENCH_STEP_JOURNAL)
