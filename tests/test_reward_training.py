@@ -92,6 +92,22 @@ def test_ranking_objectives_learn_the_within_question_direction(objective: str) 
     assert cosine > 0.8
 
 
+def test_the_mlp_head_learns_the_direction_and_is_what_the_served_probe_computes() -> None:
+    from winnow.kernels.dispatch import reward_head
+    from winnow.kernels.reward_head import MLPHead
+
+    x, y, qid = _synthetic()
+    head = ranking.calibrated(ranking.fitted(x, y, qid, "mlp", 1e-2), x, y)
+    held = _synthetic(seed=1)
+    assert ranking.within_auc(head(held[0]), held[1], held[2])[0] > 0.8
+    t = head.tensors()
+    served = MLPHead(t["w1"], t["b1"], t["w2"], t["b2"])
+    rows = reward_head(held[0], torch.arange(len(held[0])), served).reshape(-1)
+    assert torch.allclose(rows, head(held[0]), atol=1e-4)
+    p = torch.sigmoid(head(x))
+    assert abs(float(p.mean()) - float(y.float().mean())) < 0.05
+
+
 def test_calibration_keeps_the_order_and_gives_probabilities() -> None:
     x, y, qid = _synthetic()
     head = ranking.fit(x, y, qid, "pairwise", 1e-3)

@@ -29,6 +29,7 @@ from winnow.train.features import FeatureReader, extract
 FEATURES = ("last", "answer")  # final-layer states the served probe can read (its `position`)
 OBJECTIVES = ("listwise", "pairwise", "pointwise")
 GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+MLP_DECAY = (1e-2, 1e-1)  # the ReLU MLP head (pairwise): weight decays tried
 
 
 def train_outcome_head(
@@ -52,12 +53,16 @@ def train_outcome_head(
     for name in FEATURES:
         _, by_config = ranking.choose(features[name].float(), y, qid, OBJECTIVES, GRID)
         cv.update({f"{name}/{key}": value for key, value in by_config.items()})
+        for decay in MLP_DECAY:
+            cv[f"{name}/mlp@{decay:g}"] = ranking.cross_validate(
+                features[name].float(), y, qid, "mlp", decay
+            )
     best = max(cv, key=lambda k: cv[k])
     feature, rest = best.split("/")
     objective, l2_text = rest.split("@")
     l2 = float(l2_text)
     x = features[feature].float()
-    head = ranking.calibrated(ranking.fit(x, y, qid, objective, l2), x, y)
+    head = ranking.calibrated(ranking.fitted(x, y, qid, objective, l2), x, y)
     train_p = torch.sigmoid(head(x))
     metrics: dict[str, Any] = {
         "train_questions": len(train),
@@ -85,19 +90,20 @@ def train_outcome_head(
             learning_curve=ranking.learning_curve(x, y, qid, objective, l2, (xb, yb, qb)),
         )
     r_star = float(torch.quantile(train_p, 0.75))
+    kind_of_head = "a ReLU MLP head (64 hidden)" if objective == "mlp" else "a linear head"
     save_head(
         out_dir / "default",
-        {"weight": head.weight.contiguous(), "bias": torch.tensor([head.bias])},
+        head.tensors(),
         {
             "kind": "outcome",
             "layer": -1,
             "position": feature,
             "output": "sigmoid",
             "backbone": "default",
-            "description": "P(correct) of a response: a linear head on SmolLM2-135M's final hidden "
-            f"state at {_WHERE[feature]}, trained to rank answers to the same question "
-            f"({objective} objective over each question's verifier-labelled samples), then "
-            "Platt-calibrated.",
+            "description": f"P(correct) of a response: {kind_of_head} on SmolLM2-135M's final "
+            f"hidden state at {_WHERE[feature]}, trained to rank answers to the same question "
+            f"({'pairwise' if objective == 'mlp' else objective} objective over each question's "
+            "verifier-labelled samples), then Platt-calibrated.",
             "metrics": metrics,
             "config": {"seed": seed, "journal": str(journal.name)},
             "calibration": {
@@ -131,7 +137,7 @@ def write_model_card(out_dir: Path) -> Path:
     lines = [
         "# Default rewards: `default` (outcome) and `default_prm` (process)",
         "",
-        "Linear heads on SmolLM2-135M-Instruct's own final-layer hidden state (576 floats, after",
+        "Small heads on SmolLM2-135M-Instruct's own final-layer hidden state (576 floats, after",
         f"the final norm; `default` reads it at {_WHERE[om.get('feature', 'last')]}), shipped",
         "as `head.safetensors` + `probe.json`. No downloaded data:",
         "reasoning-gym generates the problems, the model itself the answers, the rule-based",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-Objective = str  # "listwise" | "pairwise" | "pointwise"
+Objective = str  # "listwise" | "pairwise" | "pointwise" | "mlp" (pairwise, a ReLU hidden layer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,76 @@ class Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.weight + self.bias
+
+    def scaled(self, a: float, b: float) -> Linear:
+        """The head whose output is ``a * self(x) + b``."""
+        return Linear(self.weight * a, self.bias * a + b)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"weight": self.weight.contiguous(), "bias": torch.tensor([self.bias])}
+
+
+@dataclass(frozen=True, slots=True)
+class MLP:
+    """A one-hidden-layer ReLU head on raw features, ``relu(x @ w1 + b1) @ w2 + b2``: what the
+    served probe's :class:`winnow.kernels.reward_head.MLPHead` computes."""
+
+    w1: torch.Tensor  # [in, hidden]
+    b1: torch.Tensor  # [hidden]
+    w2: torch.Tensor  # [hidden]
+    b2: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+    def scaled(self, a: float, b: float) -> MLP:
+        return MLP(self.w1, self.b1, self.w2 * a, self.b2 * a + b)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"w1": self.w1.contiguous(), "b1": self.b1.contiguous(),
+                "w2": self.w2.contiguous(), "b2": torch.tensor([self.b2])}  # fmt: skip
+
+
+Head = Linear | MLP
+
+
+def fit_mlp(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    *,
+    hidden: int = 64,
+    weight_decay: float = 0.1,
+    dropout: float = 0.5,
+    epochs: int = 150,
+    seed: int = 0,
+) -> MLP:
+    """A ReLU MLP with the pairwise (Bradley-Terry) objective inside each question: full-batch
+    AdamW on standardised features with input dropout, folded back to raw inputs."""
+    torch.manual_seed(seed)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    zq, mask = _padded((x - mean) / std, qid)
+    yq, _ = _padded(y.float(), qid)
+    pos, neg = (yq > 0.5) & mask, (yq < 0.5) & mask
+    useful = pos.any(1) & neg.any(1)
+    if not bool(useful.any()):
+        raise ValueError("no question has both a right and a wrong answer")
+    zq, pairs = zq[useful], (pos.unsqueeze(2) & neg.unsqueeze(1))[useful]
+    first, second = torch.nn.Linear(x.shape[1], hidden), torch.nn.Linear(hidden, 1)
+    net = torch.nn.Sequential(torch.nn.Dropout(dropout), first, torch.nn.ReLU(), second)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=weight_decay)
+    net.train()
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        s = net(zq).squeeze(-1)
+        diff = s.unsqueeze(2) - s.unsqueeze(1)
+        loss = (torch.nn.functional.softplus(-diff) * pairs).sum((1, 2)) / pairs.sum((1, 2))
+        loss.mean().backward()
+        optimizer.step()
+    with torch.no_grad():
+        w1 = first.weight.T / std.unsqueeze(1)
+        b1 = first.bias - (mean / std) @ first.weight.T
+        return MLP(w1.clone(), b1.clone(), second.weight[0].clone(), float(second.bias))
 
 
 def _padded(values: torch.Tensor, qid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,10 +197,9 @@ def platt(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return a, float(b.detach()) - a * float(scores.mean())
 
 
-def calibrated(head: Linear, x: torch.Tensor, y: torch.Tensor) -> Linear:
+def calibrated(head: Head, x: torch.Tensor, y: torch.Tensor) -> Head:
     """The head folded with its Platt scaling: ``sigmoid(result(x))`` is P(correct)."""
-    a, b = platt(head(x), y)
-    return Linear(head.weight * a, head.bias * a + b)
+    return head.scaled(*platt(head(x), y))
 
 
 # ---- measures -----------------------------------------------------------------------------------
@@ -183,12 +252,23 @@ def cross_validate(
     l2: float,
     folds: int = 5,
 ) -> float:
-    """Within-question AUC of out-of-fold scores (folds split by question)."""
+    """Within-question AUC of out-of-fold scores (folds split by question); ``objective``
+    "mlp" fits :func:`fit_mlp` with weight decay ``l2``."""
     scores = torch.empty(len(y))
     for test in question_folds(qid, folds):
-        head = fit(x[~test], y[~test], qid[~test], objective, l2)
-        scores[test] = head(x[test])
+        head = fitted(x[~test], y[~test], qid[~test], objective, l2)
+        scores[test] = head(x[test]).detach()
     return within_auc(scores, y, qid)[0]
+
+
+def fitted(
+    x: torch.Tensor, y: torch.Tensor, qid: torch.Tensor, objective: Objective, l2: float
+) -> Head:
+    """:func:`fit` for the linear objectives, :func:`fit_mlp` (pairwise, weight decay ``l2``)
+    for "mlp"."""
+    if objective == "mlp":
+        return fit_mlp(x, y, qid, weight_decay=l2)
+    return fit(x, y, qid, objective, l2)
 
 
 def choose(
@@ -221,6 +301,6 @@ def learning_curve(
     for frac in fractions:
         keep = questions[: max(4, int(len(questions) * frac))]
         sel = torch.isin(qid, keep)
-        head = fit(x[sel], y[sel], qid[sel], objective, l2)
+        head = fitted(x[sel], y[sel], qid[sel], objective, l2)
         curve[str(len(keep))] = within_auc(head(held[0]), held[1], held[2])[0]
     return curve
