@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from winnow.tasks import Problem, problems, split_of
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -64,17 +66,33 @@ class QuestionSamples:
         )
 
 
-def read_journal(path: Path) -> list[QuestionSamples]:
+def read_records(path: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Every record of a JSON-lines journal; a line cut short by an interrupted write is skipped
+    (its question is redone)."""
     if not path.exists():
         return []
     out = []
     for line in path.read_text().splitlines():
         if line.strip():
             try:
-                out.append(QuestionSamples.from_json(json.loads(line)))
+                out.append(parse(json.loads(line)))
             except (ValueError, KeyError):
-                continue  # a line cut short by an interrupted write: its question is redone
+                continue
     return out
+
+
+def resume(journal: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """The records already in ``journal`` (created if missing), with a line cut short ended, so
+    the next record appended starts afresh."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    if journal.exists() and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
+        with journal.open("a") as f:
+            f.write("\n")
+    return read_records(journal, parse)
+
+
+def read_journal(path: Path) -> list[QuestionSamples]:
+    return read_records(path, QuestionSamples.from_json)
 
 
 def train_questions(tasks: Sequence[str], per_task: int, seed: int = 0) -> list[Problem]:
@@ -115,11 +133,7 @@ async def sample_questions(
     for p in items:
         if split_of(p.question) != "train":
             raise ValueError(f"refusing to train on an evaluation-split question: {p.question!r}")
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    done = {q.question: q for q in read_journal(journal)}
-    if journal.exists() and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
-        with journal.open("a") as f:  # end a line cut short, so the next record starts afresh
-            f.write("\n")
+    done = {q.question: q for q in resume(journal, QuestionSamples.from_json)}
     todo = [(i, p) for i, p in enumerate(items) if p.question not in done]
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()

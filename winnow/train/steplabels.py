@@ -27,7 +27,7 @@ from winnow.answers import equivalent, extract_answer
 from winnow.rewards.base import split_steps
 from winnow.tasks import messages, split_of
 from winnow.train.datasets import ROOT
-from winnow.train.samples import QuestionSamples
+from winnow.train.samples import QuestionSamples, read_records, resume
 
 STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts.jsonl"
 BENCH_STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts_bench.jsonl"
@@ -79,16 +79,7 @@ class QuestionSteps:
 
 
 def read_steps(path: Path) -> list[QuestionSteps]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                out.append(QuestionSteps.from_json(json.loads(line)))
-            except (ValueError, KeyError):
-                continue  # a line cut short by an interrupted write: its question is redone
-    return out
+    return read_records(path, QuestionSteps.from_json)
 
 
 def choose_solutions(q: QuestionSamples, per_question: int, seed: int) -> list[list[str]]:
@@ -136,11 +127,7 @@ async def roll_out(
     for q in sources:
         if split_of(q.question) != split:
             raise ValueError(f"question not in the {split!r} split: {q.question!r}")
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    done = {q.question: q for q in read_steps(journal)}
-    if journal.exists() and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
-        with journal.open("a") as f:
-            f.write("\n")
+    done = {q.question: q for q in resume(journal, QuestionSteps.from_json)}
     todo = [(i, q) for i, q in enumerate(sources) if q.question not in done]
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
