@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,6 @@ def train_value(
 
 def collect_samples(args: Any) -> None:
     """`winnow train samples`: N answers to every training-split question, journaled."""
-    from winnow.engine.vllm_local import VllmEngine
     from winnow.models.default_model import build_default_model
     from winnow.train.datasets import TASKS
     from winnow.train.samples import sample_questions, train_questions
@@ -109,30 +109,17 @@ def collect_samples(args: Any) -> None:
     journal = args.journal or SAMPLES_JOURNAL
     print(f"[samples] {len(items)} training questions, n={args.n} -> {journal}", flush=True)
 
-    async def run() -> None:
-        # SIGTERM cancels the run, so the engine's processes are shut down, not orphaned; what
-        # is in the journal stays there for the next run
-        main = asyncio.current_task()
-        assert main is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-        engine = VllmEngine(
-            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
-        )
-        await engine.start()
-        try:
-            await sample_questions(
-                engine, items, journal, n=args.n, max_tokens=args.max_tokens,
-                temperature=args.temperature, seed=args.seed,
-            )  # fmt: skip
-        finally:
-            await engine.shutdown()
-
-    asyncio.run(run())
+    _run_with_engine(
+        model,
+        lambda engine: sample_questions(
+            engine, items, journal, n=args.n, max_tokens=args.max_tokens,
+            temperature=args.temperature, seed=args.seed,
+        ),
+    )  # fmt: skip
 
 
 def collect_step_labels(args: Any) -> None:
     """`winnow train steps`: Monte-Carlo labels for the steps of the policy's own solutions."""
-    from winnow.engine.vllm_local import VllmEngine
     from winnow.models.default_model import build_default_model
     from winnow.train import datasets
     from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, roll_out
@@ -144,19 +131,30 @@ def collect_step_labels(args: Any) -> None:
     journal = args.journal or (BENCH_STEP_JOURNAL if args.bench else STEP_JOURNAL)
     print(f"[steps] {len(sources)} questions, k={args.k} -> {journal}", flush=True)
 
+    _run_with_engine(
+        model,
+        lambda engine: roll_out(
+            engine, sources, journal, split="eval" if args.bench else "train",
+            per_question=args.per_question, k=args.k, seed=args.seed,
+        ),
+    )  # fmt: skip
+
+
+def _run_with_engine(model: str, job: Callable[[Any], Awaitable[Any]]) -> None:
+    """Run a journaled engine job on the in-process engine. SIGTERM cancels it, so the engine's
+    processes are shut down, not orphaned; what is in the journal stays for the next run."""
+    from winnow.engine.vllm_local import VllmEngine
+
     async def run() -> None:
         main = asyncio.current_task()
         assert main is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         engine = VllmEngine(
-            model, engine_args={"max_model_len": 2048}, cache_dir=data_dir / "cache"
+            model, engine_args={"max_model_len": 2048}, cache_dir=default_data_dir() / "cache"
         )
         await engine.start()
         try:
-            await roll_out(
-                engine, sources, journal, split="eval" if args.bench else "train",
-                per_question=args.per_question, k=args.k, seed=args.seed,
-            )  # fmt: skip
+            await job(engine)
         finally:
             await engine.shutdown()
 
