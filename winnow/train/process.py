@@ -130,11 +130,8 @@ def read_features(
 
 def fit(data: StepSet, objective: str, l2: float, max_iter: int = 200) -> ranking.Linear:
     """A linear head on standardised features, folded back to raw inputs."""
-    x, v = data.x, data.value
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros((), requires_grad=True)
+    z, mean, std = ranking.standardised(data.x)
+    v = data.value
     if objective == "pairwise":
         zq, mask = ranking._padded(z, data.qid)
         vq, _ = ranking._padded(v, data.qid)
@@ -142,25 +139,13 @@ def fit(data: StepSet, objective: str, l2: float, max_iter: int = 200) -> rankin
         weight = torch.where(gap >= MARGIN, gap, 0.0) * (mask.unsqueeze(2) & mask.unsqueeze(1))
         useful = weight.sum((1, 2)) > 0
         zq, weight = zq[useful], weight[useful]
-    optimizer = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
+    def loss(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if objective == "pairwise":
-            s = zq @ w
-            diff = s.unsqueeze(2) - s.unsqueeze(1)
-            per_q = (torch.nn.functional.softplus(-diff) * weight).sum((1, 2)) / weight.sum((1, 2))
-            loss = per_q.mean()
-        else:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, v)
-        loss = loss + l2 * (w * w).sum()
-        loss.backward()
-        return loss
+            return ranking.pair_loss(zq @ w, weight)
+        return torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, v)
 
-    optimizer.step(closure)
-    raw_w = (w / std).detach()
-    raw_b = float((b - (w * mean / std).sum()).detach()) if objective == "pointwise" else 0.0
-    return ranking.Linear(raw_w, raw_b)
+    return ranking.minimise(loss, mean, std, l2, bias=objective == "pointwise", max_iter=max_iter)
 
 
 def subset(data: StepSet, keep: torch.Tensor) -> StepSet:

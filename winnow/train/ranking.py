@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,8 +84,8 @@ def fit_mlp(
     """A ReLU MLP with the pairwise (Bradley-Terry) objective inside each question: full-batch
     AdamW on standardised features with input dropout, folded back to raw inputs."""
     torch.manual_seed(seed)
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    zq, mask = _padded((x - mean) / std, qid)
+    z, mean, std = standardised(x)
+    zq, mask = _padded(z, qid)
     yq, _ = _padded(y.float(), qid)
     pos, neg = (yq > 0.5) & mask, (yq < 0.5) & mask
     useful = pos.any(1) & neg.any(1)
@@ -98,10 +98,7 @@ def fit_mlp(
     net.train()
     for _ in range(epochs):
         optimizer.zero_grad()
-        s = net(zq).squeeze(-1)
-        diff = s.unsqueeze(2) - s.unsqueeze(1)
-        loss = (torch.nn.functional.softplus(-diff) * pairs).sum((1, 2)) / pairs.sum((1, 2))
-        loss.mean().backward()
+        pair_loss(net(zq).squeeze(-1), pairs).backward()
         optimizer.step()
     with torch.no_grad():
         w1 = first.weight.T / std.unsqueeze(1)
@@ -126,6 +123,46 @@ def _padded(values: torch.Tensor, qid: torch.Tensor) -> tuple[torch.Tensor, torc
     return out.reshape(q, width, *values.shape[1:]), mask.reshape(q, width)
 
 
+def standardised(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z, mean, std): features scaled to zero mean and unit variance per column."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    return (x - mean) / std, mean, std
+
+
+def pair_loss(s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry over each question's pairs: ``s`` [Q, n] scores, ``weight`` [Q, i, j] how
+    much "i above j" counts; the weighted mean of softplus(s_j - s_i) per question, averaged."""
+    diff = s.unsqueeze(2) - s.unsqueeze(1)  # [Q, i, j]: s_i - s_j
+    return ((torch.nn.functional.softplus(-diff) * weight).sum((1, 2)) / weight.sum((1, 2))).mean()
+
+
+def minimise(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    l2: float,
+    *,
+    bias: bool,
+    max_iter: int = 200,
+) -> Linear:
+    """The linear head (w, b) on standardised features minimising ``loss(w, b) + l2 |w|^2`` by
+    LBFGS, folded back to raw inputs (its bias kept only with ``bias``)."""
+    w = torch.zeros(len(mean), requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = loss(w, b) + l2 * (w * w).sum()
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    raw_w = (w / std).detach()
+    raw_b = float((b - (w * mean / std).sum()).detach()) if bias else 0.0
+    return Linear(raw_w, raw_b)
+
+
 def fit(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -135,10 +172,7 @@ def fit(
     max_iter: int = 200,
 ) -> Linear:
     """Fit a linear head with ``objective`` and L2 ``l2`` on standardised features."""
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros((), requires_grad=True)
+    z, mean, std = standardised(x)
     yf = y.float()
     if objective in ("listwise", "pairwise"):
         zq, mask = _padded(z, qid)
@@ -149,34 +183,21 @@ def fit(
         zq, mask, pos, neg = zq[useful], mask[useful], pos[useful], neg[useful]
         if not bool(useful.any()):
             raise ValueError("no question has both a right and a wrong answer")
-    optimizer = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
     big = torch.tensor(-1e9)
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
+    def loss(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if objective == "listwise":
             s = zq @ w
             every = torch.logsumexp(torch.where(mask, s, big), 1)
             right = torch.logsumexp(torch.where(pos, s, big), 1)
-            loss = (every - right).mean()
-        elif objective == "pairwise":
-            s = zq @ w
-            diff = s.unsqueeze(2) - s.unsqueeze(1)  # [Q, i, j]: s_i - s_j
-            pairs = pos.unsqueeze(2) & neg.unsqueeze(1)
-            per_q = (torch.nn.functional.softplus(-diff) * pairs).sum((1, 2)) / pairs.sum((1, 2))
-            loss = per_q.mean()
-        else:
-            p = yf.mean().clamp(1e-3, 1 - 1e-3)
-            weight = torch.where(yf > 0.5, 0.5 / p, 0.5 / (1 - p))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, yf, weight)
-        loss = loss + l2 * (w * w).sum()
-        loss.backward()
-        return loss
+            return (every - right).mean()
+        if objective == "pairwise":
+            return pair_loss(zq @ w, pos.unsqueeze(2) & neg.unsqueeze(1))
+        p = yf.mean().clamp(1e-3, 1 - 1e-3)
+        weight = torch.where(yf > 0.5, 0.5 / p, 0.5 / (1 - p))
+        return torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, yf, weight)
 
-    optimizer.step(closure)
-    raw_w = (w / std).detach()
-    raw_b = float((b - (w * mean / std).sum()).detach()) if objective == "pointwise" else 0.0
-    return Linear(raw_w, raw_b)
+    return minimise(loss, mean, std, l2, bias=objective == "pointwise", max_iter=max_iter)
 
 
 def platt(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
