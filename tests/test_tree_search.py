@@ -330,6 +330,41 @@ async def test_outcome_reward_scores_prefixes():
     assert result.choices[0].score == pytest.approx(0.8)  # a(.9) f(.8) 5(.95): min .8
 
 
+class Lowest(StepTags):
+    """An outcome reward that prefers the answer the step tags rank last (1 - its last tag)."""
+
+    def __init__(self) -> None:
+        super().__init__("orm", "outcome")
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        self.outcome_calls.append(list(items))
+        return Scored([1 - self.tag(i.response) for i in items], tokens=len(items))
+
+
+@pytest.mark.parametrize("mode", ["beam", "dvts"])
+@pytest.mark.anyio
+async def test_final_reward_rescores_the_finished_beams_and_picks_by_it(mode):
+    engine, prm, orm = CountingFake(scripted(BEAM)), StepTags(), Lowest()
+    params = {"n": 4, "beam_width": 2, "mode": mode, "final_reward": "orm"}
+    request = request_for(params, n=2)
+    request.params.check(request)
+    usage = UsageMeter()
+    rewards = MeteredRewards(RewardSet({"prm": prm, "orm": orm}), usage)
+    result = await tree_search(request, MeteredEngine(engine, usage), rewards)
+    # the PRM pruned as it does alone: the same engine calls as without a final reward
+    alone = CountingFake(scripted(BEAM))
+    await search(alone, StepTags(), {"n": 4, "beam_width": 2, "mode": mode})
+    assert [c.prompt for c in engine.calls] == [c.prompt for c in alone.calls]
+    # ONE outcome call over every finished beam, whole answers; the pick is the ORM's
+    (items,) = orm.outcome_calls
+    assert len(items) == result.details["finished"]
+    assert all(i.response.endswith(("v55", "v95")) for i in items)
+    assert [c.score for c in result.choices] == [pytest.approx(0.45)] * 2
+    assert all(c.text.endswith("The answer is 4. v55") for c in result.choices)
+    assert result.details["reward_calls"] == len(prm.calls) + 1
+    assert usage.reward_calls == len(prm.calls) + 1
+
+
 # ---- DVTS -------------------------------------------------------------------------------------
 
 
@@ -550,6 +585,8 @@ def client(engine: FakeEngine | None = None) -> TestClient:
         ({"n": 4, "mode": "mcts"}, {}, "strategy.mode"),
         ({"n": 4, "width": 2}, {}, "parameters of 'tree_search'"),
         ({"n": 4, "reward": "nope"}, {}, "unknown reward"),
+        ({"n": 4, "final_reward": "prm"}, {}, "the final pick needs an outcome reward"),
+        ({"n": 4, "final_reward": "nope"}, {}, "unknown reward"),
         ({"n": 32}, {}, "cap"),
     ],
 )

@@ -11,6 +11,10 @@ rollouts' success rate.
     python benchmarks/rewards/eval_prm.py                      # the shipped default_prm
     python benchmarks/rewards/eval_prm.py --git a5d36be        # ... and the head at a commit
     python benchmarks/rewards/eval_prm.py --head DIR --head DIR2
+    python benchmarks/rewards/eval_prm.py --head winnow/assets/rewards/default   # an outcome head
+
+An outcome head scores each step as tree search scores prefixes with it: the text up to and
+including that step, as a response of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 
 from winnow.models.default_model import build_default_model
 from winnow.rewards.backbone import Backbone
-from winnow.rewards.base import ProcessItem
+from winnow.rewards.base import OutcomeItem, ProcessItem
 from winnow.rewards.probe import ProbeReward
 from winnow.rewards.registry import ASSETS
 from winnow.settings import default_data_dir
@@ -56,10 +60,17 @@ async def score(directory: Path, backbone: Backbone, items: list[ProcessItem]) -
     reward = ProbeReward("candidate", directory, backbone)
     await reward.start()
     try:
-        scored = await reward.score_steps(items)
+        if reward.info.kind == "process":
+            scored = await reward.score_steps(items)
+            return torch.tensor([s for row in scored.scores for s in row])
+        prefixes = [
+            OutcomeItem(i.prompt, "".join(i.steps[: k + 1]))
+            for i in items
+            for k in range(len(i.steps))
+        ]
+        return torch.tensor((await reward.score(prefixes)).scores)
     finally:
         await reward.shutdown()
-    return torch.tensor([s for row in scored.scores for s in row])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,10 @@ Our choices where the papers leave room:
 * ``prod`` multiplies the steps' probabilities and ``weighted_vote`` sums probabilities (a
   logit-scale reward through a sigmoid: :func:`~winnow.strategies.selection.probability_reading`);
   a beam with an unscored (NaN) step it aggregates ranks last.
+* ``final_reward``: the process reward prunes, and an outcome reward (``default``, trained on
+  whole answers, ranks them better than a PRM's last step does) re-scores the finished beams for
+  the final pick, as an ORM reranks a PRM-guided search's outputs (Snell et al. 2024 compare
+  both); its scores replace the aggregated step scores in the pick and the candidates.
 * The client's ``n`` choices come back. Plain beam search always finishes at least N beams;
   DVTS and early rejection at least N/M, so ``n`` may not exceed that.
 """
@@ -49,6 +53,7 @@ from pydantic import Field
 
 from winnow.answers import answers_and_groups_async
 from winnow.engine.base import Completion, SamplingSpec
+from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     GenerationRequest,
     MeteredEngine,
@@ -102,6 +107,11 @@ class TreeSearchParams(StrategyParams):
     reward: str | dict[str, float] = Field(
         "default_prm",
         description="A process reward (or an outcome reward, scored on prefixes); name or weights.",
+    )
+    final_reward: str | dict[str, float] | None = Field(
+        None,
+        description="Re-score the finished beams with this outcome reward (name or weights) and "
+        "pick by it; the search's reward still prunes. None: pick by the search's reward.",
     )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
     temperature: float | None = Field(
@@ -435,14 +445,37 @@ class Search:
         await self._score([])  # beams that finished after their last score
 
     async def candidates(self) -> list[Candidate]:
+        """The finished beams as candidates, scored by their aggregated step scores or, with a
+        ``final_reward``, re-scored whole by it in ONE reward call."""
         out = []
         for i, beam in enumerate(self.finished):
             completion = Completion(i, beam.text, beam.ids, beam.finish_reason, None, beam.logprobs)
             out.append(Candidate(completion, beam.score(self.params.aggregation, self.reading)))
+        if self.params.final_reward is not None and out:
+            prompt, reference = self.request.prompt_text, self.params.reference
+            items = [OutcomeItem(prompt, c.completion.text, reference) for c in out]
+            scored = await self.rewards.score(self.params.final_reward, items)
+            self.reward_calls += 1
+            for candidate, score in zip(out, scored.scores, strict=True):
+                candidate.score = float(score)
         answers, groups = await answers_and_groups_async([c.completion.text for c in out])
         for candidate, answer, group in zip(out, answers, groups, strict=True):
             candidate.answer, candidate.group = answer, group
         return out
+
+
+def final_reading(rewards: Rewards, reward: str | dict[str, float] | None) -> Reading | None:
+    """The final reward's scores as probabilities; None without one. It must score whole
+    answers: a process reward here is refused before any sampling."""
+    if reward is None:
+        return None
+    if rewards.info(reward).kind != "outcome":
+        raise StrategyError(
+            f"strategy.final_reward={reward!r} is a process reward; the final pick needs an "
+            "outcome reward (e.g. 'default')",
+            "strategy.final_reward",
+        )
+    return probability_reading(rewards, reward)
 
 
 @register("tree_search", TreeSearchParams)
@@ -453,6 +486,7 @@ async def tree_search(
     params = request.params
     assert isinstance(params, TreeSearchParams)
     kind = rewards.info(params.reward).kind  # an unknown reward fails before any sampling
+    final = final_reading(rewards, params.final_reward)
     if isinstance(request.prompt, str):
         request.prompt = tuple(await engine.tokenize(request.prompt, add_special_tokens=True))
     reading = probability_reading(rewards, params.reward)
@@ -461,10 +495,10 @@ async def tree_search(
         search.trace = Trace(strategy="tree_search")
     await search.run()
     candidates = await search.candidates()
+    votes = final or aggregated_reading(reading, params.aggregation)
     if params.selection == "best":
         chosen = rank_best(candidates)[: request.n]
     else:
-        votes = aggregated_reading(reading, params.aggregation)
         chosen = pick_by_groups(candidates, request.n, "weighted_vote", votes)
     report = None
     if params.return_candidates:
@@ -474,7 +508,6 @@ async def tree_search(
             entry["step_scores"] = beam.step_scores
     trace = None
     if search.trace is not None:
-        votes = aggregated_reading(reading, params.aggregation)
         trace = selection_trace(
             "tree_search", candidates, chosen, params.selection, votes, trace=search.trace
         )
@@ -500,6 +533,7 @@ async def tree_search(
             "finished": len(search.finished),
             "reward_calls": search.reward_calls,
             "selection": params.selection,
+            "final_reward": params.final_reward,
         },
         trace=trace,
     )
