@@ -13,32 +13,20 @@ from winnow.clients.loadgen import BenchConfig, run_sweep
 from winnow.clients.prompts import BenchPrompt, load_prompts_file, reasoning_gym_prompts, take
 from winnow.clients.stats import parse_goodput
 
+# options that carry a BenchConfig field of the same name, unchanged
+_SAME_NAMES = (
+    "base_url", "endpoint", "model", "api_key", "request_rate", "burstiness", "max_concurrency",
+    "num_warmups", "max_tokens", "temperature", "ignore_eos", "extra_body", "seed", "timeout",
+    "client", "naive_n", "reward", "reward_base_url", "reward_api_key", "naive_sequential",
+)  # fmt: skip
+
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(
-        base_url=args.base_url,
-        endpoint=args.endpoint,
-        model=args.model,
-        api_key=args.api_key,
-        request_rate=args.request_rate,
-        burstiness=args.burstiness,
-        max_concurrency=args.max_concurrency,
-        num_warmups=args.num_warmups,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        ignore_eos=args.ignore_eos,
-        extra_body=args.extra_body,
+        **{name: getattr(args, name) for name in _SAME_NAMES},
         stream=args.client == "openai" if args.stream is None else args.stream,
         goodput=parse_goodput(args.goodput) if args.goodput else None,
-        seed=args.seed,
-        timeout=args.timeout,
         progress=not args.disable_tqdm,
-        client=args.client,
-        naive_n=args.naive_n,
-        reward=args.reward,
-        reward_base_url=args.reward_base_url,
-        reward_api_key=args.reward_api_key,
-        naive_sequential=args.naive_sequential,
     )
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from winnow.kernels.dispatch import reward_head
-from winnow.kernels.reward_head import LinearHead
+from winnow.kernels.heads import LinearHead
 from winnow.rewards.backbone import (
     ProbeJob,
     ProbeResult,

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
-from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
+from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
 from winnow.rewards.backbone import (
     ProbeJob,
     ProbeResult,

@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from winnow.answers import equivalent, extract_answer
 from winnow.tasks import Problem, problems, split_of
+
+if TYPE_CHECKING:
+    from winnow.engine.base import Generation
 
 T = TypeVar("T")
 
@@ -95,6 +99,31 @@ def read_journal(path: Path) -> list[QuestionSamples]:
     return read_records(path, QuestionSamples.from_json)
 
 
+def is_right(text: str, gold: str) -> bool:
+    """The verifier's label: the response's final answer is equivalent to ``gold``."""
+    answer = extract_answer(text)
+    return answer is not None and equivalent(answer, gold)
+
+
+async def sample_answers(
+    engine: Any,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    n: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+) -> tuple[str, tuple[int, ...], Generation]:
+    """``n`` answers of the policy to one chat: the rendered prompt, its token ids, and the
+    engine's generation (the prompt goes in as token ids, as the engine tokenized it)."""
+    from winnow.engine.base import SamplingSpec
+
+    prompt = await engine.apply_chat_template(messages)
+    ids = tuple(await engine.tokenize(prompt))
+    spec = SamplingSpec(prompt=ids, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return prompt, ids, await engine.generate(spec)
+
+
 def train_questions(tasks: Sequence[str], per_task: int, seed: int = 0) -> list[Problem]:
     """Up to ``per_task`` distinct training-split questions of each task (fewer if the task's
     training split has fewer), interleaved across tasks so that any prefix of the list (a run
@@ -128,8 +157,6 @@ async def sample_questions(
 ) -> list[QuestionSamples]:
     """Sample ``n`` answers per question through ``engine``, appending each question to
     ``journal`` as it finishes; questions already there are kept and not asked again."""
-    from winnow.engine.base import SamplingSpec
-
     for p in items:
         if split_of(p.question) != "train":
             raise ValueError(f"refusing to train on an evaluation-split question: {p.question!r}")
@@ -142,15 +169,10 @@ async def sample_questions(
     async def one(index: int, problem: Problem) -> None:
         nonlocal finished
         async with limit:
-            prompt = await engine.apply_chat_template(problem.messages)
-            spec = SamplingSpec(
-                prompt=tuple(await engine.tokenize(prompt)),
-                n=n,
-                max_tokens=max_tokens,
-                temperature=temperature,
+            prompt, _, generation = await sample_answers(
+                engine, problem.messages, n=n, max_tokens=max_tokens, temperature=temperature,
                 seed=seed * 1_000_003 + index,
-            )
-            generation = await engine.generate(spec)
+            )  # fmt: skip
         record = QuestionSamples(
             problem.task,
             problem.question,

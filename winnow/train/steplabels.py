@@ -23,19 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from winnow.answers import equivalent, extract_answer
 from winnow.rewards.base import split_steps
 from winnow.tasks import messages, split_of
 from winnow.train.datasets import ROOT
-from winnow.train.samples import QuestionSamples, read_records, resume
+from winnow.train.samples import QuestionSamples, is_right, read_records, resume
 
 STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts.jsonl"
 BENCH_STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts_bench.jsonl"
-
-
-def is_right(text: str, gold: str) -> bool:
-    answer = extract_answer(text)
-    return answer is not None and equivalent(answer, gold)
 
 
 @dataclass(slots=True)
