@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from winnow.answers import equivalent, extract_answer
 from winnow.tasks import Problem, problems, split_of
@@ -95,6 +95,43 @@ def resume(journal: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
     return read_records(journal, parse)
 
 
+class Record(Protocol):
+    """A journal line: one question's record."""
+
+    question: str
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+class Journal(Generic[R]):
+    """A journal that concurrent tasks fill, one question's record each: the records it already
+    holds (:attr:`done`; those questions are not asked again), and :meth:`append`, which writes a
+    new one whole and prints a progress line every ``log_every`` records and at the last."""
+
+    def __init__(
+        self, path: Path, parse: Callable[[dict[str, Any]], R], questions: Sequence[str]
+    ) -> None:
+        self.path = path
+        self.done: dict[str, R] = {r.question: r for r in resume(path, parse)}
+        self.todo = [i for i, question in enumerate(questions) if question not in self.done]
+        self.new: list[R] = []  # appended in this run
+        self._started = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def append(self, record: R, log_every: int, progress: Callable[[float], str]) -> None:
+        """Write ``record``; ``progress(seconds since the start)`` is the line to print."""
+        async with self._lock:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record.to_json()) + "\n")
+            self.done[record.question] = record
+            self.new.append(record)
+            if len(self.new) % log_every == 0 or len(self.new) == len(self.todo):
+                print(progress(max(time.monotonic() - self._started, 1e-9)), flush=True)
+
+
 def read_journal(path: Path) -> list[QuestionSamples]:
     return read_records(path, QuestionSamples.from_json)
 
@@ -160,14 +197,17 @@ async def sample_questions(
     for p in items:
         if split_of(p.question) != "train":
             raise ValueError(f"refusing to train on an evaluation-split question: {p.question!r}")
-    done = {q.question: q for q in resume(journal, QuestionSamples.from_json)}
-    todo = [(i, p) for i, p in enumerate(items) if p.question not in done]
+    written = Journal(journal, QuestionSamples.from_json, [p.question for p in items])
     limit = asyncio.Semaphore(concurrency)
-    lock = asyncio.Lock()
-    started, finished = time.monotonic(), 0
+
+    def progress(seconds: float) -> str:
+        finished = len(written.new)
+        return (
+            f"[samples] {len(written.done)}/{len(items)} questions "
+            f"({finished} this run, {finished / seconds * 60:.1f}/min)"
+        )
 
     async def one(index: int, problem: Problem) -> None:
-        nonlocal finished
         async with limit:
             prompt, _, generation = await sample_answers(
                 engine, problem.messages, n=n, max_tokens=max_tokens, temperature=temperature,
@@ -180,21 +220,10 @@ async def sample_questions(
             prompt,
             [Sample(c.text, list(c.token_ids), c.finish_reason) for c in generation.completions],
         )
-        async with lock:
-            with journal.open("a") as f:
-                f.write(json.dumps(record.to_json()) + "\n")
-            done[problem.question] = record
-            finished += 1
-            if finished % log_every == 0 or finished == len(todo):
-                rate = finished / max(time.monotonic() - started, 1e-9)
-                print(
-                    f"[samples] {len(done)}/{len(items)} questions "
-                    f"({finished} this run, {rate * 60:.1f}/min)",
-                    flush=True,
-                )
+        await written.append(record, log_every, progress)
 
-    await asyncio.gather(*(one(i, p) for i, p in todo))
-    return [done[p.question] for p in items]
+    await asyncio.gather(*(one(i, items[i]) for i in written.todo))
+    return [written.done[p.question] for p in items]
 
 
 def from_quality_rows(path: Path, gold: dict[str, tuple[str, str]]) -> list[QuestionSamples]:
