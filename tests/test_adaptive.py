@@ -20,13 +20,14 @@ from fastapi.testclient import TestClient
 
 from tests.test_selection_strategies import LogitReward, TaggedReward
 from winnow.engine.fake import FakeEngine, cycle_script
+from winnow.metering import MeteredEngine, UsageMeter
 from winnow.rewards.base import Reward
 from winnow.rewards.registry import MeteredRewards, RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
 from winnow.strategies import registry
 from winnow.strategies.adaptive import adaptive
-from winnow.strategies.base import GenerationRequest, MeteredEngine, UsageMeter
+from winnow.strategies.base import GenerationRequest
 from winnow.strategies.stopping import (
     Stopping,
     Vote,
@@ -489,7 +490,7 @@ def _offline_module():
 
 
 def test_offline_evaluation_decides_as_the_strategy_does(tmp_path):
-    from winnow.answers import answers_and_groups
+    from winnow.answer_groups import answers_and_groups
 
     offline = _offline_module()
     quality = offline._quality_run()

@@ -17,15 +17,13 @@ import hypothesis
 import pytest
 
 from winnow import answers, sandbox
+from winnow.answer_groups import answers_and_groups, answers_and_groups_async, group_answers
 from winnow.answers import (
     AnswerError,
-    answers_and_groups,
-    answers_and_groups_async,
     canonical,
     equivalent,
     extract_answer,
     gold_answer,
-    group_answers,
     matches_reference,
     reference_problem,
 )

@@ -8,7 +8,8 @@ from fractions import Fraction
 import hypothesis
 import pytest
 
-from winnow.answers import canonical, equivalent, extract_answer, group_answers
+from winnow.answer_groups import group_answers
+from winnow.answers import canonical, equivalent, extract_answer
 
 
 @pytest.mark.parametrize(

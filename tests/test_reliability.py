@@ -21,12 +21,12 @@ from tests.fakes import placeholder_value_models
 from winnow import strategies
 from winnow.engine.base import EngineUnavailable, Generation, SamplingSpec
 from winnow.engine.fake import FakeEngine, cycle_script
+from winnow.metering import MeteredEngine, TokenBudgetExceeded, UsageMeter
 from winnow.rewards.fake import HANG, RAISE, FakeReward, fake_rewards
 from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.server.background import BackgroundServer
 from winnow.settings import Settings
-from winnow.strategies.base import MeteredEngine, TokenBudgetExceeded, UsageMeter
 
 
 @pytest.fixture(autouse=True)

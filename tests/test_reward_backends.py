@@ -20,14 +20,14 @@ import torch
 from winnow.engine.base import Completion, Generation, SamplingSpec, TokenLogprob
 from winnow.engine.fake import FakeEngine
 from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem, RewardInputError
-from winnow.rewards.judge import DEFAULT_TEMPLATE, JudgeReward, yes_probability
-from winnow.rewards.registry import (
+from winnow.rewards.configs import (
     JudgeConfig,
     RewardConfigError,
     SequenceClassifierConfig,
     StepTagPRMConfig,
-    build_rewards,
 )
+from winnow.rewards.judge import DEFAULT_TEMPLATE, JudgeReward, yes_probability
+from winnow.rewards.registry import build_rewards
 from winnow.rewards.seq_cls import SequenceClassifierReward
 from winnow.rewards.step_tag_prm import StepTagPRM
 

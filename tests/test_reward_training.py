@@ -94,7 +94,7 @@ def test_ranking_objectives_learn_the_within_question_direction(objective: str) 
 
 def test_the_mlp_head_learns_the_direction_and_is_what_the_served_probe_computes() -> None:
     from winnow.kernels.dispatch import reward_head
-    from winnow.kernels.reward_head import MLPHead
+    from winnow.kernels.heads import MLPHead
 
     x, y, qid = _synthetic()
     head = ranking.calibrated(ranking.fitted(x, y, qid, "mlp", 1e-2), x, y)

@@ -19,13 +19,8 @@ from winnow.rewards.base import (
     StepScored,
     prompt_messages,
 )
-from winnow.rewards.registry import (
-    CompositeConfig,
-    ProbeConfig,
-    RewardConfigError,
-    VerifierConfig,
-    build_rewards,
-)
+from winnow.rewards.configs import CompositeConfig, ProbeConfig, RewardConfigError, VerifierConfig
+from winnow.rewards.registry import build_rewards
 from winnow.server.app import create_app
 from winnow.settings import Settings
 

@@ -10,7 +10,8 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
 from tests.device_audit import OnlyOn
-from winnow.engine.processors.segment import KEY, UncertaintySegmenter, cut_rows, parse_rule
+from winnow.engine.processors.segment import UncertaintySegmenter, cut_rows, parse_rule
+from winnow.engine.processors.specs import SEGMENT_KEY as KEY
 
 SENTINEL = 3
 VOCAB = 8

@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 
 from winnow.engine.base import Completion
 from winnow.engine.fake import FakeEngine, cycle_script
+from winnow.metering import UsageMeter
 from winnow.rewards.base import OutcomeItem, ProcessItem, Reward, RewardInfo, Scored, StepScored
 from winnow.rewards.registry import MeteredRewards, RewardSet
 from winnow.rewards.verifier import VerifierReward
 from winnow.server.app import create_app
 from winnow.settings import Settings
-from winnow.strategies.base import UsageMeter
 from winnow.strategies.selection import (
     Candidate,
     aggregate,

@@ -19,11 +19,12 @@ from fastapi.testclient import TestClient
 
 from winnow.engine.base import Generation, SamplingSpec
 from winnow.engine.fake import FakeEngine
+from winnow.metering import MeteredEngine, UsageMeter
 from winnow.rewards.base import OutcomeItem, ProcessItem, Reward, RewardInfo, Scored, StepScored
 from winnow.rewards.registry import MeteredRewards, RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
-from winnow.strategies.base import GenerationRequest, MeteredEngine, UsageMeter
+from winnow.strategies.base import GenerationRequest
 from winnow.strategies.registry import StrategyError
 from winnow.strategies.tree_search import TreeSearchParams, tree_search
 

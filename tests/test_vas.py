@@ -16,7 +16,8 @@ from vllm.v1.sample.logits_processor import BatchUpdate
 
 from tests.device_audit import OnlyOn
 from winnow.engine.fake import FakeEngine
-from winnow.engine.processors.vas import KEY, ValueGuide, VasRule, guide_rows
+from winnow.engine.processors.specs import VAS_KEY as KEY
+from winnow.engine.processors.vas import ValueGuide, VasRule, guide_rows
 from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings

@@ -1,9 +1,8 @@
 """Arithmetic answers as a small tree, read and bounded in-process before anything evaluates them.
 
 :mod:`winnow.answers` turns an answer into plain text (``((1)/(2))``, ``sqrt(8)``, ``2^(10)``,
-``x^2+1``) and hands it here. This module reads it with the grammar sympy would apply to the same
-text (whitelisted tokens; Python's precedence; ``^`` is a power, right-associative; juxtaposition
-multiplies, as sympy's ``implicit_multiplication``), and then, without evaluating anything:
+``x^2+1``) and reads it into a tree with the grammar sympy would apply to the same text
+(:mod:`winnow.answer_grammar`). This module takes the tree and, without evaluating anything:
 
 * **bounds** it (:func:`read`): estimates, node by node, how many digits the exact numbers sympy
   would compute have, how far from 1 (in decades) a value can be at the probe points, how large
@@ -29,14 +28,14 @@ hard deadline in a worker process.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from fractions import Fraction
+
+from winnow.answer_grammar import Node
 
 __all__ = [
     "MAX_DIGITS",
     "MAX_EXPONENT",
-    "Node",
     "Reading",
     "Refused",
     "read",
@@ -49,29 +48,13 @@ MAX_EXP_ARGUMENT = 10_000  # exp(x) for |x| <= 10^4 (a value of ~10^4343)
 MAX_DECADES = 10_000  # |log10 |value|| anywhere, at the probe points for variables
 MAX_CANCEL_WORK = 1000  # estimated term products cancel() may multiply out; more: not expanded
 MAX_CANCEL_DEGREE = 64  # and its degree: (x+1)^400 has 400-digit coefficients (and a 50 kB key)
-MAX_DEPTH = 40  # nesting of parentheses / operators
 MAX_FREE_SYMBOLS = 4
 
-_TOKEN_RE = re.compile(r"\d+\.?\d*|\.\d+|[A-Za-z]+|[-+*/^()]|\s+")
-FUNCTIONS = ("sqrt", "ln", "log", "exp", "sin", "cos", "tan")
-CONSTANTS = ("pi", "oo", "e", "i")
 _PROBE_DECADES = 0.51  # the probe points lie in [0.31, 2.72]: |log10 x| <= 0.51
 
 
 class Refused(Exception):
     """The answer is well-formed but past a bound (the message says which)."""
-
-
-class _Malformed(Exception):
-    """Not an answer this grammar reads."""
-
-
-@dataclass(slots=True)
-class Node:
-    kind: str  # num, sym, const, neg, add, sub, mul, div, pow, call
-    args: tuple[Node, ...] = ()
-    value: Fraction | None = None  # num
-    name: str = ""  # sym, const, call
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,34 +65,6 @@ class Reading:
     number: Fraction | None  # the exact value, when the answer is plain rational arithmetic
     symbols: int  # distinct variables
     cancel: bool  # cheap enough for sympy's cancel() (variables only)
-
-
-def tokens(text: str) -> list[str] | None:
-    """The whitelisted tokens of ``text`` (whitespace dropped), or None if a character or a word
-    is outside the whitelist (single letters, :data:`FUNCTIONS`, :data:`CONSTANTS`)."""
-    found = _TOKEN_RE.findall(text)
-    if sum(map(len, found)) != len(text):
-        return None
-    out = []
-    for token in found:
-        if token.isspace():
-            continue
-        if token[0].isalpha() and len(token) > 1 and token not in FUNCTIONS + CONSTANTS:
-            return None
-        out.append(token)
-    return out
-
-
-def parse(toks: list[str]) -> Node | None:
-    """The tree of a token list, or None when it is not a well-formed expression."""
-    if not toks:
-        return None
-    parser = _Parser(toks)
-    try:
-        node = parser.expr(0)
-    except (_Malformed, RecursionError, ValueError, ZeroDivisionError):
-        return None
-    return node if parser.at == len(toks) else None
 
 
 def read(node: Node) -> Reading:
@@ -126,86 +81,6 @@ def read(node: Node) -> Reading:
         and measure.work <= MAX_CANCEL_WORK
         and measure.degree <= MAX_CANCEL_DEGREE,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# the grammar: sympy's parse_expr with implicit multiplication and ^ for powers, on these tokens
-
-
-class _Parser:
-    def __init__(self, toks: list[str]) -> None:
-        self.toks = toks
-        self.at = 0
-
-    def peek(self) -> str | None:
-        return self.toks[self.at] if self.at < len(self.toks) else None
-
-    def take(self) -> str:
-        token = self.peek()
-        if token is None:
-            raise _Malformed
-        self.at += 1
-        return token
-
-    def expr(self, depth: int) -> Node:
-        if depth > MAX_DEPTH:
-            raise _Malformed
-        node = self.term(depth)
-        while self.peek() in ("+", "-"):
-            op = self.take()
-            node = Node("add" if op == "+" else "sub", (node, self.term(depth)))
-        return node
-
-    def term(self, depth: int) -> Node:
-        node = self.unary(depth)
-        while True:
-            token = self.peek()
-            if token in ("*", "/"):
-                self.take()
-                node = Node("mul" if token == "*" else "div", (node, self.unary(depth)))
-            elif token is not None and (token == "(" or token[0].isalnum() or token[0] == "."):
-                node = Node("mul", (node, self.power(depth)))  # juxtaposition: 2x, 2(3), x y
-            else:
-                return node
-
-    def unary(self, depth: int) -> Node:
-        token = self.peek()
-        if token in ("-", "+"):
-            self.take()
-            if depth > MAX_DEPTH:
-                raise _Malformed
-            inner = self.unary(depth + 1)
-            return Node("neg", (inner,)) if token == "-" else inner
-        return self.power(depth)
-
-    def power(self, depth: int) -> Node:
-        base = self.atom(depth)
-        if self.peek() == "^":
-            self.take()
-            return Node("pow", (base, self.unary(depth + 1)))  # right-associative, as **
-        return base
-
-    def atom(self, depth: int) -> Node:
-        token = self.take()
-        if token == "(":
-            inner = self.expr(depth + 1)
-            if self.take() != ")":
-                raise _Malformed
-            return inner
-        if token[0].isdigit() or token[0] == ".":
-            return Node("num", value=Fraction(token))
-        if token in FUNCTIONS:
-            if self.take() != "(":
-                raise _Malformed  # sin x, sqrt2: sympy does not read these either
-            argument = self.expr(depth + 1)
-            if self.take() != ")":
-                raise _Malformed
-            return Node("call", (argument,), name=token)
-        if token in CONSTANTS:
-            return Node("const", name=token)
-        if token[0].isalpha():
-            return Node("sym", name=token)
-        raise _Malformed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,26 +1,11 @@
 """Final answers of model responses: extraction, canonical keys and equivalence.
 
-One module shared by every voting strategy (majority vote, best-of-majority, ...) and by the
-rule-based verifier, so that "the answer" means the same thing everywhere.
+One module shared by every voting strategy (their answer groups: :mod:`winnow.answer_groups`)
+and by the rule-based verifier, so that "the answer" means the same thing everywhere.
 
-Extraction (:func:`extract_answer`), in priority order:
-
-1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces, nesting allowed);
-2. the last "the (final) answer is ..." / "answer: ..." clause (case-insensitive), up to the end
-   of its sentence. The clause is returned as text when it reads as an answer (a number, a
-   fraction, ``x = 3``, ``\\frac{1}{2}``, ``2x+1``, ``12 apples``, and also ``1 + 4``: an
-   expression that is no final answer, which then has no key); otherwise the first number in it
-   is ("the number after the last 'answer is'"); a clause with no number at all ("the answer is
-   unclear") is ignored and the lower-priority rules decide;
-3. GSM8K's last ``#### n``;
-4. the whole response, when it is a single short line that reads as an answer (``\\frac{1}{2}``);
-5. the last number *anywhere* in the text, not only in the last line: chatty models often end
-   with "I hope this helps!" after the result. ``3/4`` and ``\\frac{3}{4}`` count as numbers.
-   Numbers glued to a preceding letter (``mp3``, ``H2O``, ``COVID-19``) are not numbers; a
-   number followed by a unit (``12kg``, ``3rd``) is.
-
-Extraction never evaluates anything (whether a span "reads as an answer" is a question of
-grammar), so it runs in-process in microseconds whatever the text.
+Extraction (:func:`extract_answer`: the boxed answer, the "answer is" clause, GSM8K's marker...)
+is text scanning, in :mod:`winnow.answer_extract`; whether a span reads as an answer is this
+module's grammar.
 
 Canonical keys (:func:`canonical`): exact rationals are written as reduced fractions (``"3/4"``,
 ``"-2"``), so every spelling of one value gets one key: ``0.75``, ``.75``, ``3/4``, ``\\dfrac34``
@@ -67,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import itertools
 import logging
 import math
 import re
@@ -79,24 +63,33 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from winnow import answer_expr, sandbox
+from winnow import answer_expr, answer_extract, answer_grammar, sandbox
+from winnow.answer_extract import MAX_ANSWER_CHARS, final_answer
+from winnow.answer_latex import (
+    UNICODE,
+    drop_assignment,
+    drop_number_parens,
+    parse_number,
+    to_plain,
+)
 
 __all__ = [
     "ANSWER_DEADLINE",
     "MAX_SYMBOLIC_CHARS",
     "REL_TOL",
     "AnswerError",
-    "answers_and_groups",
-    "answers_and_groups_async",
+    "AnswerValue",
+    "answer_value",
     "canonical",
     "equivalent",
     "extract_answer",
     "gold_answer",
-    "group_answers",
     "matches_reference",
+    "numbers_close",
     "off_loop",
     "reference_problem",
     "start_workers",
+    "stated_answer",
 ]
 
 log = logging.getLogger("winnow.answers")
@@ -107,151 +100,14 @@ MAX_SYMBOLIC_CHARS = 200  # longer expressions are not read
 ANSWER_DEADLINE = 2.0  # seconds a worker may spend on one symbolic answer (or comparison)
 WORKERS = 2  # worker processes for the symbolic part
 _WORKER_WAIT = 15.0  # seconds a call waits for a free worker (a flood queues, it is not served)
-_MAX_ANSWER_CHARS = 1000  # longer "answers" (whole solutions) have no key: not even parsed
-_MAX_TRIES = 8  # answer markers tried, from the last: bounds the work on pathological texts
-_MAX_BARE_CHARS = 64  # a whole response this short may itself be the answer
-_INLINE_MAX = 32  # off_loop: at most this many texts are tried inline on the event loop
 _CACHE_SIZE = 8192
-
-# ---------------------------------------------------------------------------------------------
-# extraction
-
-_UNICODE = str.maketrans(
-    {"\u2212": "-", "\u2013": "-", "\u00d7": "*", "\u22c5": "*", "\u00f7": "/", "\u2009": " "}
-)
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# "... the answer is X" anywhere; "Answer: X" only at a line start or after "the"/"final", so that
-# "let me answer: first, ..." is not read as an answer.
-_ANSWER_RE = re.compile(
-    r"(?:\banswer[*_ \t]*is\b|(?:^[ \t*#_>-]*|\bthe[ \t]+|\bfinal[ \t]+)(?:final[ \t]+)?"
-    r"answer[*_ \t]*:)[*_:\s]*",
-    re.IGNORECASE | re.MULTILINE,
-)
-_GSM8K_RE = re.compile(r"####[ \t]*([^\n]*)")
-_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|$)|\n")
-# A number: optional sign, thousands groups or plain digits, optional decimals, optional "/den".
-# Not preceded by a word character or a dot, nor by a hyphen glued to a letter (COVID-19).
-# A LaTeX fraction of integers (\frac{3}{4}, \dfrac34) counts as one number.
-_NUMBER_RE = re.compile(
-    r"-?\\[dt]?frac(?:\{\s*\d+\s*\}\s*\{\s*\d+\s*\}|\d\d)"
-    r"|(?<![\w.])(?<![A-Za-z]-)"
-    r"[-+]?(?:\d{1,3}(?:,\d{3})+(?![\d])|\d+|(?=\.\d))(?:\.\d+)?(?:/\d+(?![\d.]))?"
-)
-_SPAN_LEAD = " \t\n*_$:"
-_SPAN_TRAIL = " \t\n*_$.,;:!?"
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer of a model response (see the module docstring), or None."""
-    if not text:
-        return None
-    text = text.translate(_UNICODE)
-    finders: tuple[Callable[[str], str | None], ...] = (
-        _last_boxed,
-        _last_answer_clause,
-        _last_gsm8k_marker,
-        _bare_answer,
-        _last_number,
-    )
-    for finder in finders:
-        answer = finder(text)
-        if answer:
-            return answer
-    return None
-
-
-def _last_boxed(text: str) -> str | None:
-    """The content of the last complete ``\\boxed{...}``; truncated ones are skipped."""
-    for match in reversed(list(_BOXED_RE.finditer(text))[-_MAX_TRIES:]):
-        group = _read_group(text[: match.end() + _MAX_ANSWER_CHARS], match.end())
-        if group is not None and group[0].strip():
-            return _clean_span(group[0])
-    return None
-
-
-def _last_answer_clause(text: str) -> str | None:
-    for match in reversed(list(_ANSWER_RE.finditer(text))[-_MAX_TRIES:]):
-        clause = text[match.end() : match.end() + _MAX_ANSWER_CHARS]
-        end = _SENTENCE_END_RE.search(clause)
-        clause = _clean_span(clause[: end.start()] if end else clause)
-        if not clause:
-            continue
-        if _reads_as_answer(clause):
-            return clause
-        number = _NUMBER_RE.search(clause)
-        if number:
-            return number.group()
-    return None
-
-
-def _last_gsm8k_marker(text: str) -> str | None:
-    matches = _GSM8K_RE.findall(text)
-    if not matches:
-        return None
-    line = _clean_span(matches[-1])
-    if _reads_as_answer(line):
-        return line
-    number = _NUMBER_RE.search(line)
-    return number.group() if number else None
-
-
-def _bare_answer(text: str) -> str | None:
-    """The whole response, when it is one short line that reads as an answer."""
-    stripped = _clean_span(text)
-    if len(stripped) > _MAX_BARE_CHARS or "\n" in stripped:
-        return None
-    return stripped if _reads_as_answer(stripped) else None
-
-
-def _last_number(text: str) -> str | None:
-    last = None
-    for last in _NUMBER_RE.finditer(text):  # noqa: B007 - we want the last match
-        pass
-    return last.group() if last else None
-
-
-def _clean_span(span: str) -> str:
-    """Strip markdown emphasis, ``$`` delimiters and trailing punctuation around an answer."""
-    span = span.strip().lstrip(_SPAN_LEAD).rstrip(_SPAN_TRAIL)
-    for opening, closing in (("\\(", "\\)"), ("\\[", "\\]")):
-        if span.startswith(opening) and span.endswith(closing):
-            span = span[len(opening) : -len(closing)]
-    return span.strip().lstrip(_SPAN_LEAD).rstrip(_SPAN_TRAIL)
-
-
-def _read_group(text: str, start: int) -> tuple[str, int] | None:
-    """Read one LaTeX argument at ``start``: ``{...}`` (balanced), ``\\cmd`` or one character.
-
-    Returns the argument (without braces) and the index after it; None if braces don't close.
-    """
-    i = start
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    if i >= len(text):
-        return None
-    if text[i] == "{":
-        depth = 0
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j], j + 1
-        return None
-    if text[i] == "\\":
-        command = re.match(r"\\[A-Za-z]+", text[i:])
-        if command:
-            return command.group(), i + command.end()
-    return text[i], i + 1
-
 
 # ---------------------------------------------------------------------------------------------
 # canonical keys
 
 
 @dataclass(frozen=True, slots=True)
-class _Value:
+class AnswerValue:
     """A parsed answer: its key, its exact rational value or the sympy source it was read from,
     and its floating-point value when it is a real constant (for tolerant comparisons)."""
 
@@ -278,7 +134,7 @@ class _Expression:
     """An answer that is not a plain number: its sympy source and its tree."""
 
     source: str
-    node: answer_expr.Node
+    node: answer_grammar.Node
 
 
 class AnswerError(ValueError):
@@ -296,11 +152,13 @@ class _Unavailable(Exception):
 def canonical(answer: str) -> str | None:
     """A key shared by all spellings of one answer value; None when it can't be read, is past
     the bounds, or is not reduced to a value (``1 + 4``)."""
-    value = _value(answer)
+    value = answer_value(answer)
     return value.key if value is not None and value.reduced else None
 
 
-def _value(answer: str) -> _Value | None:
+def answer_value(answer: str) -> AnswerValue | None:
+    """The value an (extracted) answer denotes, reduced or not; None when it cannot be read or
+    is refused (past the bounds, or no worker in time)."""
     if not answer:
         return None
     try:
@@ -308,28 +166,28 @@ def _value(answer: str) -> _Value | None:
     except _Unavailable as exc:
         log.warning("answer %r not read: %s", answer[:80], exc)
         return None
-    return value if isinstance(value, _Value) else None
+    return value if isinstance(value, AnswerValue) else None
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def _form(answer: str) -> Fraction | _Expression | None:
     """The in-process reading of an answer: a plain number, a well-formed expression, or None.
     Grammar only, nothing is evaluated: microseconds."""
-    if len(answer) > _MAX_ANSWER_CHARS:
+    if len(answer) > MAX_ANSWER_CHARS:
         return None
-    plain = _to_plain(answer.translate(_UNICODE))
+    plain = to_plain(answer.translate(UNICODE))
     if plain is None:
         return None
-    plain = _drop_assignment(plain)
+    plain = drop_assignment(plain)
     if plain is None:
         return None
-    number = _parse_number(_drop_number_parens(plain))
+    number = parse_number(drop_number_parens(plain))
     if number is not None:
         return number
     if len(plain) > MAX_SYMBOLIC_CHARS or _EXPONENT_NOTATION_RE.search(plain):
         return None  # 1e999999 is no product with Euler's number
-    toks = answer_expr.tokens(plain)
-    node = answer_expr.parse(toks) if toks else None
+    toks = answer_grammar.tokens(plain)
+    node = answer_grammar.parse(toks) if toks else None
     if node is None or toks is None:
         return None
     return _Expression(_sympy_source(toks), node)
@@ -340,8 +198,19 @@ def _reads_as_answer(span: str) -> bool:
     return _form(span) is not None
 
 
+def extract_answer(text: str) -> str | None:
+    """The final answer of a model response (see :mod:`winnow.answer_extract`), or None."""
+    return final_answer(text, _reads_as_answer)
+
+
+def stated_answer(text: str) -> str | None:
+    """The answer ``text`` states explicitly (``\\boxed{}``, "The answer is ...", ``#### n``), or
+    None (see :func:`winnow.answer_extract.stated_answer`)."""
+    return answer_extract.stated_answer(text, _reads_as_answer)
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
-def _analyse(answer: str) -> _Value | _Refused | None:
+def _analyse(answer: str) -> AnswerValue | _Refused | None:
     form = _form(answer)
     if form is None:
         return None
@@ -371,170 +240,19 @@ def _analyse(answer: str) -> _Value | _Refused | None:
     key, number, approx = result
     if number is not None:
         return _rational_value(Fraction(number), reduced=reading.reduced)
-    return _Value(key, source=form.source, approx=approx, reduced=reading.reduced)
+    return AnswerValue(key, source=form.source, approx=approx, reduced=reading.reduced)
 
 
-_CONVERTED_FRAC_RE = re.compile(r"([+-]?)\s*\(\(\s*([+-]?[\d.]+)\s*\)/\(\s*([+-]?[\d.]+)\s*\)\)")
-
-
-def _drop_number_parens(s: str) -> str:
-    """``-((3)/(4))`` (a converted ``-\\frac34``) -> ``-3/4``, so that it reads as a number."""
-    frac = _CONVERTED_FRAC_RE.fullmatch(s)
-    if frac is None:
-        return s
-    sign, numerator, denominator = frac.groups()
-    if numerator.startswith("-") and sign == "-":
-        sign, numerator = "", numerator[1:]
-    elif numerator.startswith("-") or sign == "-":
-        sign, numerator = "-", numerator.lstrip("+-")
-    return f"{sign}{numerator.lstrip('+')}/{denominator}"
-
-
-def _rational_value(number: Fraction, reduced: bool = True) -> _Value:
+def _rational_value(number: Fraction, reduced: bool = True) -> AnswerValue:
     try:
         approx: float | None = float(number)
     except OverflowError:
         approx = None
-    return _Value(_fraction_key(number), number=number, approx=approx, reduced=reduced)
+    return AnswerValue(_fraction_key(number), number=number, approx=approx, reduced=reduced)
 
 
 def _fraction_key(value: Fraction) -> str:
     return str(value)  # "3/4", "-2", "0": Fraction is always reduced, with the sign on top
-
-
-_LATEX_DROP_RE = re.compile(
-    r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\displaystyle|\\[!,;: ]|\\q?quad"
-    r"|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\%|%|\\\$|\$|\\[()\[\]]|°|€|£"
-)
-_LATEX_UNIT_RE = re.compile(
-    r"\\(?:text|textrm|mathrm|mbox|operatorname)\s*\{([^{}]*)\}(?:\^\{?\d+\}?)?"
-)
-_LATEX_UNWRAP_RE = re.compile(r"\\(?:textbf|mathbf|boldsymbol|bf|textit|mathit)\s*\{([^{}]*)\}")
-_LATEX_SIMPLE = {
-    r"\cdot": "*",
-    r"\times": "*",
-    r"\div": "/",
-    r"\pi": " pi ",
-    r"\infty": " oo ",
-    r"\approx": "=",
-    r"\ln": " ln ",
-    r"\log": " log ",
-    r"\sin": " sin ",
-    r"\cos": " cos ",
-    r"\tan": " tan ",
-    r"\exp": " exp ",
-}
-_LATEX_SIMPLE_RE = re.compile(
-    "|".join(re.escape(k) + r"(?![A-Za-z])" for k in sorted(_LATEX_SIMPLE, key=len, reverse=True))
-)
-_FRAC_RE = re.compile(r"\\[dtc]?frac(?![A-Za-z])")
-_SQRT_RE = re.compile(r"\\sqrt(?![A-Za-z])")
-_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_WORD_UNITS_RE = re.compile(r"(.*?\d)\s+[A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?)*")
-
-
-def _to_plain(answer: str) -> str | None:
-    """LaTeX and decoration to plain ``sympy``-style text; None if a LaTeX command is left."""
-    s = answer.strip().replace("**", "").replace("{,}", ",")
-    s = _LATEX_DROP_RE.sub("", s)
-    s = _LATEX_UNWRAP_RE.sub(r"\1", s)
-    s = _drop_text_units(s)
-    s = _LATEX_SIMPLE_RE.sub(lambda m: _LATEX_SIMPLE[m.group()], s)
-    unboxed = _replace_command(s, _BOXED_RE, 1, lambda a: f" {a[0]} ")
-    fractions = unboxed and _replace_command(unboxed, _FRAC_RE, 2, lambda a: f"(({a[0]})/({a[1]}))")
-    roots = fractions and _replace_sqrt(fractions)
-    if not roots or "\\" in roots:
-        return None
-    s = roots.replace("{", "(").replace("}", ")")
-    s = _THOUSANDS_RE.sub("", s)
-    s = " ".join(s.split()).strip().rstrip(".").strip()
-    unit = _WORD_UNITS_RE.fullmatch(s)
-    if unit:  # "12 apples", "3.5 cm"
-        s = unit.group(1)
-    return s or None
-
-
-def _drop_text_units(s: str) -> str:
-    """``5\\text{ cm}^2`` -> ``5``; a lone ``\\text{(B)}`` keeps its content."""
-    without = _LATEX_UNIT_RE.sub("", s)
-    if re.search(r"\d", without):
-        return without
-    return _LATEX_UNIT_RE.sub(r"\1", s)
-
-
-def _replace_command(
-    s: str, pattern: re.Pattern[str], arity: int, render: Callable[[list[str]], str]
-) -> str | None:
-    """Replace every ``\\cmd{a}{b}`` (any nesting, innermost arguments converted too)."""
-    for _ in range(64):  # bounded: each round removes one command
-        match = pattern.search(s)
-        if match is None:
-            return s
-        args: list[str] = []
-        end = match.end()
-        for _ in range(arity):
-            group = _read_group(s, end)
-            if group is None:
-                return None
-            args.append(group[0])
-            end = group[1]
-        s = s[: match.start()] + render(args) + s[end:]
-    return None
-
-
-def _replace_sqrt(s: str) -> str | None:
-    """``\\sqrt{x}`` -> ``sqrt(x)``, ``\\sqrt[3]{x}`` -> ``(x)^(1/(3))``."""
-    for _ in range(64):
-        match = _SQRT_RE.search(s)
-        if match is None:
-            return s
-        end = match.end()
-        root = None
-        if end < len(s) and s[end] == "[":
-            close = s.find("]", end)
-            if close < 0:
-                return None
-            root, end = s[end + 1 : close], close + 1
-        group = _read_group(s, end)
-        if group is None:
-            return None
-        body = group[0]
-        rendered = f"sqrt({body})" if root is None else f"(({body})^(1/({root})))"
-        s = s[: match.start()] + rendered + s[group[1] :]
-    return None
-
-
-_ASSIGNMENT_RE = re.compile(r"^[A-Za-z](?:_\(?\w+\)?)?\s*=\s*([^=]+)$")
-_ARITHMETIC_RE = re.compile(r"[\d\s+\-*/^().]+")
-
-
-def _drop_assignment(s: str) -> str | None:
-    """``x = 3`` -> ``3``; ``7 + 5 = 12`` -> ``12``; other equations -> None."""
-    if "=" not in s:
-        return s
-    assignment = _ASSIGNMENT_RE.match(s)
-    if assignment:
-        return assignment.group(1).strip()
-    *sides, last = (side.strip() for side in s.split("="))
-    if all(_ARITHMETIC_RE.fullmatch(side) for side in sides) and _parse_number(last) is not None:
-        return last
-    return None
-
-
-_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?")
-_FRACTION_RE = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))\s*/\s*(\d+\.?\d*|\.\d+)")
-
-
-def _parse_number(s: str) -> Fraction | None:
-    """Exact value of a decimal (``-1.50``, ``.5``, ``2e3``) or a simple fraction (``3/4``)."""
-    if _DECIMAL_RE.fullmatch(s):
-        return Fraction(s)
-    fraction = _FRACTION_RE.fullmatch(s)
-    if fraction:
-        denominator = Fraction(fraction.group(2))
-        if denominator:
-            return Fraction(fraction.group(1)) / denominator
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,13 +333,13 @@ async def off_loop(fn: Callable[..., T], *args: Any, inline: bool = True) -> T:
 def equivalent(a: str, b: str) -> bool:
     """Whether two answers (already extracted) denote the same value; an unreadable, refused or
     unreduced answer (``1 + 4``) equals nothing."""
-    va, vb = _value(a), _value(b)
+    va, vb = answer_value(a), answer_value(b)
     if va is None or vb is None or not (va.reduced and vb.reduced):
         return False
     return _same(va, vb)
 
 
-def _same(a: _Value, b: _Value) -> bool:
+def _same(a: AnswerValue, b: AnswerValue) -> bool:
     if a.key == b.key:
         return True
     try:
@@ -631,15 +349,15 @@ def _same(a: _Value, b: _Value) -> bool:
         return False
 
 
-def _close(a: _Value, b: _Value) -> bool:
+def _close(a: AnswerValue, b: AnswerValue) -> bool:
     if a.approx is not None and b.approx is not None:
-        return _numbers_close(a, b)
+        return numbers_close(a, b)
     if a.source is None and b.source is None:
         return False  # rationals too large for floats, and unequal
     return _sympy_equal(a, b) if a.key <= b.key else _sympy_equal(b, a)
 
 
-def _numbers_close(a: _Value, b: _Value) -> bool:
+def numbers_close(a: AnswerValue, b: AnswerValue) -> bool:
     """Exact for two integers, else within :data:`REL_TOL` (rounded decimals, 1/3 ~ 0.3333333)."""
     if a.key == b.key:
         return True
@@ -649,7 +367,7 @@ def _numbers_close(a: _Value, b: _Value) -> bool:
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _sympy_equal(a: _Value, b: _Value) -> bool:
+def _sympy_equal(a: AnswerValue, b: AnswerValue) -> bool:
     """Numeric identity test in a worker: ``a - b`` vanishes at a few probe points."""
     try:
         return bool(_call_worker("equal", _source_of(a), _source_of(b)))
@@ -657,70 +375,11 @@ def _sympy_equal(a: _Value, b: _Value) -> bool:
         return False
 
 
-def _source_of(value: _Value) -> str:
+def _source_of(value: AnswerValue) -> str:
     if value.source is not None:
         return value.source
     assert value.number is not None
     return f"({value.number.numerator})/({value.number.denominator})"
-
-
-def group_answers(texts: Sequence[str]) -> list[int | None]:
-    """Group ids per response; see :func:`answers_and_groups`."""
-    return answers_and_groups(texts)[1]
-
-
-def answers_and_groups(texts: Sequence[str]) -> tuple[list[str | None], list[int | None]]:
-    """Each response's extracted answer and its group id (one extraction per response).
-
-    Equal answers share an id, unreadable ones (and refused or unreduced ones) get None (answer
-    and group alike).
-
-    Ids are 0, 1, ... in order of first appearance. Grouping is by canonical key (O(n)); the
-    only fallback between distinct keys is a merge of numerically close real constants (sort by
-    value, compare neighbours: O(k log k) for k distinct keys), so ``3`` and ``3.0000001``, or
-    ``\\sqrt{2}`` and ``1.41421356``, share a group; closeness chains (a~b, b~c merge a and c).
-    Keys with variables are not compared pairwise (a sympy call per pair is too slow per
-    request); their normal form already unites the spellings models write.
-    """
-    answers = [extract_answer(t) for t in texts]
-    values = []
-    for answer in answers:
-        value = _value(answer) if answer else None
-        values.append(value if value is not None and value.reduced else None)
-    parent: dict[str, str] = {}
-    numeric: dict[str, _Value] = {}
-    for value in values:
-        if value is not None:
-            parent.setdefault(value.key, value.key)
-            if value.approx is not None:
-                numeric[value.key] = value
-
-    def find(key: str) -> str:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    ordered = sorted(numeric.values(), key=lambda value: value.approx or 0.0)
-    for a, b in itertools.pairwise(ordered):
-        if _numbers_close(a, b):
-            parent[find(b.key)] = find(a.key)
-
-    ids: dict[str, int] = {}
-    groups: list[int | None] = []
-    for value in values:
-        if value is None:
-            groups.append(None)
-        else:
-            groups.append(ids.setdefault(find(value.key), len(ids)))
-    return [a if g is not None else None for a, g in zip(answers, groups, strict=True)], groups
-
-
-async def answers_and_groups_async(
-    texts: Sequence[str],
-) -> tuple[list[str | None], list[int | None]]:
-    """:func:`answers_and_groups` for async code (see :func:`off_loop`)."""
-    return await off_loop(answers_and_groups, list(texts), inline=len(texts) <= _INLINE_MAX)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -740,7 +399,7 @@ def gold_answer(reference: str) -> str:
             value = _analyse(candidate)
         except _Unavailable as exc:
             raise AnswerError(f"the reference could not be read now ({exc}); retry") from None
-        if isinstance(value, _Value):
+        if isinstance(value, AnswerValue):
             return candidate
         if isinstance(value, _Refused):
             shown = "" if whole else f" (its answer {candidate[:80]!r})"
@@ -774,8 +433,8 @@ def matches_reference(response: str, gold: str) -> bool:
     """Whether a response's final answer equals a gold answer (from :func:`gold_answer`): the
     verifier's rule. The response's answer must be reduced to a value; the gold need not."""
     answer = extract_answer(response)
-    va = _value(answer) if answer else None
+    va = answer_value(answer) if answer else None
     if va is None or not va.reduced:
         return False
-    vb = _value(gold)
+    vb = answer_value(gold)
     return vb is not None and _same(va, vb)

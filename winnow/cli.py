@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         train_reward(args.out, args.journal, args.max_questions, args.seed)
         return 0
     if args.command == "bench":
-        from winnow.clients.loadgen import main as bench_main
+        from winnow.clients.bench import main as bench_main
 
         return bench_main(args)
     if args.command == "serve":

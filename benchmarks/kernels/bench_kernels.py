@@ -21,14 +21,9 @@ from typing import Any
 import torch
 
 from winnow.kernels.entropy import next_token_entropy_torch, next_token_entropy_triton
+from winnow.kernels.heads import LinearHead, MLPHead
 from winnow.kernels.prm_labels import prm_label_probs_torch, prm_label_probs_triton
-from winnow.kernels.reward_head import (
-    LinearHead,
-    MLPHead,
-    last_token_positions,
-    reward_head_torch,
-    reward_head_triton,
-)
+from winnow.kernels.reward_head import last_token_positions, reward_head_torch, reward_head_triton
 
 HIDDEN = 576
 VOCAB = 49152

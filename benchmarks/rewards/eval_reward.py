@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "quality"))
 
 import run as quality  # noqa: E402  (benchmarks/quality/run.py: the same tables and plot)
 
-from winnow.answers import answers_and_groups  # noqa: E402
+from winnow.answer_groups import answers_and_groups  # noqa: E402
 from winnow.tasks import messages as task_messages  # noqa: E402
 
 RESULTS = HERE.parent / "results"

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from winnow.kernels.reward_head import (
-    LinearHead,
-    MLPHead,
-    RewardHead,
-    last_token_positions,
-    reward_head_torch,
-    reward_head_triton,
-)
+from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
+from winnow.kernels.reward_head import last_token_positions, reward_head_torch, reward_head_triton
 
 pytestmark = [
     pytest.mark.usefixtures("triton_interpret"),

@@ -1,7 +1,7 @@
 """Clients of winnow: a typed client (async and sync) and the load generator.
 
 ``from winnow.clients import AsyncWinnowClient, WinnowClient, Strategy`` for the client;
-:mod:`winnow.clients.loadgen` for ``winnow bench serve``. Names are imported on first use, so
+:mod:`winnow.clients.bench` for ``winnow bench serve``. Names are imported on first use, so
 ``winnow --help`` does not pay for httpx and the wire models.
 """
 

@@ -19,7 +19,6 @@ separate completions at ``base_url`` plus one ``POST /v1/rewards`` per candidate
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import sys
@@ -27,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -36,8 +34,8 @@ from tqdm import tqdm
 from winnow.clients.arrivals import arrival_times
 from winnow.clients.errors import WinnowAPIError, api_error
 from winnow.clients.naive import REWARDS_PATH, send_naive
-from winnow.clients.prompts import BenchPrompt, load_prompts_file, reasoning_gym_prompts, take
-from winnow.clients.stats import BenchMetrics, RequestResult, compute_metrics, parse_goodput
+from winnow.clients.prompts import BenchPrompt
+from winnow.clients.stats import BenchMetrics, RequestResult, compute_metrics
 from winnow.clients.wire import aiter_events, endpoint_path, request_body
 
 ClientKind = Literal["openai", "naive_best_of_n"]
@@ -305,64 +303,3 @@ async def run_sweep(
         step = replace(cfg, request_rate=rate, num_warmups=cfg.num_warmups if i == 0 else 0)
         runs.append(await run_benchmark(step, prompts))
     return runs
-
-
-# ---- the command line ------------------------------------------------------------------------
-
-
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    return BenchConfig(
-        base_url=args.base_url,
-        endpoint=args.endpoint,
-        model=args.model,
-        api_key=args.api_key,
-        request_rate=args.request_rate,
-        burstiness=args.burstiness,
-        max_concurrency=args.max_concurrency,
-        num_warmups=args.num_warmups,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        ignore_eos=args.ignore_eos,
-        extra_body=args.extra_body,
-        stream=args.client == "openai" if args.stream is None else args.stream,
-        goodput=parse_goodput(args.goodput) if args.goodput else None,
-        seed=args.seed,
-        timeout=args.timeout,
-        progress=not args.disable_tqdm,
-        client=args.client,
-        naive_n=args.naive_n,
-        reward=args.reward,
-        reward_base_url=args.reward_base_url,
-        reward_api_key=args.reward_api_key,
-        naive_sequential=args.naive_sequential,
-    )
-
-
-def prompts_from_args(args: argparse.Namespace) -> list[BenchPrompt]:
-    if args.prompts_file is not None:
-        return take(load_prompts_file(args.prompts_file), args.num_prompts)
-    return reasoning_gym_prompts(args.task, args.num_prompts, args.seed)
-
-
-def main(args: argparse.Namespace) -> int:
-    """``winnow bench serve``: run, print the table(s), write the result file (and the plot)."""
-    from winnow.clients import report
-
-    try:
-        cfg = config_from_args(args)
-        prompts = prompts_from_args(args)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f"winnow bench serve: error: {exc}", file=sys.stderr)
-        return 2
-    rates = args.rate_sweep or [cfg.request_rate]
-    runs = asyncio.run(run_sweep(cfg, prompts, rates))
-    for run in runs:
-        print(report.format_table(run))
-    if args.result_file is not None:
-        report.write_json(runs if args.rate_sweep else runs[0], args.result_file)
-        print(f"results: {args.result_file}")
-    if args.rate_sweep:
-        plot = args.plot_file or (args.result_file or Path("bench_sweep.json")).with_suffix(".png")
-        report.plot_sweep(runs, plot)
-        print(f"plot: {plot}")
-    return 0 if any(run.metrics.completed for run in runs) else 1

@@ -26,18 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from winnow.engine.processors.specs import SegmentSpec
+
 FinishReason = Literal["stop", "length", "abort"]
-
-
-class SegmentSpec(BaseModel):
-    """End the generation before the first token whose next-token entropy (full vocabulary,
-    nats) reaches ``entropy``, once at least ``min_tokens`` tokens are written (CARDS). The
-    completion then finishes with ``finish_reason="stop"`` and ``stop_reason="segment"``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    entropy: float = Field(3.0, gt=0.0)
-    min_tokens: int = Field(4, ge=0)
 
 
 SEGMENT_STOP = "segment"

@@ -42,6 +42,7 @@ from winnow.engine.base import (
     StreamEvent,
     TokenLogprob,
 )
+from winnow.engine.processors.specs import VAS_KEY
 
 log = logging.getLogger("winnow.engine")
 
@@ -124,7 +125,7 @@ def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
 
 def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
     """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
-    if spec.segment is not None or (spec.extra_args and "winnow_vas" in spec.extra_args):
+    if spec.segment is not None or (spec.extra_args and VAS_KEY in spec.extra_args):
         raise EngineRequestError(
             "cards and vas steer decoding inside winnow's local engine only: a remote vLLM "
             "server does not load winnow's logits processors"

@@ -208,13 +208,10 @@ class VllmEngine(Engine):
 
         stop_token_ids, extra_args = list(spec.stop_token_ids), spec.extra_args
         if spec.segment is not None:
-            from winnow.engine.processors.segment import KEY
-
             if self._sentinel is None:
                 raise ValueError("this model has no sentinel token to end uncertainty segments")
             stop_token_ids.append(self._sentinel)
-            rule = {**spec.segment.model_dump(), "sentinel": self._sentinel}
-            extra_args = {**(extra_args or {}), KEY: rule}
+            extra_args = {**(extra_args or {}), **spec.segment.extra_args(self._sentinel)}
         return SamplingParams(
             n=spec.n,
             max_tokens=spec.max_tokens,

@@ -17,7 +17,8 @@ from .dispatch import (
     reward_head,
     selected_backend,
 )
-from .reward_head import LinearHead, MLPHead, RewardHead, last_token_positions
+from .heads import LinearHead, MLPHead, RewardHead
+from .reward_head import last_token_positions
 
 __all__ = [
     "Backend",

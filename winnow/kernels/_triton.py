@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
     "LazyKernel",
     "block_size",
     "cdiv",
+    "device_function",
     "device_guard",
     "interpreting",
     "lazy_jit",
@@ -169,6 +171,19 @@ def lazy_jit(fn: Callable[..., None]) -> LazyKernel:
     return LazyKernel(fn)
 
 
+def device_function(fn: Callable[..., Any]) -> Any:
+    """Decorator for a Triton device function that kernels call: always decorated for
+    compilation, whatever ``TRITON_INTERPRET`` says now, so compiled kernels (and ahead-of-time
+    compilation) inline it; an interpreted launch runs it through the interpreter, as it runs
+    ``triton.language``'s own helpers (:func:`_interpret_compiled_helpers`). Without Triton the
+    function is left as it is: nothing calls it then."""
+    if triton is None:
+        return fn
+    from triton.runtime.jit import JITFunction
+
+    return JITFunction(fn)
+
+
 @dataclass(frozen=True)
 class KernelSpec:
     """One specialisation of a kernel to compile ahead of time (see :mod:`winnow.kernels.aot`).
@@ -182,3 +197,28 @@ class KernelSpec:
     signature: dict[str, str]
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
+
+    @classmethod
+    def of(
+        cls,
+        kernel: LazyKernel,
+        name: str,
+        dtype: str,
+        constexprs: dict[str, Any],
+        *,
+        pointers: dict[str, str] | None = None,
+        num_warps: int = 4,
+    ) -> KernelSpec:
+        """A spec whose signature is read off the kernel's own parameters, by the naming rule
+        every kernel here follows: a ``*_ptr`` points to ``dtype`` unless ``pointers`` names its
+        type, a ``stride_*`` is i64, a ``tl.constexpr`` is a constexpr, anything else is i32."""
+        types = pointers or {}
+        signature = {}
+        for param in inspect.signature(kernel.fn).parameters.values():
+            if "constexpr" in str(param.annotation):
+                signature[param.name] = "constexpr"
+            elif param.name.endswith("_ptr"):
+                signature[param.name] = types.get(param.name, dtype)
+            else:
+                signature[param.name] = "i64" if param.name.startswith("stride_") else "i32"
+        return cls(f"{name}_{dtype[1:]}", kernel, signature, constexprs, num_warps)

@@ -17,8 +17,9 @@ import torch
 
 from ._triton import triton_available
 from .entropy import next_token_entropy_torch, next_token_entropy_triton
+from .heads import RewardHead
 from .prm_labels import prm_label_probs_torch, prm_label_probs_triton
-from .reward_head import RewardHead, reward_head_torch, reward_head_triton
+from .reward_head import reward_head_torch, reward_head_triton
 
 __all__ = [
     "ENV_VAR",

@@ -112,18 +112,12 @@ def next_token_entropy_triton(logits: torch.Tensor) -> torch.Tensor:
 
 
 ENTROPY_SPECS = [
-    KernelSpec(
-        name=f"entropy_{dtype[1:]}",
-        kernel=_entropy_kernel,
-        signature={
-            "logits_ptr": dtype,
-            "out_ptr": "*fp32",
-            "n_cols": "i32",
-            "stride_row": "i64",
-            "stride_col": "i64",
-            "BLOCK_V": "constexpr",
-        },
-        constexprs={"BLOCK_V": 4096},
+    KernelSpec.of(
+        _entropy_kernel,
+        "entropy",
+        dtype,
+        {"BLOCK_V": 4096},
+        pointers={"out_ptr": "*fp32"},
         num_warps=8,
     )
     for dtype in ("*fp32", "*bf16")

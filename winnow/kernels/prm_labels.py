@@ -21,6 +21,7 @@ from ._common import (
     gather_rows,
     nan_where_invalid,
 )
+from ._tiles import BLOCK_P, gathered_matmul, gathered_rows, store_rows
 from ._triton import KernelSpec, block_size, cdiv, device_guard, lazy_jit, require_launchable, tl
 
 __all__ = ["PRM_LABEL_SPECS", "prm_label_probs_torch", "prm_label_probs_triton"]
@@ -77,43 +78,21 @@ def _prm_label_kernel(
     BLOCK_L: tl.constexpr,
 ):
     """One program per BLOCK_P positions: label logits by a gathered matmul, then the softmax."""
-    rows = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_in = rows < n_pos
-    pos = tl.load(pos_ptr + rows * stride_pos, mask=row_in, other=-1).to(tl.int64)
-    valid = row_in & (pos >= 0) & (pos < n_tokens)
+    rows, row_in, pos, valid = gathered_rows(pos_ptr, stride_pos, n_pos, n_tokens, BLOCK_P)
     labels = tl.arange(0, BLOCK_L)
     label_in = labels < n_labels
     ids = tl.load(label_ptr + labels * stride_label, mask=label_in, other=0).to(tl.int64)
     id_ok = (ids >= 0) & (ids < vocab)
     n_bad_ids = tl.sum((label_in & ~id_ok).to(tl.int32), axis=0)
     acc = tl.zeros([BLOCK_P, BLOCK_L], tl.float32)
-    for k0 in range(0, n_in, BLOCK_H):
-        ks = k0 + tl.arange(0, BLOCK_H)
-        k_in = ks < n_in
-        x = tl.load(
-            hidden_ptr + pos[:, None] * stride_ht + ks[None, :] * stride_hh,
-            mask=valid[:, None] & k_in[None, :],
-            other=0.0,
-        )
-        w = tl.load(
-            lm_head_ptr + ids[None, :] * stride_lv + ks[:, None] * stride_lh,
-            mask=k_in[:, None] & (label_in & id_ok)[None, :],
-            other=0.0,
-        )
-        acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    acc = gathered_matmul(
+        acc, hidden_ptr, pos, valid, stride_ht, stride_hh, n_in,
+        lm_head_ptr, ids, label_in & id_ok, stride_lh, stride_lv, BLOCK_H,
+    )  # fmt: skip
     logits = tl.where(label_in[None, :], acc, float("-inf"))
     e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
     probs = e / tl.sum(e, axis=1)[:, None]
-    probs = tl.where((valid & (n_bad_ids == 0))[:, None], probs, float("nan"))
-    tl.store(
-        out_ptr + rows[:, None] * n_labels + labels[None, :],
-        probs,
-        mask=row_in[:, None] & label_in[None, :],
-    )
-
-
-# tl.dot needs every block dimension >= 16.
-_BLOCK_P = 16
+    store_rows(out_ptr, rows, row_in, labels, label_in, n_labels, probs, valid & (n_bad_ids == 0))
 
 
 def prm_label_probs_triton(
@@ -127,7 +106,7 @@ def prm_label_probs_triton(
     if n_pos == 0:
         return out
     with device_guard(hidden.device):
-        _prm_label_kernel[(cdiv(n_pos, _BLOCK_P),)](
+        _prm_label_kernel[(cdiv(n_pos, BLOCK_P),)](
             hidden,
             positions,
             lm_head,
@@ -144,7 +123,7 @@ def prm_label_probs_triton(
             lm_head.stride(0),
             lm_head.stride(1),
             label_ids.stride(0),
-            BLOCK_P=_BLOCK_P,
+            BLOCK_P=BLOCK_P,
             BLOCK_H=block_size(hidden.shape[1], low=16, high=128),
             BLOCK_L=block_size(n_labels, low=16),
         )
@@ -152,31 +131,12 @@ def prm_label_probs_triton(
 
 
 PRM_LABEL_SPECS = [
-    KernelSpec(
-        name=f"prm_labels_{dtype[1:]}",
-        kernel=_prm_label_kernel,
-        signature={
-            "hidden_ptr": dtype,
-            "pos_ptr": "*i64",
-            "lm_head_ptr": dtype,
-            "label_ptr": "*i64",
-            "out_ptr": "*fp32",
-            "n_pos": "i32",
-            "n_tokens": "i32",
-            "n_in": "i32",
-            "vocab": "i32",
-            "n_labels": "i32",
-            "stride_ht": "i64",
-            "stride_hh": "i64",
-            "stride_pos": "i64",
-            "stride_lv": "i64",
-            "stride_lh": "i64",
-            "stride_label": "i64",
-            "BLOCK_P": "constexpr",
-            "BLOCK_H": "constexpr",
-            "BLOCK_L": "constexpr",
-        },
-        constexprs={"BLOCK_P": _BLOCK_P, "BLOCK_H": 128, "BLOCK_L": 16},
+    KernelSpec.of(
+        _prm_label_kernel,
+        "prm_labels",
+        dtype,
+        {"BLOCK_P": BLOCK_P, "BLOCK_H": 128, "BLOCK_L": 16},
+        pointers={"pos_ptr": "*i64", "label_ptr": "*i64", "out_ptr": "*fp32"},
     )
     for dtype in ("*fp32", "*bf16")
 ]

@@ -6,28 +6,26 @@ the last token of each sequence (outcome reward) or every step-tag token (proces
 Triton kernel gathers those rows and applies the whole head in one launch, accumulating in fp32,
 so neither the gathered rows nor the MLP's inner activations ever reach global memory.
 
-Heads use the ``[in, out]`` orientation: a ``torch.nn.Linear`` gives ``weight=linear.weight.T``
-(a transposed view is fine, strides are honoured). The MLP's activation is ReLU, as in the
-``score`` heads of Qwen2.5-Math's reward and process reward models (Linear, ReLU, Linear).
+The heads (:mod:`.heads`) are linear or a ReLU MLP, as the ``score`` heads of Qwen2.5-Math's
+reward and process reward models (Linear, ReLU, Linear).
 
 Positions outside ``[0, total_tokens)`` (``-1`` is the padding value) give NaN rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ._common import (
-    check_float,
     check_hidden_positions,
     check_index,
     check_same_device,
     gather_rows,
     nan_where_invalid,
 )
+from ._tiles import BLOCK_P, gathered_matmul, gathered_rows, load_tile, store_rows
 from ._triton import KernelSpec, block_size, cdiv, device_guard, lazy_jit, require_launchable, tl
+from .heads import LinearHead, MLPHead, RewardHead
 
 __all__ = [
     "LINEAR_HEAD_SPECS",
@@ -39,81 +37,6 @@ __all__ = [
     "reward_head_torch",
     "reward_head_triton",
 ]
-
-
-def _check_bias(name: str, bias: torch.Tensor | None, n_out: int) -> None:
-    if bias is None:
-        return
-    check_float(name, bias, (0, 1))
-    if bias.numel() != n_out:
-        raise ValueError(f"{name} must have {n_out} element(s), got shape {tuple(bias.shape)}")
-
-
-def _n_out(weight: torch.Tensor) -> int:
-    return 1 if weight.dim() == 1 else weight.shape[1]
-
-
-@dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous: compare by identity
-class LinearHead:
-    """``score = hidden @ weight + bias``; ``weight [H]`` gives one score per row, ``[H, C]`` C."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        check_float("weight", self.weight, (1, 2))
-        _check_bias("bias", self.bias, _n_out(self.weight))
-        check_same_device(weight=self.weight, bias=self.bias)
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return _n_out(self.weight)
-
-    @property
-    def scalar(self) -> bool:
-        """Whether the head returns ``[P]`` rather than ``[P, C]``."""
-        return self.weight.dim() == 1
-
-
-@dataclass(frozen=True, eq=False)
-class MLPHead:
-    """``score = relu(hidden @ w1 + b1) @ w2 + b2``; ``w1 [H, D]``, ``w2 [D]`` or ``[D, C]``."""
-
-    w1: torch.Tensor
-    b1: torch.Tensor | None
-    w2: torch.Tensor
-    b2: torch.Tensor | None
-
-    def __post_init__(self) -> None:
-        check_float("w1", self.w1, (2,))
-        check_float("w2", self.w2, (1, 2))
-        if self.w2.shape[0] != self.w1.shape[1]:
-            raise ValueError(
-                f"w1 {tuple(self.w1.shape)} and w2 {tuple(self.w2.shape)} do not chain"
-            )
-        _check_bias("b1", self.b1, self.w1.shape[1])
-        _check_bias("b2", self.b2, _n_out(self.w2))
-        check_same_device(w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2)
-
-    @property
-    def in_features(self) -> int:
-        return self.w1.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return _n_out(self.w2)
-
-    @property
-    def scalar(self) -> bool:
-        """Whether the head returns ``[P]`` rather than ``[P, C]``."""
-        return self.w2.dim() == 1
-
-
-RewardHead = LinearHead | MLPHead
 
 
 def last_token_positions(cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -135,8 +58,7 @@ def _check_inputs(hidden: torch.Tensor, positions: torch.Tensor, head: RewardHea
     check_hidden_positions(hidden, positions)
     if head.in_features != hidden.shape[1]:
         raise ValueError(f"head expects {head.in_features} features, hidden has {hidden.shape[1]}")
-    weight = head.weight if isinstance(head, LinearHead) else head.w1
-    check_same_device(hidden=hidden, positions=positions, head=weight)
+    check_same_device(hidden=hidden, positions=positions, head=head.first_weight)
 
 
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -184,33 +106,17 @@ def _linear_head_kernel(
     BLOCK_C: tl.constexpr,
 ):
     """One program per BLOCK_P positions: ``out = hidden[pos] @ w + b``."""
-    rows = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_in = rows < n_pos
-    pos = tl.load(pos_ptr + rows * stride_pos, mask=row_in, other=-1).to(tl.int64)
-    valid = row_in & (pos >= 0) & (pos < n_tokens)
+    rows, row_in, pos, valid = gathered_rows(pos_ptr, stride_pos, n_pos, n_tokens, BLOCK_P)
     cols = tl.arange(0, BLOCK_C)
     col_in = cols < n_out
     acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
-    for k0 in range(0, n_in, BLOCK_H):
-        ks = k0 + tl.arange(0, BLOCK_H)
-        k_in = ks < n_in
-        x = tl.load(
-            hidden_ptr + pos[:, None] * stride_ht + ks[None, :] * stride_hh,
-            mask=valid[:, None] & k_in[None, :],
-            other=0.0,
-        )
-        w = tl.load(
-            w_ptr + ks[:, None] * stride_wi + cols[None, :] * stride_wo,
-            mask=k_in[:, None] & col_in[None, :],
-            other=0.0,
-        )
-        acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    acc = gathered_matmul(
+        acc, hidden_ptr, pos, valid, stride_ht, stride_hh, n_in,
+        w_ptr, cols, col_in, stride_wi, stride_wo, BLOCK_H,
+    )  # fmt: skip
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=col_in, other=0.0).to(tl.float32)[None, :]
-    acc = tl.where(valid[:, None], acc, float("nan"))
-    tl.store(
-        out_ptr + rows[:, None] * n_out + cols[None, :], acc, mask=row_in[:, None] & col_in[None, :]
-    )
+    store_rows(out_ptr, rows, row_in, cols, col_in, n_out, acc, valid)
 
 
 @lazy_jit
@@ -246,10 +152,7 @@ def _mlp_head_kernel(
     The inner activations are produced BLOCK_D columns at a time and folded into the output
     straight away, so they never leave registers.
     """
-    rows = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_in = rows < n_pos
-    pos = tl.load(pos_ptr + rows * stride_pos, mask=row_in, other=-1).to(tl.int64)
-    valid = row_in & (pos >= 0) & (pos < n_tokens)
+    rows, row_in, pos, valid = gathered_rows(pos_ptr, stride_pos, n_pos, n_tokens, BLOCK_P)
     cols = tl.arange(0, BLOCK_C)
     col_in = cols < n_out
     acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
@@ -257,40 +160,20 @@ def _mlp_head_kernel(
         ds = d0 + tl.arange(0, BLOCK_D)
         d_in = ds < n_inner
         inner = tl.zeros([BLOCK_P, BLOCK_D], tl.float32)
-        for k0 in range(0, n_in, BLOCK_H):
-            ks = k0 + tl.arange(0, BLOCK_H)
-            k_in = ks < n_in
-            x = tl.load(
-                hidden_ptr + pos[:, None] * stride_ht + ks[None, :] * stride_hh,
-                mask=valid[:, None] & k_in[None, :],
-                other=0.0,
-            )
-            w1 = tl.load(
-                w1_ptr + ks[:, None] * stride_w1i + ds[None, :] * stride_w1d,
-                mask=k_in[:, None] & d_in[None, :],
-                other=0.0,
-            )
-            inner += tl.dot(x.to(tl.float32), w1.to(tl.float32), input_precision="ieee")
+        inner = gathered_matmul(
+            inner, hidden_ptr, pos, valid, stride_ht, stride_hh, n_in,
+            w1_ptr, ds, d_in, stride_w1i, stride_w1d, BLOCK_H,
+        )  # fmt: skip
         if HAS_B1:
             inner += tl.load(b1_ptr + ds, mask=d_in, other=0.0).to(tl.float32)[None, :]
         inner = tl.maximum(inner, 0.0)
-        w2 = tl.load(
-            w2_ptr + ds[:, None] * stride_w2d + cols[None, :] * stride_w2o,
-            mask=d_in[:, None] & col_in[None, :],
-            other=0.0,
-        )
-        acc += tl.dot(inner, w2.to(tl.float32), input_precision="ieee")
+        w2 = load_tile(w2_ptr, ds, d_in, cols, col_in, stride_w2d, stride_w2o)
+        acc += tl.dot(inner, w2, input_precision="ieee")
     if HAS_B2:
         acc += tl.load(b2_ptr + cols, mask=col_in, other=0.0).to(tl.float32)[None, :]
-    acc = tl.where(valid[:, None], acc, float("nan"))
-    tl.store(
-        out_ptr + rows[:, None] * n_out + cols[None, :], acc, mask=row_in[:, None] & col_in[None, :]
-    )
+    store_rows(out_ptr, rows, row_in, cols, col_in, n_out, acc, valid)
 
 
-# tl.dot needs every block dimension >= 16; 16 positions per program suit the few-hundred
-# positions of a scoring batch.
-_BLOCK_P = 16
 # The fp32 FMA dots of 64x64 tiles spill registers with 4 warps on sm_90 (ptxas), not with 8.
 _MLP_WARPS = 8
 
@@ -309,7 +192,7 @@ def _launch_linear(
     head: LinearHead, hidden: torch.Tensor, positions: torch.Tensor, out: torch.Tensor
 ) -> None:
     n_pos, n_out = out.shape
-    _linear_head_kernel[(cdiv(n_pos, _BLOCK_P),)](
+    _linear_head_kernel[(cdiv(n_pos, BLOCK_P),)](
         hidden,
         positions,
         head.weight,
@@ -324,7 +207,7 @@ def _launch_linear(
         positions.stride(0),
         *_strides(head.weight),
         HAS_BIAS=head.bias is not None,
-        BLOCK_P=_BLOCK_P,
+        BLOCK_P=BLOCK_P,
         BLOCK_H=block_size(hidden.shape[1], low=16, high=128),
         BLOCK_C=block_size(n_out, low=16),
     )
@@ -334,7 +217,7 @@ def _launch_mlp(
     head: MLPHead, hidden: torch.Tensor, positions: torch.Tensor, out: torch.Tensor
 ) -> None:
     n_pos, n_out = out.shape
-    _mlp_head_kernel[(cdiv(n_pos, _BLOCK_P),)](
+    _mlp_head_kernel[(cdiv(n_pos, BLOCK_P),)](
         hidden,
         positions,
         head.w1,
@@ -355,7 +238,7 @@ def _launch_mlp(
         *_strides(head.w2),
         HAS_B1=head.b1 is not None,
         HAS_B2=head.b2 is not None,
-        BLOCK_P=_BLOCK_P,
+        BLOCK_P=BLOCK_P,
         BLOCK_H=block_size(hidden.shape[1], low=16, high=64),
         BLOCK_D=block_size(head.w1.shape[1], low=16, high=64),
         BLOCK_C=block_size(n_out, low=16),
@@ -381,78 +264,32 @@ def reward_head_triton(
     return out.reshape(-1) if head.scalar else out
 
 
-def _linear_spec(dtype: str) -> KernelSpec:
-    """``hidden`` and the head in ``dtype``; block sizes of a 576-wide trunk and one score."""
-    return KernelSpec(
-        name=f"linear_head_{dtype[1:]}",
-        kernel=_linear_head_kernel,
-        signature={
-            "hidden_ptr": dtype,
-            "pos_ptr": "*i64",
-            "w_ptr": dtype,
-            "b_ptr": dtype,
-            "out_ptr": "*fp32",
-            "n_pos": "i32",
-            "n_tokens": "i32",
-            "n_in": "i32",
-            "n_out": "i32",
-            "stride_ht": "i64",
-            "stride_hh": "i64",
-            "stride_pos": "i64",
-            "stride_wi": "i64",
-            "stride_wo": "i64",
-            "HAS_BIAS": "constexpr",
-            "BLOCK_P": "constexpr",
-            "BLOCK_H": "constexpr",
-            "BLOCK_C": "constexpr",
-        },
-        constexprs={"HAS_BIAS": True, "BLOCK_P": _BLOCK_P, "BLOCK_H": 128, "BLOCK_C": 16},
+_INDEX_IN_FP32_OUT = {"pos_ptr": "*i64", "out_ptr": "*fp32"}  # every other pointer: the dtype
+LINEAR_HEAD_SPECS = [  # hidden and head in one dtype; the blocks of a 576-wide trunk, 1 score
+    KernelSpec.of(
+        _linear_head_kernel,
+        "linear_head",
+        dtype,
+        {"HAS_BIAS": True, "BLOCK_P": BLOCK_P, "BLOCK_H": 128, "BLOCK_C": 16},
+        pointers=_INDEX_IN_FP32_OUT,
     )
-
-
-def _mlp_spec(dtype: str) -> KernelSpec:
-    """``hidden`` and the head in ``dtype``, both biases present."""
-    return KernelSpec(
-        name=f"mlp_head_{dtype[1:]}",
-        kernel=_mlp_head_kernel,
-        signature={
-            "hidden_ptr": dtype,
-            "pos_ptr": "*i64",
-            "w1_ptr": dtype,
-            "b1_ptr": dtype,
-            "w2_ptr": dtype,
-            "b2_ptr": dtype,
-            "out_ptr": "*fp32",
-            "n_pos": "i32",
-            "n_tokens": "i32",
-            "n_in": "i32",
-            "n_inner": "i32",
-            "n_out": "i32",
-            "stride_ht": "i64",
-            "stride_hh": "i64",
-            "stride_pos": "i64",
-            "stride_w1i": "i64",
-            "stride_w1d": "i64",
-            "stride_w2d": "i64",
-            "stride_w2o": "i64",
-            "HAS_B1": "constexpr",
-            "HAS_B2": "constexpr",
-            "BLOCK_P": "constexpr",
-            "BLOCK_H": "constexpr",
-            "BLOCK_D": "constexpr",
-            "BLOCK_C": "constexpr",
-        },
-        constexprs={
+    for dtype in ("*fp32", "*bf16")
+]
+MLP_HEAD_SPECS = [  # hidden and head in one dtype, both biases present
+    KernelSpec.of(
+        _mlp_head_kernel,
+        "mlp_head",
+        dtype,
+        {
             "HAS_B1": True,
             "HAS_B2": True,
-            "BLOCK_P": _BLOCK_P,
+            "BLOCK_P": BLOCK_P,
             "BLOCK_H": 64,
             "BLOCK_D": 64,
             "BLOCK_C": 16,
         },
+        pointers=_INDEX_IN_FP32_OUT,
         num_warps=_MLP_WARPS,
     )
-
-
-LINEAR_HEAD_SPECS = [_linear_spec(dtype) for dtype in ("*fp32", "*bf16")]
-MLP_HEAD_SPECS = [_mlp_spec(dtype) for dtype in ("*fp32", "*bf16")]
+    for dtype in ("*fp32", "*bf16")
+]

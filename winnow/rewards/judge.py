@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from winnow.engine.base import Engine, SamplingSpec
 from winnow.rewards.base import OutcomeItem, Reward, RewardError, RewardInfo, Scored
-from winnow.rewards.registry import JudgeConfig, RewardConfigError
+from winnow.rewards.configs import JudgeConfig, RewardConfigError
 
 DEFAULT_TEMPLATE = (
     "Below is a question and a proposed answer.\n\n"

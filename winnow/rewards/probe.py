@@ -25,8 +25,15 @@ from typing import Any
 import torch
 
 from winnow.kernels.dispatch import reward_head
-from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
-from winnow.rewards.backbone import Backbone, ProbeJob, ProbeResult, cost, score_positions
+from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
+from winnow.rewards.backbone import (
+    Backbone,
+    ProbeJob,
+    ProbeResult,
+    RowScorer,
+    cost,
+    score_positions,
+)
 from winnow.rewards.base import (
     STEP_DELIMITER,
     OutcomeItem,
@@ -102,16 +109,21 @@ def save_head(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str,
     (directory / "probe.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def score_jobs(
-    backbone: Backbone, head: RewardHead, jobs: Sequence[ProbeJob], layer: int, sigmoid: bool
-) -> tuple[list[ProbeResult], int]:
-    """Score probe jobs in as few padded forward passes as ``max_batch_tokens`` allows."""
+def head_scorer(head: RewardHead, sigmoid: bool) -> RowScorer:
+    """The probe's scorer: its head on the given rows, through a sigmoid if its output is one."""
 
     def scorer(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         values = reward_head(hidden, rows, head)
         return torch.sigmoid(values) if sigmoid else values
 
-    return score_positions(backbone, jobs, scorer, layer)
+    return scorer
+
+
+def score_jobs(
+    backbone: Backbone, head: RewardHead, jobs: Sequence[ProbeJob], layer: int, sigmoid: bool
+) -> tuple[list[ProbeResult], int]:
+    """Score probe jobs in as few padded forward passes as ``max_batch_tokens`` allows."""
+    return score_positions(backbone, jobs, head_scorer(head, sigmoid), layer)
 
 
 _INFO_KEYS = {"metrics", "backbone", "calibration"}  # probe.json entries GET /v1/rewards shows
@@ -161,6 +173,22 @@ class ProbeReward(Reward):
 
     def _run(self, jobs: list[ProbeJob]) -> tuple[list[ProbeResult], int]:
         return score_jobs(self.backbone, self.head, jobs, self.layer, self._sigmoid)
+
+    def reads_final_states_of(self, model_dir: str) -> bool:
+        """Whether this is an outcome probe on the final hidden states (layer -1) of the model in
+        ``model_dir``: a caller that already holds those states can score them itself
+        (:meth:`score_states`) instead of paying for a forward pass."""
+        return (
+            self.info.kind == "outcome"
+            and self.layer == -1
+            and self.backbone.model_dir == model_dir
+        )
+
+    def score_states(self, hidden: torch.Tensor) -> list[float]:
+        """The probe's score of every row of ``hidden`` ``[N, H]``: states it reads, already
+        computed (which position of a response each row is, is the caller's choice)."""
+        rows = torch.arange(hidden.shape[0])
+        return head_scorer(self.head, self._sigmoid)(hidden, rows).reshape(-1).tolist()
 
     async def start(self) -> None:
         import asyncio

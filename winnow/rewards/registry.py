@@ -1,8 +1,9 @@
 """Named rewards, configured at start-up and chosen per request by name.
 
-A configuration is a list of :data:`RewardConfig` (JSON via ``--rewards-config FILE``). With the
-embedded default model and no configuration, winnow serves the shipped, trained defaults:
-``default`` (outcome probe), ``default_prm`` (process probe) and ``verifier`` (rule-based).
+A configuration is a list of :data:`~winnow.rewards.configs.RewardConfig` (JSON via
+``--rewards-config FILE``). With the embedded default model and no configuration, winnow serves
+the shipped, trained defaults: ``default`` (outcome probe), ``default_prm`` (process probe) and
+``verifier`` (rule-based).
 Missing files or bad settings fail at start-up with a message naming the reward.
 """
 
@@ -13,10 +14,9 @@ import contextlib
 import json
 from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
+from winnow.metering import UsageMeter
 from winnow.rewards.base import (
     OutcomeItem,
     ProcessItem,
@@ -29,94 +29,20 @@ from winnow.rewards.base import (
     StepScored,
 )
 from winnow.rewards.batcher import BatchObserver
+from winnow.rewards.configs import (
+    CompositeConfig,
+    JudgeConfig,
+    ProbeConfig,
+    RewardConfigError,
+    RewardConfigList,
+    SequenceClassifierConfig,
+    StepTagPRMConfig,
+    VerifierConfig,
+)
 
 T = TypeVar("T")
+S = TypeVar("S", Scored, StepScored)
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "rewards"
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
-class ProbeConfig(_Config):
-    backend: Literal["probe"] = "probe"
-    path: str | None = Field(None, description="Probe directory; default: assets/rewards/<name>.")
-    backbone: str | None = Field(None, description="Backbone model dir; default: default model.")
-
-
-def _chat_template() -> Any:
-    return Field(
-        None, description="Jinja chat template to render with; default: the model tokenizer's."
-    )
-
-
-def _system_prompt() -> Any:
-    return Field(
-        None, description="System prompt the model was trained with; replaces the request's."
-    )
-
-
-class SequenceClassifierConfig(_Config):
-    backend: Literal["seq_cls"] = "seq_cls"
-    path: str = Field(description="A Hugging Face sequence-classification reward model dir.")
-    max_length: int = 4096
-    chat_template: str | None = _chat_template()
-    system_prompt: str | None = _system_prompt()
-
-
-class StepTagPRMConfig(_Config):
-    backend: Literal["step_tag_prm"] = "step_tag_prm"
-    path: str = Field(description="A causal-LM PRM dir (Math-Shepherd or Qwen2.5-Math-PRM style).")
-    style: Literal["label_token", "two_way"] = "label_token"
-    step_tag: str = Field("ки", min_length=1, description="Tag token written after every step.")
-    good_token: str = "+"
-    bad_token: str = "-"
-    format: Literal["question", "chat"] | None = Field(
-        None,
-        description="What the model reads. 'question' (Math-Shepherd): the question, a space, "
-        "then every step as '<step> <tag>', joined by newlines. 'chat' (Qwen2.5-Math-PRM): the "
-        "conversation in the chat template, the answer '<step><tag><step><tag>...'. Default: "
-        "'question' for label_token, 'chat' for two_way.",
-    )
-    chat_template: str | None = _chat_template()
-    system_prompt: str | None = _system_prompt()
-
-    @property
-    def input_format(self) -> Literal["question", "chat"]:
-        if self.format is not None:
-            return self.format
-        return "question" if self.style == "label_token" else "chat"
-
-
-class JudgeConfig(_Config):
-    backend: Literal["judge"] = "judge"
-    template: str | None = Field(None, description="Verdict prompt with {question}, {answer}.")
-
-
-class VerifierConfig(_Config):
-    backend: Literal["verifier"] = "verifier"
-
-
-class CompositeConfig(_Config):
-    backend: Literal["composite"] = "composite"
-    weights: dict[str, float] = Field(description="Named rewards and their default weights.")
-
-
-RewardConfig = Annotated[
-    ProbeConfig
-    | SequenceClassifierConfig
-    | StepTagPRMConfig
-    | JudgeConfig
-    | VerifierConfig
-    | CompositeConfig,
-    Field(discriminator="backend"),
-]
-RewardConfigList = TypeAdapter(list[RewardConfig])
-
-
-class RewardConfigError(ValueError):
-    """A reward configuration is invalid; raised at start-up."""
 
 
 def load_configs(path: str | Path) -> list[Any]:
@@ -188,9 +114,9 @@ RewardRef = str | dict[str, float]
 
 
 class MeteredRewards:
-    """A request's view of the reward set: counts its reward calls and tokens in its usage."""
+    """A request's view of the reward set: every reward call counts in the request's usage."""
 
-    def __init__(self, rewards: RewardSet, usage: Any) -> None:
+    def __init__(self, rewards: RewardSet, usage: UsageMeter) -> None:
         self._rewards = rewards
         self.usage = usage
 
@@ -210,6 +136,18 @@ class MeteredRewards:
     def info(self, reward: RewardRef) -> RewardInfo:
         return self.resolve(reward).info
 
+    async def score(self, reward: RewardRef, items: Sequence[OutcomeItem]) -> Scored:
+        resolved = self.resolve(reward)
+        with _backend_errors(resolved):
+            scored = await self._bounded(resolved, resolved.score(items))
+        return self._counted(scored)
+
+    async def score_steps(self, reward: RewardRef, items: Sequence[ProcessItem]) -> StepScored:
+        resolved = self.resolve(reward)
+        with _backend_errors(resolved):
+            scored = await self._bounded(resolved, resolved.score_steps(items))
+        return self._counted(scored)
+
     async def _bounded(self, reward: Reward, call: Awaitable[T]) -> T:
         """Wait for a reward call at most ``call_timeout``; past it the call is cancelled
         (a batched call leaves its batch; a judge call aborts its engine requests)."""
@@ -224,22 +162,8 @@ class MeteredRewards:
                 "(--reward-timeout); the call was abandoned"
             ) from None
 
-    async def score(self, reward: RewardRef, items: Sequence[OutcomeItem]) -> Scored:
-        resolved = self.resolve(reward)
-        with _backend_errors(resolved):
-            scored = await self._bounded(resolved, resolved.score(items))
-        self.usage.reward_calls += 1
-        self.usage.reward_tokens += scored.tokens
-        self.usage.reward_cached_tokens += scored.cached_tokens
-        return scored
-
-    async def score_steps(self, reward: RewardRef, items: Sequence[ProcessItem]) -> StepScored:
-        resolved = self.resolve(reward)
-        with _backend_errors(resolved):
-            scored = await self._bounded(resolved, resolved.score_steps(items))
-        self.usage.reward_calls += 1
-        self.usage.reward_tokens += scored.tokens
-        self.usage.reward_cached_tokens += scored.cached_tokens
+    def _counted(self, scored: S) -> S:
+        self.usage.record_reward(scored.tokens, scored.cached_tokens)
         return scored
 
 

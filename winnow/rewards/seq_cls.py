@@ -26,7 +26,6 @@ raw logits (higher is better), not probabilities.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,92 +33,17 @@ from typing import Any
 import torch
 
 from winnow.kernels.dispatch import reward_head
-from winnow.kernels.reward_head import LinearHead
+from winnow.kernels.heads import LinearHead
 from winnow.rewards.backbone import (
-    DEFAULT_PREFIX_CACHE_BYTES,
-    Backbone,
     ProbeJob,
     ProbeResult,
     cost,
     score_positions,
 )
-from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, Scored
-from winnow.rewards.batcher import BatchObserver, MicroBatcher
+from winnow.rewards.base import OutcomeItem, RewardInfo, Scored
+from winnow.rewards.configs import SequenceClassifierConfig
 from winnow.rewards.formats import ChatTemplate, conversation
-from winnow.rewards.registry import SequenceClassifierConfig
-
-
-class HFModel(Backbone):
-    """A :class:`Backbone` loaded through any transformers auto class.
-
-    ``head`` names a module the checkpoint must hold: transformers silently initialises a
-    missing head at random (a causal LM dir loaded as a classifier), which would give confident
-    nonsense scores, so a missing head fails the load instead.
-    """
-
-    def __init__(
-        self,
-        model_dir: str | Path,
-        auto_class: str = "AutoModelForCausalLM",
-        *,
-        head: str | None = None,
-        max_batch_tokens: int = 16384,
-        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
-    ) -> None:
-        super().__init__(model_dir, max_batch_tokens, prefix_cache_bytes)
-        self.auto_class = auto_class
-        self.head = head
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        import transformers
-
-        loader = getattr(transformers, self.auto_class)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
-        model, loading = loader.from_pretrained(
-            self.model_dir, dtype=torch.float32, output_loading_info=True
-        )
-        self._check_loaded(model, loading)
-        model.eval()
-        self._tokenizer = tokenizer
-        self._model = model
-
-    def _check_loaded(self, model: Any, loading: dict[str, Any]) -> None:
-        kind = self.auto_class.removeprefix("AutoModelFor")
-        if not isinstance(getattr(model, "model", None), torch.nn.Module):
-            raise ValueError(
-                f"{self.model_dir}: unsupported architecture {type(model).__name__} "
-                "(expected a decoder with its trunk at .model)"
-            )
-        if self.head is None:
-            return
-        missing = sorted(k for k in loading.get("missing_keys", ()) if k.split(".")[0] == self.head)
-        if missing or not hasattr(model, self.head):
-            raise ValueError(
-                f"{self.model_dir} holds no trained {self.head!r} head "
-                f"(missing {', '.join(missing) or self.head}): not a {kind} checkpoint"
-            )
-
-    @property
-    def tokenizer(self) -> Any:
-        self.load()
-        return self._tokenizer
-
-    @property
-    def max_positions(self) -> int | None:
-        value = getattr(self.model.config, "max_position_embeddings", None)
-        return int(value) if value else None
-
-
-def special_prefix(tokenizer: Any) -> list[int]:
-    """Special tokens the tokenizer puts before a text: BOS for Llama/Mistral, none for Qwen."""
-    bare = list(tokenizer.encode("a", add_special_tokens=False))
-    full = list(tokenizer.encode("a", add_special_tokens=True))
-    for start in range(len(full) - len(bare) + 1):
-        if full[start : start + len(bare)] == bare:
-            return full[:start]
-    return []
+from winnow.rewards.hf_model import HFReward, special_prefix
 
 
 def outcome_head(score: Any) -> tuple[LinearHead, str]:
@@ -136,33 +60,18 @@ def outcome_head(score: Any) -> tuple[LinearHead, str]:
     return LinearHead(weight[0], None if bias is None else bias[:1]), reading
 
 
-class SequenceClassifierReward(Reward):
+class SequenceClassifierReward(HFReward[SequenceClassifierConfig]):
     """Outcome reward from a sequence-classification reward model; see the module docstring."""
 
-    def __init__(
-        self,
-        config: SequenceClassifierConfig,
-        *,
-        observer: BatchObserver | None = None,
-        max_batch: int = 64,
-        max_wait: float = 0.005,
-        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
-    ) -> None:
-        self.config = config
-        self.model = HFModel(
-            config.path,
-            "AutoModelForSequenceClassification",
-            head="score",
-            prefix_cache_bytes=prefix_cache_bytes,
-        )
+    def __init__(self, config: SequenceClassifierConfig, **options: Any) -> None:
+        super().__init__(config, **options)
         self._head: LinearHead | None = None
-        self._prefix: list[int] = []
-        self._template: ChatTemplate | None = None
         self._max_length = config.max_length
         self._info = self._make_info(reading=None)
-        self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
-            config.name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
-        )
+
+    @staticmethod
+    def model_kind(config: SequenceClassifierConfig) -> tuple[str, str | None]:
+        return "AutoModelForSequenceClassification", "score"
 
     def _make_info(self, reading: str | None) -> RewardInfo:
         extra: dict[str, object] = {"path": self.config.path, "max_length": self.config.max_length}
@@ -176,10 +85,6 @@ class SequenceClassifierReward(Reward):
             description=f"sequence-classification reward model {Path(self.config.path).name}",
             extra=extra,
         )
-
-    @property
-    def info(self) -> RewardInfo:
-        return self._info
 
     def _load(self) -> LinearHead:
         """Load weights and tokenizer details once; callable from any thread."""
@@ -195,12 +100,6 @@ class SequenceClassifierReward(Reward):
         self._info = self._make_info(reading)
         self._head = head
         return head
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self._load)
-
-    async def shutdown(self) -> None:
-        await self.batcher.close()
 
     def text(self, item: OutcomeItem) -> str:
         """The conversation as the model reads it: messages and response in its own template."""

@@ -37,7 +37,6 @@ BOS stays); if the steps alone do not fit, the call is refused (:class:`RewardIn
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,20 +44,18 @@ from typing import Any
 import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
-from winnow.kernels.reward_head import LinearHead, MLPHead, RewardHead
+from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
 from winnow.rewards.backbone import (
-    DEFAULT_PREFIX_CACHE_BYTES,
     ProbeJob,
     ProbeResult,
     RowScorer,
     cost,
     score_positions,
 )
-from winnow.rewards.base import ProcessItem, Reward, RewardInfo, RewardInputError, StepScored
-from winnow.rewards.batcher import BatchObserver, MicroBatcher
+from winnow.rewards.base import ProcessItem, RewardInfo, RewardInputError, StepScored
+from winnow.rewards.configs import StepTagPRMConfig
 from winnow.rewards.formats import ChatTemplate, conversation, covering, question, tokenize
-from winnow.rewards.registry import StepTagPRMConfig
-from winnow.rewards.seq_cls import HFModel, special_prefix
+from winnow.rewards.hf_model import HFModel, HFReward, special_prefix
 
 
 def single_token(model: HFModel, text: str, what: str) -> int:
@@ -105,30 +102,13 @@ def two_way_head(module: Any) -> RewardHead:
     return head
 
 
-class StepTagPRM(Reward):
+class StepTagPRM(HFReward[StepTagPRMConfig]):
     """Process reward from a step-tag PRM; see the module docstring."""
 
-    def __init__(
-        self,
-        config: StepTagPRMConfig,
-        *,
-        observer: BatchObserver | None = None,
-        max_batch: int = 64,
-        max_wait: float = 0.005,
-        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
-    ) -> None:
-        self.config = config
-        label_token = config.style == "label_token"
-        self.model = HFModel(
-            config.path,
-            "AutoModelForCausalLM" if label_token else "AutoModelForTokenClassification",
-            head=None if label_token else "score",
-            prefix_cache_bytes=prefix_cache_bytes,
-        )
+    def __init__(self, config: StepTagPRMConfig, **options: Any) -> None:
+        super().__init__(config, **options)
         self.format = config.input_format
         self._scorer: RowScorer | None = None
-        self._template: ChatTemplate | None = None
-        self._prefix: list[int] = []
         self._info = RewardInfo(
             name=config.name,
             kind="process",
@@ -142,13 +122,12 @@ class StepTagPRM(Reward):
                 "format": self.format,
             },
         )
-        self.batcher: MicroBatcher[ProbeJob, ProbeResult] = MicroBatcher(
-            config.name, self._run, max_jobs=max_batch, max_wait=max_wait, observer=observer
-        )
 
-    @property
-    def info(self) -> RewardInfo:
-        return self._info
+    @staticmethod
+    def model_kind(config: StepTagPRMConfig) -> tuple[str, str | None]:
+        if config.style == "label_token":
+            return "AutoModelForCausalLM", None
+        return "AutoModelForTokenClassification", "score"
 
     def _load(self) -> RowScorer:
         """Load weights, resolve the tag and label tokens once; callable from any thread."""
@@ -190,12 +169,6 @@ class StepTagPRM(Reward):
     def _head_scorer(self) -> RowScorer:
         head = two_way_head(self.model.model.score)
         return lambda hidden, rows: torch.softmax(reward_head(hidden, rows, head), dim=-1)[:, 1]
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self._load)
-
-    async def shutdown(self) -> None:
-        await self.batcher.close()
 
     @property
     def _special_tokens(self) -> bool:

@@ -1,11 +1,15 @@
 """Serve an app with uvicorn on 127.0.0.1 in a background thread with its own event loop: for
 tests and fake-engine benchmarks that need a real socket (slow clients, disconnects, shutdown).
+
+The listening socket is bound here, on a port the system picks, before uvicorn starts: the port
+is known at once and no other process can take it in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections.abc import Coroutine
@@ -13,7 +17,6 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from winnow.clients.launch import free_port
 from winnow.server.run import DrainingServer, app_state
 from winnow.server.serving import ServerState
 
@@ -24,7 +27,9 @@ class BackgroundServer:
     def __init__(self, app: Any, *, graceful_backstop: float = 10.0) -> None:
         self.app = app
         self.state: ServerState = app_state(app)
-        self.port = free_port()
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
         self.base_url = f"http://127.0.0.1:{self.port}"
         assert self.state.drain is not None
         config = uvicorn.Config(
@@ -41,9 +46,10 @@ class BackgroundServer:
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_until_complete(self.server.serve())
+            self.loop.run_until_complete(self.server.serve(sockets=[self.socket]))
         finally:
             self.loop.close()
+            self.socket.close()
 
     def start(self, timeout: float = 30) -> BackgroundServer:
         self._thread.start()

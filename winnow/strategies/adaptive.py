@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answers import answers_and_groups_async
+from winnow.answer_groups import answers_and_groups_async
 from winnow.strategies.base import (
     GenerationRequest,
     MeteredEngine,

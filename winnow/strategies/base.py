@@ -1,31 +1,22 @@
 """What a strategy receives and returns; nothing here knows about HTTP or vLLM.
 
-A strategy is ``async def run(request, engine, rewards) -> StrategyResult``. The engine it gets is
-a :class:`MeteredEngine` bound to the request, so every token generated (kept or discarded) and
-every engine call is counted without the strategy's help: the accounting is honest by
-construction. A strategy that can stream sends :class:`ChoiceDelta` s to ``request.sink``; one
+A strategy is ``async def run(request, engine, rewards) -> StrategyResult``. The engine and the
+rewards it gets are bound to the request's meter (:mod:`winnow.metering`), so every token
+generated (kept or discarded), every engine call and every reward call is counted without the
+strategy's help. A strategy that can stream sends :class:`ChoiceDelta` s to ``request.sink``; one
 that decides at the end just returns, and the server sends the chosen answers when it does.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from winnow.engine.base import (
-    ChatMessage,
-    Engine,
-    FinishReason,
-    Generation,
-    ModelInfo,
-    SamplingSpec,
-    StreamEvent,
-    TokenLogprob,
-)
+from winnow.engine.base import FinishReason, SamplingSpec, TokenLogprob
+from winnow.metering import MeteredEngine, TokenBudgetExceeded, UsageMeter
 from winnow.rewards.registry import MeteredRewards as Rewards
 from winnow.strategies.trace import Trace
 
@@ -46,27 +37,6 @@ class StrategyParams(BaseModel):
 
     def check(self, request: GenerationRequest) -> None:
         """Raise ``StrategyError`` if these parameters cannot serve ``request`` (a 400)."""
-
-
-@dataclass(slots=True)
-class UsageMeter:
-    """Everything a request cost, kept and discarded alike."""
-
-    prompt_tokens: int = 0  # the prompt, counted once however many calls reuse it
-    generated_tokens: int = 0  # every token the engine generated for this request
-    engine_calls: int = 0
-    prefilled_tokens: int = 0  # prompt tokens the engine processed, summed over calls
-    cached_tokens: int = 0  # of those, tokens served from the prefix cache
-    reward_calls: int = 0
-    reward_tokens: int = 0  # tokens reward models computed for this request
-    reward_cached_tokens: int = 0  # tokens they reused from their prefix caches instead
-    token_limit: int | None = None  # the request's token budget, enforced by MeteredEngine
-
-    def record(self, generation_prompt_tokens: int, generated: int, cached: int) -> None:
-        self.engine_calls += 1
-        self.generated_tokens += generated
-        self.prefilled_tokens += generation_prompt_tokens
-        self.cached_tokens += cached
 
 
 @dataclass(slots=True)
@@ -150,74 +120,7 @@ class StrategyResult:
     streamed: bool = False  # the choices already went out through the sink
 
 
-class TokenBudgetExceeded(RuntimeError):
-    """A strategy generated more tokens than the budget it declared (:meth:`token_budget`)."""
-
-
-class MeteredEngine:
-    """An engine bound to one request's :class:`UsageMeter`; strategies only ever see this."""
-
-    def __init__(self, engine: Engine, usage: UsageMeter) -> None:
-        self._engine = engine
-        self.usage = usage
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._engine.info
-
-    async def generate(self, spec: SamplingSpec) -> Generation:
-        generation = await self._engine.generate(spec)
-        self._count_prompt(generation.prompt_token_ids)
-        self.usage.record(
-            len(generation.prompt_token_ids),
-            generation.generated_tokens,
-            generation.cached_prompt_tokens,
-        )
-        self._check_budget()
-        return generation
-
-    def _check_budget(self) -> None:
-        limit = self.usage.token_limit
-        if limit is not None and self.usage.generated_tokens > limit:
-            raise TokenBudgetExceeded(
-                f"the strategy generated {self.usage.generated_tokens} tokens, past its token "
-                f"budget of {limit}; its engine work was stopped"
-            )
-
-    async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
-        first = True
-        try:
-            async with contextlib.aclosing(self._engine.stream(spec)) as events:
-                async for event in events:
-                    if first:
-                        self._count_prompt(event.prompt_token_ids)
-                        self.usage.record(
-                            len(event.prompt_token_ids), 0, event.cached_prompt_tokens
-                        )
-                        first = False
-                    self.usage.generated_tokens += sum(len(d.token_ids) for d in event.deltas)
-                    self._check_budget()  # leaving the loop closes the stream: the engine aborts
-                    yield event
-        finally:
-            if first:  # closed before any output: the call was still made
-                self.usage.engine_calls += 1
-
-    def _count_prompt(self, prompt_token_ids: Sequence[int]) -> None:
-        if not self.usage.prompt_tokens:
-            self.usage.prompt_tokens = len(prompt_token_ids)
-
-    async def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return await self._engine.tokenize(text, add_special_tokens)
-
-    async def detokenize(self, token_ids: Sequence[int]) -> str:
-        return await self._engine.detokenize(token_ids)
-
-    async def apply_chat_template(
-        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
-    ) -> str:
-        return await self._engine.apply_chat_template(messages, add_generation_prompt)
-
-
-__all__ = ["Rewards"]  # re-exported: strategies take the request's metered reward view
+# The request's meters live in winnow.metering; the server still imports them from here.
+__all__ = ["MeteredEngine", "Rewards", "TokenBudgetExceeded", "UsageMeter"]
 
 StrategyFn = Callable[[GenerationRequest, MeteredEngine, Rewards], Awaitable[StrategyResult]]

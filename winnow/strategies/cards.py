@@ -33,7 +33,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, SegmentSpec
+from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason
+from winnow.engine.processors.specs import SegmentSpec
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     Choice,

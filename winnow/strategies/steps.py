@@ -75,12 +75,7 @@ class Beam:
 def has_final_answer(text: str) -> bool:
     """True when ``text`` states its final answer explicitly (``\\boxed{}``, "The answer is
     ...", ``#### n``): a bare last number does not count, it may be an intermediate result."""
-    # answers.py's own finders: one answer grammar for the whole project
-    return bool(
-        answers._last_boxed(text)
-        or answers._last_answer_clause(text)
-        or answers._last_gsm8k_marker(text)
-    )
+    return answers.stated_answer(text) is not None  # one answer grammar for the whole project
 
 
 async def generate_all(engine: MeteredEngine, specs: Sequence[SamplingSpec]) -> list[Generation]:

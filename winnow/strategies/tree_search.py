@@ -51,7 +51,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answers import answers_and_groups_async
+from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion, SamplingSpec
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (

@@ -18,6 +18,7 @@ import math
 
 from pydantic import Field, field_validator
 
+from winnow.engine.processors.specs import VAS_MAX_TOP_K, VasSpec
 from winnow.strategies.base import (
     GenerationRequest,
     MeteredEngine,
@@ -29,8 +30,6 @@ from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.sample import sample_spec
 from winnow.values import available, read_meta
 
-KEY = "winnow_vas"
-
 
 class VasParams(StrategyParams):
     values: dict[str, float] = Field(
@@ -38,7 +37,7 @@ class VasParams(StrategyParams):
         description="Value models by name with their beta; several compose additively. "
         f"Shipped: {', '.join(available()) or 'none'}.",
     )
-    top_k: int = Field(20, ge=1, le=100, description="Candidates adjusted per token.")
+    top_k: int = Field(20, ge=1, le=VAS_MAX_TOP_K, description="Candidates adjusted per token.")
 
     @field_validator("values")
     @classmethod
@@ -60,8 +59,8 @@ class VasParams(StrategyParams):
                 )
 
 
-def engine_args(params: VasParams, vocab_size: int) -> dict[str, object]:
-    """The processor's per-request arguments: value model paths (resolved here) and betas."""
+def value_guide(params: VasParams, vocab_size: int) -> VasSpec:
+    """The processor's request: value model paths (resolved here) and betas."""
     known = available()
     values: dict[str, float] = {}
     for name, beta in params.values.items():
@@ -73,7 +72,7 @@ def engine_args(params: VasParams, vocab_size: int) -> dict[str, object]:
                 "strategy.values",
             )
         values[str(known[name])] = float(beta)
-    return {KEY: {"values": values, "top_k": params.top_k}}
+    return VasSpec(values=values, top_k=params.top_k)
 
 
 @register("vas", VasParams, streams=True)
@@ -87,5 +86,6 @@ async def vas(
     unavailable = engine.info.extra.get("vas_unavailable")
     if unavailable:
         raise StrategyError(f"vas cannot run on the served model: {unavailable}", "strategy")
-    spec = request.sampling(extra_args=engine_args(params, engine.info.vocab_size))
+    guide = value_guide(params, engine.info.vocab_size)
+    spec = request.sampling(extra_args=guide.extra_args())
     return await sample_spec(request, engine, spec, values=dict(params.values), top_k=params.top_k)

@@ -19,14 +19,15 @@ def train_reward(
 ) -> dict:
     """The default outcome head from the samples journal (no engine: features by transformers)."""
     from winnow.models.default_model import build_default_model
-    from winnow.train.outcome import train_outcome_head, write_model_card
+    from winnow.train.cards import reward_card
+    from winnow.train.outcome import train_outcome_head
 
     model = str(build_default_model(default_data_dir()))
     target = out_dir or ASSETS
     metrics = train_outcome_head(
         model, target, journal or SAMPLES_JOURNAL, max_questions=max_questions, seed=seed
     )
-    write_model_card(target)
+    reward_card(target)
     print(json.dumps(metrics, indent=2))
     return metrics
 
@@ -37,8 +38,8 @@ def train_prm(out_dir: Path | None) -> dict:
     from winnow.models.default_model import build_default_model
     from winnow.rewards.backbone import Backbone
     from winnow.train import datasets
+    from winnow.train.cards import reward_card
     from winnow.train.features import FeatureReader, extract
-    from winnow.train.outcome import write_model_card
     from winnow.train.process import train_process_head
     from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
 
@@ -51,7 +52,7 @@ def train_prm(out_dir: Path | None) -> dict:
     samples = [q for q in datasets.train_rows() if q.question in labelled]
     features = extract(FeatureReader(model), samples, datasets.feature_dir())
     metrics = train_process_head(Backbone(model), train, held, target, singles=(samples, features))
-    write_model_card(target)
+    reward_card(target)
     print(json.dumps(metrics, indent=2))
     return metrics
 
@@ -70,7 +71,9 @@ def train_value(
 
     from winnow.engine.vllm_local import VllmEngine
     from winnow.models.default_model import build_default_model
-    from winnow.train.value import ValueConfig, train_values, write_model_card
+    from winnow.train.cards import value_card
+    from winnow.train.value import ValueConfig
+    from winnow.train.value_run import train_values
     from winnow.values import ASSETS as VALUE_ASSETS
 
     data_dir = default_data_dir()
@@ -92,7 +95,7 @@ def train_value(
         )
 
     summary = asyncio.run(train_values(engine, model, target, work, config))
-    write_model_card(target, list(config.rewards))
+    value_card(target, list(config.rewards))
     print(json.dumps(summary, indent=2))
     return summary
 

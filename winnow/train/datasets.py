@@ -7,10 +7,9 @@ from pathlib import Path
 
 import torch
 
-from winnow.answers import equivalent, extract_answer
 from winnow.settings import default_data_dir
 from winnow.tasks import problems
-from winnow.train.samples import QuestionSamples, from_quality_rows, read_journal
+from winnow.train.samples import QuestionSamples, from_quality_rows, is_right, read_journal
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_JOURNAL = ROOT / "benchmarks/results/reward_train/samples.jsonl"
@@ -34,11 +33,7 @@ def train_rows(path: Path = TRAIN_JOURNAL) -> list[QuestionSamples]:
 
 def labels(rows: list[QuestionSamples]) -> torch.Tensor:
     """1 where the verifier accepts the sample's final answer, per sample in row order."""
-    out = []
-    for q in rows:
-        for s in q.samples:
-            answer = extract_answer(s.text)
-            out.append(int(answer is not None and equivalent(answer, q.gold)))
+    out = [int(is_right(s.text, q.gold)) for q in rows for s in q.samples]
     return torch.tensor(out, dtype=torch.long)
 
 

@@ -15,7 +15,6 @@ disjoint from training by the hash split of :mod:`winnow.tasks`).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ def train_outcome_head(
             "output": "sigmoid",
             "backbone": "default",
             "description": f"P(correct) of a response: {kind_of_head} on SmolLM2-135M's final "
-            f"hidden state at {_WHERE[feature]}, trained to rank answers to the same question "
+            f"hidden state at {WHERE_READ[feature]}, trained to rank answers to the same question "
             f"({'pairwise' if objective == 'mlp' else objective} objective over each question's "
             "verifier-labelled samples), then Platt-calibrated.",
             "metrics": metrics,
@@ -120,95 +119,7 @@ def train_outcome_head(
     return metrics
 
 
-_WHERE = {
+WHERE_READ = {
     "last": "the response's last token",
     "answer": "the last token of the response's final answer (the last token without one)",
 }
-
-
-_OBJECTIVE = {"mlp": "pairwise, a ReLU MLP head (64 hidden; its L2 is the weight decay)"}
-
-
-def write_model_card(out_dir: Path) -> Path:
-    """The model card of the shipped heads, from their probe.json metrics."""
-    outcome = json.loads((out_dir / "default" / "probe.json").read_text())
-    process = json.loads((out_dir / "default_prm" / "probe.json").read_text())
-    om, pm = outcome["metrics"], process["metrics"]
-    ph = pm["heldout"]
-    cv = ", ".join(f"{k}: {v:.3f}" for k, v in om["cv_within_auc"].items())
-    curve = ", ".join(f"{k}: {v:.3f}" for k, v in om.get("learning_curve", {}).items())
-    lines = [
-        "# Default rewards: `default` (outcome) and `default_prm` (process)",
-        "",
-        "Small heads on SmolLM2-135M-Instruct's own final-layer hidden state (576 floats, after",
-        f"the final norm; `default` reads it at {_WHERE[om.get('feature', 'last')]}), shipped",
-        "as `head.safetensors` + `probe.json`. No downloaded data:",
-        "reasoning-gym generates the problems, the model itself the answers, the rule-based",
-        "verifier the labels. Questions are split by a hash of their text (`winnow/tasks.py`): the",
-        "held-out and benchmark questions never appear in training.",
-        "",
-        "## `default` — P(answer correct), trained to rank answers to one question",
-        "",
-        f"- Data: `winnow train samples`: {om['train_samples']} answers to "
-        f"{om['train_questions']} training-split questions (basic_arithmetic, 2 one-digit terms, "
-        "+/- and *), 32 per question at temperature 0.7, max 96 tokens; "
-        f"{om['train_accuracy_of_samples'] * 100:.0f}% correct; "
-        f"{om['train_questions_with_both']} questions have both right and wrong answers.",
-        f"- Objective: **{_OBJECTIVE.get(om['objective'], om['objective'])}** on the state at "
-        f"**{om.get('feature', 'last')}** "
-        f"(chosen with L2 {om['l2']:g} by 5-fold "
-        "cross-validation that splits questions, on within-question AUC; by position/objective@L2: "
-        f"{cv}), then Platt scaling on the pooled training answers (monotone: the ranking is "
-        "unchanged, the output is a probability).",
-        f"- **Held-out within-question AUC: {om.get('heldout_within_auc', float('nan')):.3f}** "
-        f"(mean over the {om.get('heldout_questions_with_both', 0)} benchmark problems with both "
-        f"right and wrong answers, of {om.get('heldout_samples', 0)} stored answers); pooled "
-        f"AUC {om.get('heldout_pooled_auc', float('nan')):.3f}; training within-question AUC "
-        f"{om['train_within_auc']:.3f}.",
-        f"- Learning curve (held-out within-question AUC by training questions): {curve}.",
-        "- Trained by `winnow train samples` (engine, journaled, resumable) then "
-        "`winnow train reward`; other features and objectives compared in "
-        "`benchmarks/results/reward_lab.md`.",
-        "",
-        "## `default_prm` — P(the solution so far still reaches the answer) (`winnow train prm`)",
-        "",
-        f"- Data: `winnow train steps`: {pm['train_solutions']} multi-step answers of the policy "
-        f"to {pm['train_questions']} training-split questions, cut into steps as tree search "
-        f"writes them; each intermediate step labelled by {pm['rollouts_per_step']:.0f} rollouts "
-        "from its prefix (the fraction that reach the gold answer, Math-Shepherd), the last step "
-        f"by the verifier; plus {pm['train_single_step_answers']} single-step answers (verdict): "
-        f"{pm['train_steps']} steps, {pm['train_intermediate_steps']} intermediate.",
-        f"- Objective: **{pm['objective']}** on the state at **{pm['position']}** (`last`: the "
-        "step's last token; `answer`: the last token of the result the step states), L2 "
-        f"{pm['l2']:g}, chosen by 5-fold cross-validation that splits questions, on step AUC ("
-        + ", ".join(f"{k}: {v:.3f}" for k, v in pm["cv_step_auc"].items())
-        + "), then Platt scaling.",
-        f"- **Held-out step AUC: {ph['step_auc']:.3f}** over {ph['steps']} steps of the "
-        f"{pm['heldout_questions']} benchmark questions' own answers (evaluation split; labels "
-        "by rollouts as above, a step good when any rollout reaches the answer); within question "
-        f"{ph['within_question_step_auc']:.3f}; intermediate steps alone "
-        f"{ph['intermediate_step_auc']:.3f} ({ph['intermediate_steps']} steps); Spearman with "
-        f"the rollouts' success rate {ph['soft_label_spearman']:.3f}.",
-        "",
-        "## Limits",
-        "",
-        "- Trained for one model (SmolLM2-135M-Instruct, the embedded default) and short",
-        "  arithmetic; it reads that model's hidden states, so it cannot score another model's",
-        "  prompts meaningfully, and it knows nothing of other domains.",
-        "- Most answers to these questions are one step (72% of the samples): the process head",
-        "  sees few long solutions, and its labels come from 8 rollouts each (a coarse estimate).",
-        "  Its within-question step AUC mixes depths: a step's depth alone scores 0.71 there",
-        "  (early steps keep rollouts that reach the answer, a wrong last step has none), so the",
-        "  head is chosen on pooled step AUC. Against the head it replaced, on the same",
-        "  held-out labels: `python benchmarks/rewards/eval_prm.py --git REV`",
-        "  (`benchmarks/results/prm_eval.md`).",
-        "- `default` ranks answers to one question; it was not trained to tell easy questions",
-        "  from hard ones, so its pooled AUC (across questions) is lower than the first",
-        f"  default's ({om.get('heldout_pooled_auc', float('nan')):.3f} vs 0.797 on the same "
-        "answers): compare its scores within a question (best-of-N, votes), not across them.",
-        "- Linear heads level off near 0.78 held-out by 400 questions; the MLP head's learning",
-        "  curve is still rising at 400 (above): more sampled questions are the next gain.",
-    ]
-    path = out_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path

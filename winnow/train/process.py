@@ -35,8 +35,8 @@ from winnow.rewards.backbone import Backbone
 from winnow.rewards.base import STEP_DELIMITER, split_steps
 from winnow.rewards.probe import process_positions, save_head
 from winnow.train import ranking
-from winnow.train.samples import QuestionSamples
-from winnow.train.steplabels import QuestionSteps, is_right
+from winnow.train.samples import QuestionSamples, is_right
+from winnow.train.steplabels import QuestionSteps
 
 POSITIONS = ("last", "answer")  # where the probe reads each step (ProbeReward's `position`)
 OBJECTIVES = ("pointwise", "pairwise")

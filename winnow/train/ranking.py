@@ -49,7 +49,7 @@ class Linear:
 @dataclass(frozen=True, slots=True)
 class MLP:
     """A one-hidden-layer ReLU head on raw features, ``relu(x @ w1 + b1) @ w2 + b2``: what the
-    served probe's :class:`winnow.kernels.reward_head.MLPHead` computes."""
+    served probe's :class:`winnow.kernels.heads.MLPHead` computes."""
 
     w1: torch.Tensor  # [in, hidden]
     b1: torch.Tensor  # [hidden]

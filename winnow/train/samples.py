@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from winnow.answers import equivalent, extract_answer
 from winnow.tasks import Problem, problems, split_of
+
+if TYPE_CHECKING:
+    from winnow.engine.base import Generation
 
 T = TypeVar("T")
 
@@ -91,8 +95,70 @@ def resume(journal: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
     return read_records(journal, parse)
 
 
+class Record(Protocol):
+    """A journal line: one question's record."""
+
+    question: str
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+class Journal(Generic[R]):
+    """A journal that concurrent tasks fill, one question's record each: the records it already
+    holds (:attr:`done`; those questions are not asked again), and :meth:`append`, which writes a
+    new one whole and prints a progress line every ``log_every`` records and at the last."""
+
+    def __init__(
+        self, path: Path, parse: Callable[[dict[str, Any]], R], questions: Sequence[str]
+    ) -> None:
+        self.path = path
+        self.done: dict[str, R] = {r.question: r for r in resume(path, parse)}
+        self.todo = [i for i, question in enumerate(questions) if question not in self.done]
+        self.new: list[R] = []  # appended in this run
+        self._started = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def append(self, record: R, log_every: int, progress: Callable[[float], str]) -> None:
+        """Write ``record``; ``progress(seconds since the start)`` is the line to print."""
+        async with self._lock:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record.to_json()) + "\n")
+            self.done[record.question] = record
+            self.new.append(record)
+            if len(self.new) % log_every == 0 or len(self.new) == len(self.todo):
+                print(progress(max(time.monotonic() - self._started, 1e-9)), flush=True)
+
+
 def read_journal(path: Path) -> list[QuestionSamples]:
     return read_records(path, QuestionSamples.from_json)
+
+
+def is_right(text: str, gold: str) -> bool:
+    """The verifier's label: the response's final answer is equivalent to ``gold``."""
+    answer = extract_answer(text)
+    return answer is not None and equivalent(answer, gold)
+
+
+async def sample_answers(
+    engine: Any,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    n: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+) -> tuple[str, tuple[int, ...], Generation]:
+    """``n`` answers of the policy to one chat: the rendered prompt, its token ids, and the
+    engine's generation (the prompt goes in as token ids, as the engine tokenized it)."""
+    from winnow.engine.base import SamplingSpec
+
+    prompt = await engine.apply_chat_template(messages)
+    ids = tuple(await engine.tokenize(prompt))
+    spec = SamplingSpec(prompt=ids, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return prompt, ids, await engine.generate(spec)
 
 
 def train_questions(tasks: Sequence[str], per_task: int, seed: int = 0) -> list[Problem]:
@@ -128,29 +194,25 @@ async def sample_questions(
 ) -> list[QuestionSamples]:
     """Sample ``n`` answers per question through ``engine``, appending each question to
     ``journal`` as it finishes; questions already there are kept and not asked again."""
-    from winnow.engine.base import SamplingSpec
-
     for p in items:
         if split_of(p.question) != "train":
             raise ValueError(f"refusing to train on an evaluation-split question: {p.question!r}")
-    done = {q.question: q for q in resume(journal, QuestionSamples.from_json)}
-    todo = [(i, p) for i, p in enumerate(items) if p.question not in done]
+    written = Journal(journal, QuestionSamples.from_json, [p.question for p in items])
     limit = asyncio.Semaphore(concurrency)
-    lock = asyncio.Lock()
-    started, finished = time.monotonic(), 0
+
+    def progress(seconds: float) -> str:
+        finished = len(written.new)
+        return (
+            f"[samples] {len(written.done)}/{len(items)} questions "
+            f"({finished} this run, {finished / seconds * 60:.1f}/min)"
+        )
 
     async def one(index: int, problem: Problem) -> None:
-        nonlocal finished
         async with limit:
-            prompt = await engine.apply_chat_template(problem.messages)
-            spec = SamplingSpec(
-                prompt=tuple(await engine.tokenize(prompt)),
-                n=n,
-                max_tokens=max_tokens,
-                temperature=temperature,
+            prompt, _, generation = await sample_answers(
+                engine, problem.messages, n=n, max_tokens=max_tokens, temperature=temperature,
                 seed=seed * 1_000_003 + index,
-            )
-            generation = await engine.generate(spec)
+            )  # fmt: skip
         record = QuestionSamples(
             problem.task,
             problem.question,
@@ -158,21 +220,10 @@ async def sample_questions(
             prompt,
             [Sample(c.text, list(c.token_ids), c.finish_reason) for c in generation.completions],
         )
-        async with lock:
-            with journal.open("a") as f:
-                f.write(json.dumps(record.to_json()) + "\n")
-            done[problem.question] = record
-            finished += 1
-            if finished % log_every == 0 or finished == len(todo):
-                rate = finished / max(time.monotonic() - started, 1e-9)
-                print(
-                    f"[samples] {len(done)}/{len(items)} questions "
-                    f"({finished} this run, {rate * 60:.1f}/min)",
-                    flush=True,
-                )
+        await written.append(record, log_every, progress)
 
-    await asyncio.gather(*(one(i, p) for i, p in todo))
-    return [done[p.question] for p in items]
+    await asyncio.gather(*(one(i, items[i]) for i in written.todo))
+    return [written.done[p.question] for p in items]
 
 
 def from_quality_rows(path: Path, gold: dict[str, tuple[str, str]]) -> list[QuestionSamples]:

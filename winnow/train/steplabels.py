@@ -15,27 +15,19 @@ Lines are appended as questions finish, so an interrupted run resumes where it s
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from winnow.answers import equivalent, extract_answer
 from winnow.rewards.base import split_steps
 from winnow.tasks import messages, split_of
 from winnow.train.datasets import ROOT
-from winnow.train.samples import QuestionSamples, read_records, resume
+from winnow.train.samples import Journal, QuestionSamples, is_right, read_records
 
 STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts.jsonl"
 BENCH_STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts_bench.jsonl"
-
-
-def is_right(text: str, gold: str) -> bool:
-    answer = extract_answer(text)
-    return answer is not None and equivalent(answer, gold)
 
 
 @dataclass(slots=True)
@@ -127,11 +119,16 @@ async def roll_out(
     for q in sources:
         if split_of(q.question) != split:
             raise ValueError(f"question not in the {split!r} split: {q.question!r}")
-    done = {q.question: q for q in resume(journal, QuestionSteps.from_json)}
-    todo = [(i, q) for i, q in enumerate(sources) if q.question not in done]
+    written = Journal(journal, QuestionSteps.from_json, [q.question for q in sources])
     limit = asyncio.Semaphore(concurrency)
-    lock = asyncio.Lock()
-    started, finished, rolled = time.monotonic(), 0, 0
+
+    def progress(seconds: float) -> str:
+        minutes, finished = seconds / 60, len(written.new)
+        rolled = sum(len(r) for q in written.new for s in q.solutions for r in s.rollouts)
+        return (
+            f"[steps] {len(written.done)}/{len(sources)} questions ({finished} this run, "
+            f"{finished / minutes:.1f}/min, {rolled / minutes:.0f} rollouts/min)"
+        )
 
     async def prefix_rollouts(prompt_ids: list[int], prefix: str, index: int) -> list[str]:
         ids = prompt_ids + await engine.tokenize(prefix)
@@ -146,7 +143,6 @@ async def roll_out(
         return [c.text for c in generation.completions]
 
     async def one(index: int, q: QuestionSamples) -> None:
-        nonlocal finished, rolled
         chosen = choose_solutions(q, per_question, seed)
         async with limit:
             prompt = q.prompt or await engine.apply_chat_template(messages(q.question))
@@ -162,19 +158,7 @@ async def roll_out(
                 for steps in chosen
             ]
         record = QuestionSteps(q.task, q.question, q.gold, prompt, solutions)
-        async with lock:
-            with journal.open("a") as f:
-                f.write(json.dumps(record.to_json()) + "\n")
-            done[q.question] = record
-            finished += 1
-            rolled += sum(len(r) for s in solutions for r in s.rollouts)
-            if finished % log_every == 0 or finished == len(todo):
-                minutes = max(time.monotonic() - started, 1e-9) / 60
-                print(
-                    f"[steps] {len(done)}/{len(sources)} questions ({finished} this run, "
-                    f"{finished / minutes:.1f}/min, {rolled / minutes:.0f} rollouts/min)",
-                    flush=True,
-                )
+        await written.append(record, log_every, progress)
 
-    await asyncio.gather(*(one(i, q) for i, q in todo))
-    return [done[q.question] for q in sources]
+    await asyncio.gather(*(one(i, sources[i]) for i in written.todo))
+    return [written.done[q.question] for q in sources]

@@ -1,36 +1,26 @@
-"""`winnow train value`: fit VAS value models (Q-heads on the policy's own hidden state).
+"""VAS value models (Q-heads on the policy's own hidden state, :class:`winnow.values.QHead`):
+what `winnow train value` is configured with, and how a head is fitted.
 
-1. Sample responses from the frozen policy through the engine (reasoning-gym problems of the
-   train split, or a prompts file), several per prompt.
-2. Reward each response with named rewards: any configured winnow reward (``default``,
-   ``verifier``, ...) or ``brevity`` (``-tokens / max_tokens``). One value model per reward; the
-   samples and features are shared.
-3. Read the policy's final hidden state before every response token with transformers (the same
-   float32 weights vLLM serves), so ``h_{t-1}`` and the token ``a_t`` give ``Q(h_{t-1}, a_t)`` =
-   V of the state after token t.
-4. Fit the head (:class:`winnow.values.QHead`) by TD(lambda) (gamma 1, lambda 0.95, reward on
-   the last token; targets recomputed from the current head every epoch, as in the paper) on
-   standardised rewards, 0.5 * MSE, AdamW.
-
-Everything that took time is kept in a work directory (samples, features, the last epoch's
-checkpoint with the optimiser state, all in safetensors/JSON), so an interrupted run resumes.
+The fit is TD(lambda) (gamma 1, lambda 0.95, the reward on the last token; targets recomputed
+from the current head every epoch, as in the paper) on standardised rewards, 0.5 * MSE, AdamW
+with one learning rate per tensor (:func:`param_groups`). Every epoch ends with a checkpoint
+(the head and the optimiser state), so an interrupted fit resumes. The run around it (sampling,
+rewards, hidden states, saving) is :mod:`winnow.train.value_run`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from winnow.values import QHead, save_value_model, td_lambda_targets
+from winnow.values import QHead, td_lambda_targets
 
 BREVITY = "brevity"
 
@@ -52,165 +42,6 @@ class ValueConfig:
     lam: float = 0.95
     seed: int = 0
     prompts_file: str | None = None
-
-
-@dataclass(slots=True)
-class Sample:
-    """One sampled response: its tokens, rewards, and (once computed) the hidden states."""
-
-    prompt_ids: list[int]
-    response_ids: list[int]
-    prompt: str
-    response: str
-    split: str  # "train" | "eval"
-    answer: str | None = None
-    correct: int | None = None
-    rewards: dict[str, float] = field(default_factory=dict)
-
-
-# ---- data ---------------------------------------------------------------------------------------
-
-
-def _prompts(config: ValueConfig) -> list[tuple[str, list[dict[str, str]], str | None]]:
-    """(split, messages, gold answer) of every prompt."""
-    if config.prompts_file:
-        rows = []
-        lines = Path(config.prompts_file).read_text().splitlines()
-        for i, line in enumerate(ln for ln in lines if ln.strip()):
-            item = json.loads(line) if line.lstrip().startswith("{") else {"prompt": line}
-            messages = item.get("messages") or [{"role": "user", "content": item["prompt"]}]
-            rows.append(("eval" if i % 5 == 4 else "train", messages, item.get("answer")))
-        return rows
-    from winnow.tasks import problems
-
-    rows = []
-    for task in config.tasks:
-        for p in problems(task, "train", config.train_questions, seed=config.seed):
-            rows.append(("train", p.messages, p.answer))
-        for p in problems(task, "eval", config.eval_questions, seed=config.seed + 1):
-            rows.append(("eval", p.messages, p.answer))
-    return rows
-
-
-async def sample_responses(engine: Any, config: ValueConfig) -> list[Sample]:
-    """Sample ``samples_per_question`` responses per prompt through the engine, concurrently."""
-    from winnow.answers import equivalent, extract_answer
-    from winnow.engine.base import SamplingSpec
-
-    prompts = _prompts(config)
-    out: list[Sample] = []
-    bar = tqdm(total=len(prompts) * config.samples_per_question, desc="sampling", unit="sample")
-    limit = asyncio.Semaphore(16)
-
-    async def one(index: int, split: str, messages: list[dict[str, str]], gold: str | None):
-        async with limit:
-            prompt = await engine.apply_chat_template(messages)
-            ids = tuple(await engine.tokenize(prompt))
-            spec = SamplingSpec(
-                prompt=ids,
-                n=config.samples_per_question,
-                max_tokens=config.max_tokens,
-                temperature=config.temperature,
-                seed=config.seed * 100_003 + index,
-            )
-            generation = await engine.generate(spec)
-            for c in generation.completions:
-                if not c.token_ids:
-                    continue
-                correct = None
-                if gold is not None:
-                    answer = extract_answer(c.text)
-                    correct = int(answer is not None and equivalent(answer, gold))
-                out.append(
-                    Sample(list(ids), list(c.token_ids), prompt, c.text, split, gold, correct)
-                )
-            bar.update(len(generation.completions))
-
-    await asyncio.gather(*(one(i, *row) for i, row in enumerate(prompts)))
-    bar.close()
-    out.sort(key=lambda s: (s.split, s.prompt, s.response_ids))  # deterministic order
-    return out
-
-
-async def reward_samples(
-    samples: Sequence[Sample],
-    names: Sequence[str],
-    model: str,
-    max_tokens: int,
-    last_hidden: torch.Tensor,
-) -> None:
-    """Fill ``sample.rewards[name]`` for every requested reward.
-
-    An outcome probe on the policy itself (``default``) reads the hidden state after the last
-    text token, which the feature pass has already computed (``last_hidden``): it is scored
-    from there, on the engine's own tokens, instead of in a second forward pass.
-    """
-    from winnow.kernels.dispatch import reward_head
-    from winnow.rewards.base import OutcomeItem
-    from winnow.rewards.probe import ProbeReward
-    from winnow.rewards.registry import build_rewards, default_configs
-
-    for s in samples:
-        if BREVITY in names:
-            s.rewards[BREVITY] = -len(s.response_ids) / max_tokens
-    configured = [n for n in names if n != BREVITY]
-    if not configured:
-        return
-    rewards = build_rewards(default_configs(True), default_model_dir=model)
-    started = False
-    try:
-        for name in configured:
-            reward = rewards.get(name)
-            if (
-                isinstance(reward, ProbeReward)
-                and reward.info.kind == "outcome"
-                and reward.layer == -1
-                and reward.backbone.model_dir == model
-            ):
-                rows = torch.arange(len(samples))
-                raw = reward_head(last_hidden, rows, reward.head).reshape(-1)
-                scores = (torch.sigmoid(raw) if reward.meta.get("output", "sigmoid") == "sigmoid"
-                          else raw).tolist()  # fmt: skip
-            else:
-                if not started:
-                    await rewards.start()
-                    started = True
-                items = [OutcomeItem(s.prompt, s.response, s.answer) for s in samples]
-                scores = []
-                for start in tqdm(range(0, len(items), 64), desc=f"reward {name}", unit="batch"):
-                    scores += (await reward.score(items[start : start + 64])).scores
-            for s, score in zip(samples, scores, strict=True):
-                s.rewards[name] = float(score)
-    finally:
-        await rewards.shutdown()
-
-
-def hidden_features(
-    backbone: Any, samples: Sequence[Sample], eos_ids: Sequence[int] = (), chunk: int = 16
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The final hidden state before each response token, [sum of response lengths, H]; and
-    per sample the one after its last text token (before a final EOS, else after the last
-    token), [S, H]: what an outcome probe on the policy reads."""
-    order = sorted(
-        range(len(samples)), key=lambda i: len(samples[i].prompt_ids) + len(samples[i].response_ids)
-    )
-    parts: dict[int, torch.Tensor] = {}
-    last: dict[int, torch.Tensor] = {}
-    for start in tqdm(range(0, len(order), chunk), desc="hidden states", unit="batch"):
-        group = order[start : start + chunk]
-        seqs = [samples[i].prompt_ids + samples[i].response_ids for i in group]
-        encoded = backbone.encode_sequences(seqs)
-        for k, i in enumerate(group):
-            p0, n = len(samples[i].prompt_ids), len(samples[i].response_ids)
-            rows = encoded[k].hidden[p0 - 1 : p0 + n].clone()
-            parts[i] = rows[:n]
-            ends_with_eos = samples[i].response_ids[-1] in eos_ids
-            last[i] = rows[n - 1] if ends_with_eos else rows[n]
-    hidden = torch.cat([parts[i] for i in range(len(samples))])
-    return hidden, torch.stack([last[i] for i in range(len(samples))])
-
-
-# ---- fitting ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -241,8 +72,10 @@ class Dataset:
 
 
 def make_dataset(
-    samples: Sequence[Sample], hidden: torch.Tensor, reward: str, mean: float, std: float
+    samples: Sequence[Any], hidden: torch.Tensor, reward: str, mean: float, std: float
 ) -> Dataset:
+    """The positions of ``samples`` (each with ``response_ids`` and ``rewards``) and their
+    rows of ``hidden``, the reward standardised by ``mean`` and ``std``."""
     offsets = [0]
     for s in samples:
         offsets.append(offsets[-1] + len(s.response_ids))
@@ -385,165 +218,3 @@ def fit_value_head(
     for p in head.parameters():
         p.requires_grad_(False)
     return head, state
-
-
-# ---- the whole run ------------------------------------------------------------------------------
-
-
-def _save_samples(path: Path, samples: Sequence[Sample]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(s) for s in samples]) + "\n")
-
-
-def _load_samples(path: Path) -> list[Sample]:
-    return [Sample(**row) for row in json.loads(path.read_text())]
-
-
-async def train_values(
-    engine_factory: Any, model: str, out_dir: Path, work_dir: Path, config: ValueConfig
-) -> dict[str, Any]:
-    """Sample (or reuse the work dir's samples), featurise, fit one head per reward, save."""
-    from safetensors.torch import load_file, save_file
-
-    from winnow.rewards.backbone import Backbone
-    from winnow.values import output_embedding
-
-    started = time.time()
-    torch.manual_seed(config.seed)
-    samples_path, features_path = work_dir / "samples.json", work_dir / "features.safetensors"
-    if samples_path.exists():
-        samples = _load_samples(samples_path)
-    else:
-        engine = engine_factory()
-        await engine.start()
-        try:
-            samples = await sample_responses(engine, config)
-        finally:
-            await engine.shutdown()
-        _save_samples(samples_path, samples)
-    if features_path.exists():
-        saved = load_file(str(features_path))
-        hidden, last_hidden = saved["hidden"], saved["last"]
-    else:
-        backbone = Backbone(model)
-        eos_ids = _eos_ids(model)
-        hidden, last_hidden = hidden_features(backbone, samples, eos_ids)
-        save_file({"hidden": hidden.contiguous(), "last": last_hidden.contiguous()},
-                  str(features_path))  # fmt: skip
-    missing = [n for n in config.rewards if any(n not in s.rewards for s in samples)]
-    if missing:
-        await reward_samples(samples, missing, model, config.max_tokens, last_hidden)
-        _save_samples(samples_path, samples)
-    embedding = output_embedding(model)
-
-    offsets = [0]
-    for s in samples:
-        offsets.append(offsets[-1] + len(s.response_ids))
-    train_idx = [i for i, s in enumerate(samples) if s.split == "train"]
-    held_idx = [i for i, s in enumerate(samples) if s.split == "eval"]
-
-    def rows(idx: list[int]) -> torch.Tensor:
-        return torch.cat([hidden[offsets[i] : offsets[i + 1]] for i in idx])
-
-    summary: dict[str, Any] = {"config": asdict(config), "values": {}}
-    for name in config.rewards:
-        train_s = [samples[i] for i in train_idx]
-        held_s = [samples[i] for i in held_idx]
-        r = torch.tensor([s.rewards[name] for s in train_s], dtype=torch.float64)
-        mean, std = float(r.mean()), max(float(r.std()), 1e-6)
-        train = make_dataset(train_s, rows(train_idx), name, mean, std)
-        held = make_dataset(held_s, rows(held_idx), name, mean, std)
-        head, state = fit_value_head(
-            train, held, embedding, config, work_dir / name / "checkpoint.safetensors",
-            [s.correct for s in held_s], desc=f"value {name}",
-        )  # fmt: skip
-        meta = {
-            "reward": name,
-            "reward_mean": mean,
-            "reward_std": std,
-            "model": Path(model).name,
-            "description": f"Q-head for the reward {name!r} (in units of its std on the "
-            "policy's own samples), on the policy's final hidden state; TD(lambda) on samples "
-            "of the frozen policy.",
-            "data": {
-                "train_samples": len(train_s),
-                "train_positions": len(train.tokens),
-                "heldout_samples": len(held_s),
-                "train_reward_mean": mean,
-                "train_reward_std": std,
-                "train_accuracy": _mean([s.correct for s in train_s]),
-            },
-            "training": {
-                "epochs": state["epoch"],
-                "steps": state["step"],
-                "loss_curve": [round(x, 5) for x in state["loss"]],
-            },
-            "heldout": state["heldout"][-1] if state["heldout"] else {},
-            "heldout_by_epoch": state["heldout"],
-            "config": asdict(config),
-        }
-        save_value_model(out_dir / name, head, meta)
-        summary["values"][name] = {"heldout": meta["heldout"], "training": meta["training"]}
-    summary["seconds"] = round(time.time() - started, 1)
-    summary["samples"] = len(samples)
-    return summary
-
-
-def _eos_ids(model: str) -> list[int]:
-    config = json.loads((Path(model) / "config.json").read_text())
-    eos = config.get("eos_token_id")
-    return [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
-
-
-def _mean(xs: Sequence[int | None]) -> float | None:
-    vals = [x for x in xs if x is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def write_model_card(out_dir: Path, names: Sequence[str]) -> Path:
-    """MODEL_CARD.md for the value models under ``out_dir``, from what training measured."""
-    lines = [
-        "# VAS value models",
-        "",
-        "Q-heads on SmolLM2-135M-Instruct's own final hidden state (see `winnow/values.py`):",
-        "`Q(h, a) = e_a . (W h + c) + b_a + w . h + w0`, `e_a` the tied output embedding. Trained",
-        "by `winnow train value` with TD(lambda) (gamma 1, lambda 0.95, reward on the last token)",
-        "on responses sampled from the frozen policy (reasoning-gym arithmetic, train split);",
-        "Q is in units of the reward's standard deviation on those samples.",
-        "Held-out: fresh questions (eval split). `corr_at_f` is the Pearson correlation between",
-        "the predicted value after a fraction f of the response and the response's final reward;",
-        "`auc_correct_at_f` the AUC of that value for verifier correctness.",
-        "",
-    ]
-    for name in names:
-        meta = json.loads((out_dir / name / "value.json").read_text())
-        d, t, h, cfg = meta["data"], meta["training"], meta["heldout"], meta["config"]
-        lines += [
-            f"## `{name}` (reward `{meta['reward']}`)",
-            "",
-            f"- Data: {d['train_samples']} responses ({d['train_positions']} token positions), "
-            f"{cfg['samples_per_question']} per question at temperature {cfg['temperature']}, "
-            f"max {cfg['max_tokens']} tokens; reward mean {d['train_reward_mean']:.3f}, std "
-            f"{d['train_reward_std']:.3f}; held-out {d['heldout_samples']} responses.",
-            f"- Fit: {t['epochs']} epochs, {t['steps']} AdamW steps (lr {cfg['lr']}, weight decay "
-            f"{cfg['weight_decay']}, {cfg['batch_positions']} positions per step), seed "
-            f"{cfg['seed']}.",
-            f"- Loss by epoch: {', '.join(f'{x:.4f}' for x in t['loss_curve'])}",
-            "- Held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in h.items()),
-            "",
-        ]
-    lines += [
-        "## Limits",
-        "",
-        "- One policy (the embedded default); the head reads that model's hidden states and",
-        "  cannot guide another model.",
-        "- Small data (a few hundred responses, minutes on 2 CPU cores): the token-dependent part",
-        "  of Q, the only part VAS uses, is learned from one sampled token per position.",
-        "- The learning rate (2e-1 per tensor-scaled step) was chosen among 1e-2, 5e-2 and 2e-1",
-        "  by the held-out figures of `default` above, so those are slightly optimistic.",
-        "- The probe reward `default` is read on the engine's own tokens (the feature pass), not",
-        "  on re-tokenised text as `POST /v1/rewards` does; the two agree up to tokenisation.",
-    ]
-    path = out_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path

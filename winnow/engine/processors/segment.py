@@ -1,7 +1,8 @@
 """End a generation where the model becomes uncertain (CARDS segmentation), inside the engine.
 
-A request opts in with ``extra_args={"winnow_segment": {"entropy": 3.0, "min_tokens": 4,
-"sentinel": <token id>}}`` and puts the sentinel in its ``stop_token_ids``. On every decoding
+A request opts in with :class:`~winnow.engine.processors.specs.SegmentSpec` (``extra_args``
+``{"winnow_segment": {"entropy": 3.0, "min_tokens": 4, "sentinel": <token id>}}``) and puts the
+sentinel in its ``stop_token_ids``. On every decoding
 step this processor computes the full-vocabulary next-token entropy (nats, raw logits, before
 temperature) of each opted-in row; once the row has written at least ``min_tokens`` tokens and
 the entropy reaches the threshold, the row is masked to the sentinel, so the engine samples it
@@ -23,9 +24,8 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
 from winnow.engine.processors.rows import RowRules
+from winnow.engine.processors.specs import SEGMENT_KEY
 from winnow.kernels.dispatch import next_token_entropy
-
-KEY = "winnow_segment"
 
 
 class SegmentRule:
@@ -42,13 +42,15 @@ class SegmentRule:
 
 def parse_rule(params: SamplingParams | None) -> dict[str, Any] | None:
     extra = params.extra_args if params is not None else None
-    if not extra or KEY not in extra:
+    if not extra or SEGMENT_KEY not in extra:
         return None
-    args = extra[KEY]
+    args = extra[SEGMENT_KEY]
     if not isinstance(args, dict) or not isinstance(args.get("sentinel"), int):
-        raise ValueError(f"extra_args.{KEY} needs an integer 'sentinel' token id")
+        raise ValueError(f"extra_args.{SEGMENT_KEY} needs an integer 'sentinel' token id")
     if args["sentinel"] not in (params.stop_token_ids or []):  # type: ignore[union-attr]
-        raise ValueError(f"extra_args.{KEY}.sentinel must be one of the request's stop_token_ids")
+        raise ValueError(
+            f"extra_args.{SEGMENT_KEY}.sentinel must be one of the request's stop_token_ids"
+        )
     return args
 
 

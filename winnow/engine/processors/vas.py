@@ -1,10 +1,11 @@
 """Value-augmented sampling inside the engine: ``logits[top-k] += sum_i beta_i (Q_i - mean Q_i)``.
 
-A request opts in with ``extra_args={"winnow_vas": {"values": {"/path/to/value_model": 3.0,
-...}, "top_k": 20}}``. On every decoding step this processor takes each opted-in row's raw
-logits (before temperature and penalties), recovers the policy's final hidden state from them
-(``h = pinv(E_S) l_S``, see :class:`winnow.values.EmbeddingInverse`), computes Q of the row's
-top-k tokens with each requested value head, centres Q over those k and adds ``beta * Q`` to
+A request opts in with :class:`~winnow.engine.processors.specs.VasSpec` (``extra_args``
+``{"winnow_vas": {"values": {"/path/to/value_model": 3.0, ...}, "top_k": 20}}``). On every
+decoding step this processor takes each opted-in row's raw logits (before temperature and
+penalties), recovers the policy's final hidden state from them (``h = pinv(E_S) l_S``, see
+:class:`winnow.values.EmbeddingInverse`), computes Q of the row's top-k tokens with each
+requested value head, centres Q over those k and adds ``beta * Q`` to
 their logits; the other tokens are untouched. Rows of all VAS requests in the step are done in
 one batched pass per value model; there is no extra forward pass and no round trip per token.
 
@@ -33,10 +34,9 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
 from winnow.engine.processors.rows import RowRules
+from winnow.engine.processors.specs import SEGMENT_KEY, VAS_KEY, VAS_MAX_TOP_K
 from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model
 
-KEY = "winnow_vas"
-MAX_TOP_K = 100
 log = logging.getLogger("winnow.engine.vas")
 
 
@@ -53,21 +53,25 @@ class VasRule:
 def parse_rule(params: SamplingParams | None) -> VasRule | None:
     """The row's VAS arguments, or None; ``ValueError`` (a 400) if they are malformed."""
     extra = params.extra_args if params is not None else None
-    if not extra or KEY not in extra:
+    if not extra or VAS_KEY not in extra:
         return None
-    args = extra[KEY]
+    args = extra[VAS_KEY]
     if not isinstance(args, dict) or not isinstance(args.get("values"), dict):
-        raise ValueError(f"extra_args.{KEY} needs 'values': {{value model path: beta}}")
+        raise ValueError(f"extra_args.{VAS_KEY} needs 'values': {{value model path: beta}}")
     values: dict[str, float] = {}
     for path, beta in args["values"].items():
         if not isinstance(beta, int | float) or not math.isfinite(beta):
-            raise ValueError(f"extra_args.{KEY}.values: beta of {path!r} must be a finite number")
+            raise ValueError(
+                f"extra_args.{VAS_KEY}.values: beta of {path!r} must be a finite number"
+            )
         if not (Path(path) / META_FILE).is_file():
-            raise ValueError(f"extra_args.{KEY}.values: {path!r} is not a value model directory")
+            raise ValueError(
+                f"extra_args.{VAS_KEY}.values: {path!r} is not a value model directory"
+            )
         values[str(path)] = float(beta)
     top_k = args.get("top_k", 20)
-    if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise ValueError(f"extra_args.{KEY}.top_k must be an integer in [1, {MAX_TOP_K}]")
+    if not isinstance(top_k, int) or not 1 <= top_k <= VAS_MAX_TOP_K:
+        raise ValueError(f"extra_args.{VAS_KEY}.top_k must be an integer in [1, {VAS_MAX_TOP_K}]")
     return VasRule(values, top_k)
 
 
@@ -82,7 +86,7 @@ def conflicts(params: SamplingParams) -> list[str]:
         found.append("allowed_token_ids")
     if params.bad_words:
         found.append("bad_words")
-    if params.extra_args and "winnow_segment" in params.extra_args:
+    if params.extra_args and SEGMENT_KEY in params.extra_args:
         found.append("segment")
     return found
 

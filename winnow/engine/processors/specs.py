@@ -1,0 +1,47 @@
+"""What a request asks of each engine-side logits processor: one typed spec per processor, and
+the key that carries it.
+
+A processor reads its request from ``SamplingParams.extra_args[key]`` (plain JSON: vLLM pickles
+it into the engine core, and a remote server could only pass it as ``vllm_xargs``). Each spec
+owns its key and writes its own arguments (``extra_args``); the processor
+(:mod:`.segment`, :mod:`.vas`) reads them back and checks them when the request arrives. Nothing
+here imports vLLM or torch: strategies and the engine seam import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SEGMENT_KEY = "winnow_segment"
+VAS_KEY = "winnow_vas"
+VAS_MAX_TOP_K = 100
+
+
+class SegmentSpec(BaseModel):
+    """End the generation before the first token whose next-token entropy (full vocabulary,
+    nats) reaches ``entropy``, once at least ``min_tokens`` tokens are written (CARDS). The
+    completion then finishes with ``finish_reason="stop"`` and ``stop_reason="segment"``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entropy: float = Field(3.0, gt=0.0)
+    min_tokens: int = Field(4, ge=0)
+
+    def extra_args(self, sentinel: int) -> dict[str, Any]:
+        """The segmenter's arguments: the row is masked to ``sentinel`` (a stop token) to end."""
+        return {SEGMENT_KEY: {**self.model_dump(), "sentinel": sentinel}}
+
+
+class VasSpec(BaseModel):
+    """Value-augmented sampling: add ``beta * (Q - mean Q)`` of each value model to the top-k
+    logits at every token (:mod:`.vas`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    values: dict[str, float] = Field(description="Value model directory -> beta.")
+    top_k: int = Field(20, ge=1, le=VAS_MAX_TOP_K)
+
+    def extra_args(self) -> dict[str, Any]:
+        return {VAS_KEY: {"values": dict(self.values), "top_k": self.top_k}}
