@@ -20,26 +20,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow import strategies
 from winnow.engine.base import Engine, EngineError, EngineUnavailable
+from winnow.protocol.requests import ChatCompletionRequest, CompletionRequest
+from winnow.protocol.responses import (
+    ChatCompletionResponse,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+    new_id,
+    now,
+)
+from winnow.protocol.rewards import RewardCard, RewardList, RewardRequest, RewardResponse
 from winnow.rewards.registry import RewardSet
 from winnow.server import openapi, serving
 from winnow.server.admission import Slot
 from winnow.server.errors import APIError, error_body, install_error_handlers, status_for
 from winnow.server.metrics import Metrics
-from winnow.server.protocol import (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    CompletionRequest,
-    CompletionResponse,
-    ModelCard,
-    ModelList,
-    RewardCard,
-    RewardList,
-    RewardRequest,
-    RewardResponse,
-    Usage,
-    new_id,
-    now,
-)
 from winnow.server.rewards_api import score_items
 from winnow.server.serving import ServerState
 from winnow.settings import Settings

@@ -19,17 +19,11 @@ from typing import Any
 from fastapi import Request
 
 from winnow.engine.base import Engine, TokenLogprob
-from winnow.rewards.base import ChatPrompt
-from winnow.rewards.registry import MeteredRewards, RewardSet
-from winnow.server.admission import Admission, Slot
-from winnow.server.errors import APIError, as_api_error, error_body
-from winnow.server.lifecycle import Drain
-from winnow.server.metrics import Metrics
-from winnow.server.protocol import (
+from winnow.protocol.requests import ChatCompletionRequest, CompletionRequest
+from winnow.protocol.responses import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
     ChatLogprobs,
@@ -37,7 +31,6 @@ from winnow.server.protocol import (
     ChatTokenLogprob,
     CompletionChoice,
     CompletionLogprobs,
-    CompletionRequest,
     CompletionResponse,
     TopLogprob,
     Usage,
@@ -46,6 +39,12 @@ from winnow.server.protocol import (
     new_id,
     now,
 )
+from winnow.rewards.base import ChatPrompt
+from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.server.admission import Admission, Slot
+from winnow.server.errors import APIError, as_api_error, error_body
+from winnow.server.lifecycle import Drain
+from winnow.server.metrics import Metrics
 from winnow.settings import Settings
 from winnow.strategies import registry
 from winnow.strategies.base import (

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from winnow.answers import answers_and_groups_async
+from winnow.protocol.trace import TRACE_DESCRIPTION, TraceWave, finite
 from winnow.strategies.base import (
     GenerationRequest,
     MeteredEngine,
@@ -48,7 +49,6 @@ from winnow.strategies.selection import (
     selection_trace,
 )
 from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves, verdict
-from winnow.strategies.trace import TRACE_DESCRIPTION, TraceWave, finite
 
 Selection = Literal["majority", "weighted_vote", "best"]
 

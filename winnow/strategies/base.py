@@ -26,8 +26,8 @@ from winnow.engine.base import (
     StreamEvent,
     TokenLogprob,
 )
+from winnow.protocol.trace import Trace
 from winnow.rewards.registry import MeteredRewards as Rewards
-from winnow.strategies.trace import Trace
 
 
 class StrategyParams(BaseModel):

@@ -34,6 +34,7 @@ from typing import Literal
 from pydantic import Field
 
 from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, SegmentSpec
+from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     Choice,
@@ -47,7 +48,6 @@ from winnow.strategies.base import (
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import RewardField
 from winnow.strategies.steps import straddling, tokens_covering
-from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 
 
 class CardsParams(StrategyParams):

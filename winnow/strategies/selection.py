@@ -31,6 +31,7 @@ from pydantic import Field
 
 from winnow.answers import answers_and_groups_async
 from winnow.engine.base import Completion
+from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, split_steps
 from winnow.strategies.base import (
     Choice,
@@ -40,7 +41,6 @@ from winnow.strategies.base import (
     StrategyParams,
 )
 from winnow.strategies.registry import StrategyError
-from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 
 Aggregation = Literal["last", "min", "prod"]
 Reading = Callable[[float], float]

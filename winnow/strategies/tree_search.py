@@ -53,6 +53,7 @@ from pydantic import Field
 
 from winnow.answers import answers_and_groups_async
 from winnow.engine.base import Completion, SamplingSpec
+from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceNode, finite
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     GenerationRequest,
@@ -84,7 +85,6 @@ from winnow.strategies.steps import (
     straddling,
     tokens_covering,
 )
-from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceNode, finite
 
 
 class TreeSearchParams(StrategyParams):
