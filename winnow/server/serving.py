@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Request
 
-from winnow.engine.base import Engine, TokenLogprob
+from winnow.engine.base import Engine, SamplingSpec, TokenLogprob
 from winnow.protocol.requests import ChatCompletionRequest, CompletionRequest
 from winnow.protocol.responses import (
     ChatChoice,
@@ -196,9 +196,8 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
     for i, prompt in enumerate(prompts):
         ids = await _prompt_ids(state, prompt)
         text = prompt if isinstance(prompt, str) else await state.engine.detokenize(prompt)
-        request = GenerationRequest(
+        spec = SamplingSpec(
             prompt=tuple(ids),
-            prompt_text=text,
             n=body.n,
             max_tokens=_max_tokens(state, max_tokens, len(ids)),
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -213,10 +212,9 @@ async def prepare(state: ServerState, body: CompletionRequest | ChatCompletionRe
             stop_token_ids=tuple(body.stop_token_ids or ()),
             logprobs=logprobs,
             ignore_eos=body.ignore_eos,
-            params=params,
-            user=body.user,
         )
-        if request.temperature == 0.0 and request.n > 1:
+        request = GenerationRequest(spec, prompt_text=text, params=params, user=body.user)
+        if spec.temperature == 0.0 and spec.n > 1:
             raise APIError(400, "n > 1 needs temperature > 0 (greedy samples are equal)", "n")
         params.check(request)
         jobs.append(Job(entry.name, request, i * body.n))
@@ -409,7 +407,7 @@ async def completion_response(
         assert job.result is not None
         prefix = ""
         if body.echo:
-            prefix = await state.engine.detokenize(job.request.prompt)  # type: ignore[arg-type]
+            prefix = await state.engine.detokenize(job.request.spec.prompt)  # type: ignore[arg-type]
         for c in job.result.choices:
             choices.append(
                 CompletionChoice(

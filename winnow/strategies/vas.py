@@ -87,5 +87,5 @@ async def vas(
     unavailable = engine.info.extra.get("vas_unavailable")
     if unavailable:
         raise StrategyError(f"vas cannot run on the served model: {unavailable}", "strategy")
-    spec = request.sampling(extra_args=engine_args(params, engine.info.vocab_size))
+    spec = request.spec.replace(extra_args=engine_args(params, engine.info.vocab_size))
     return await sample_spec(request, engine, spec, values=dict(params.values), top_k=params.top_k)
