@@ -29,14 +29,9 @@ from winnow.engine.base import (
     SamplingSpec,
     TokenLogprob,
 )
-from winnow.engine.remote import (
-    RemoteEngine,
-    TokenTexts,
-    completion_payload,
-    error_for_status,
-    normalize_url,
-    top_k,
-)
+from winnow.engine.remote import RemoteEngine
+from winnow.engine.remote_wire import completion_payload, error_for_status, normalize_url, top_k
+from winnow.engine.token_texts import TokenTexts
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from winnow.engine.base import EngineRequestError, SamplingSpec, SegmentSpec
-from winnow.engine.remote import completion_payload
+from winnow.engine.remote_wire import completion_payload
 
 
 def test_segment_and_value_guidance_are_refused_remotely():

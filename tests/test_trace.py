@@ -15,12 +15,12 @@ from tests.test_selection_strategies import CANDIDATES, client_for
 from tests.test_tree_search import BEAM, LONG, StepTags, continuing, scripted
 from winnow.engine.base import Completion
 from winnow.engine.fake import FakeEngine
+from winnow.protocol.trace import CUT_MARK, MAX_TEXT_CHARS, Trace, TraceLimits, clip_text
 from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
 from winnow.strategies.cards import threshold
 from winnow.strategies.selection import Candidate, selection_trace
-from winnow.strategies.trace import CUT_MARK, MAX_TEXT_CHARS, Trace, TraceLimits, clip_text
 
 
 def post(client: TestClient, strategy: dict, **body) -> dict:

@@ -1,7 +1,7 @@
 """Typed request and response models of the client.
 
-Responses reuse the server's own wire models (:mod:`winnow.server.protocol`, pydantic only, no
-server imports), so the client and the server cannot drift apart. Unknown response fields are
+Responses are the wire models the server answers with (:mod:`winnow.protocol`, pydantic only,
+no server imports), so the client and the server cannot drift apart. Unknown response fields are
 ignored, which keeps the models usable against a plain vLLM OpenAI server too.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from winnow.server.protocol import (
+from winnow.protocol.responses import (
     ChatCompletionChunk,
     ChatCompletionResponse,
     CompletionResponse,

@@ -69,6 +69,21 @@ class SamplingSpec(BaseModel):
             raise ValueError("prompt token ids must not be empty")
         return self
 
+    def replace(self, **changes: Any) -> SamplingSpec:
+        """This call with some settings changed, validated again (a strategy's next call)."""
+        return SamplingSpec.model_validate({**dict(self), **changes})
+
+    def vllm_settings(self) -> dict[str, Any]:
+        """The sampling settings that vLLM's ``SamplingParams`` and its ``/v1/completions`` both
+        take under these names (tuples as lists). Left to each backend: the prompt, logprobs
+        (how they are asked for differs) and winnow's own steering (``segment``, ``extra_args``).
+        """
+        settings = self.model_dump(exclude=_BACKEND_OWN)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+
+
+_BACKEND_OWN = {"prompt", "logprobs", "prompt_logprobs", "extra_args", "segment"}
+
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:

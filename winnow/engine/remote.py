@@ -6,7 +6,7 @@ protocol: ``return_token_ids`` (prompt and completion token ids), ``return_token
 (logprobs named by ``token_id:N`` instead of by text, which is ambiguous), ``prompt_logprobs``
 (ids, ranks and texts) and ``vllm_xargs`` (per-request arguments for logits processors), so the
 servers must be a recent vLLM; plain OpenAI servers are not supported. Token texts for logprobs
-come from the server's ``/detokenize`` (see :class:`TokenTexts`). A server started with
+come from the server's ``/detokenize`` (:mod:`winnow.engine.token_texts`). A server started with
 ``--enable-tokenizer-info-endpoint`` also tells us the EOS and special-token ids (then
 :meth:`RemoteEngine.detokenize` skips special tokens as the local engine does);
 ``--enable-prompt-tokens-details`` makes it report prefix-cache hits.
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -34,324 +32,31 @@ from winnow.engine.base import (
     CompletionDelta,
     Engine,
     EngineError,
-    EngineRequestError,
     EngineUnavailable,
     Generation,
     ModelInfo,
     SamplingSpec,
     StreamEvent,
-    TokenLogprob,
 )
-from winnow.engine.processors.specs import VAS_KEY
+from winnow.engine.remote_wire import (
+    cached_tokens,
+    completion_logprobs,
+    completion_payload,
+    normalize_url,
+    origin,
+    prompt_ids_without_text,
+    prompt_logprob,
+    raise_for_status,
+    sse_events,
+)
+from winnow.engine.token_texts import TokenTexts
 
 log = logging.getLogger("winnow.engine")
 
-TOKEN_ID_PREFIX = "token_id:"
 # Generation may take minutes: no read timeout (the server's request timeout caps wall time).
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None)
 DEFAULT_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
 HEALTH_TIMEOUT = 5.0
-XARG_SCALARS = (str, int, float)
-
-Decode = Callable[[list[int]], Awaitable[str]]
-Encode = Callable[[str], Awaitable[list[int]]]
-
-
-# ---- errors -------------------------------------------------------------------------------------
-
-
-def error_message(text: str) -> str:
-    """The message of a vLLM error body (``{"error": {"message": ...}}``), else the raw text."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text.strip() or "(empty response)"
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        for key in ("message", "detail"):
-            if body.get(key):
-                return str(body[key])
-    return text.strip()
-
-
-def error_for_status(status: int, message: str, url: str = "") -> EngineError:
-    """Map a remote HTTP status to the seam's errors: 4xx is the caller's fault."""
-    where = f" at {url}" if url else ""
-    if status in (401, 403):
-        return EngineError(f"remote vLLM{where} refused our credentials ({status}): {message}")
-    if status in (429, 502, 503, 504):
-        return EngineUnavailable(f"remote vLLM{where} is not taking work ({status}): {message}")
-    if 400 <= status < 500:
-        return EngineRequestError(message)
-    return EngineError(f"remote vLLM{where} failed ({status}): {message}")
-
-
-async def raise_for_status(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    await response.aread()
-    raise error_for_status(response.status_code, error_message(response.text), _base(response))
-
-
-def _base(response: httpx.Response) -> str:
-    url = response.request.url
-    return f"{url.scheme}://{url.netloc.decode()}"
-
-
-# ---- requests -----------------------------------------------------------------------------------
-
-
-def normalize_url(url: str) -> str:
-    """``http://host:8000/v1/`` and ``http://host:8000`` name the same server."""
-    url = url.strip().rstrip("/")
-    return url.removesuffix("/v1")
-
-
-def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
-    """vLLM's ``vllm_xargs`` carries strings, numbers and flat lists of them, nothing nested."""
-    for key, value in extra_args.items():
-        items = value if isinstance(value, list | tuple) else [value]
-        if not all(isinstance(item, XARG_SCALARS) for item in items):
-            raise EngineRequestError(
-                f"extra_args[{key!r}]: a remote vLLM takes only strings, numbers or lists of "
-                f"them (got {type(value).__name__})"
-            )
-    return {
-        key: list(value) if isinstance(value, tuple) else value for key, value in extra_args.items()
-    }
-
-
-def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
-    """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
-    if spec.segment is not None or (spec.extra_args and VAS_KEY in spec.extra_args):
-        raise EngineRequestError(
-            "cards and vas steer decoding inside winnow's local engine only: a remote vLLM "
-            "server does not load winnow's logits processors"
-        )
-    payload: dict[str, Any] = {
-        "model": model,
-        "prompt": spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt),
-        "n": spec.n,
-        "max_tokens": spec.max_tokens,
-        "temperature": spec.temperature,
-        "top_p": spec.top_p,
-        "top_k": spec.top_k,
-        "min_p": spec.min_p,
-        "presence_penalty": spec.presence_penalty,
-        "frequency_penalty": spec.frequency_penalty,
-        "repetition_penalty": spec.repetition_penalty,
-        "seed": spec.seed,
-        "stop": list(spec.stop),
-        "stop_token_ids": list(spec.stop_token_ids),
-        "include_stop_str_in_output": spec.include_stop_str_in_output,
-        "ignore_eos": spec.ignore_eos,
-        "return_token_ids": True,
-        "return_tokens_as_token_ids": True,
-    }
-    if spec.logprobs is not None:
-        payload["logprobs"] = spec.logprobs
-    # vLLM refuses prompt logprobs when streaming, and a StreamEvent has no place for them.
-    if spec.prompt_logprobs is not None and not stream:
-        payload["prompt_logprobs"] = spec.prompt_logprobs
-    if spec.extra_args:
-        payload["vllm_xargs"] = vllm_xargs(spec.extra_args)
-    if stream:
-        payload["stream"] = True
-    return payload
-
-
-# ---- responses ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RawLogprob:
-    """A logprob entry before token texts are known (vLLM sends ids only, see module doc)."""
-
-    token_id: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
-
-    def ids(self) -> Iterable[int]:
-        yield self.token_id
-        yield from (tid for tid, _ in self.top)
-
-    def with_texts(self, texts: Mapping[int, str]) -> TokenLogprob:
-        top = tuple((tid, texts.get(tid, ""), lp) for tid, lp in self.top)
-        return TokenLogprob(self.token_id, texts.get(self.token_id, ""), self.logprob, top)
-
-
-def parse_token_id(token: str) -> int:
-    if not token.startswith(TOKEN_ID_PREFIX):
-        raise EngineError(f"remote vLLM named a token {token!r}, not {TOKEN_ID_PREFIX}N")
-    return int(token[len(TOKEN_ID_PREFIX) :])
-
-
-def top_k(alternatives: Mapping[str, float] | None, k: int) -> tuple[tuple[int, float], ...]:
-    """The top-k alternatives of one position, by rank.
-
-    vLLM lists the sampled token first, then the top-k by rank, merging duplicates: more than
-    ``k`` entries means the sampled token is outside the top-k, else it sits among them.
-    """
-    if not alternatives:
-        return ()
-    items = [(parse_token_id(key), float(value)) for key, value in alternatives.items()]
-    if len(items) > k:
-        return tuple(items[1 : k + 1])
-    return tuple(sorted(items, key=lambda item: -item[1]))
-
-
-def completion_logprobs(
-    logprobs: Mapping[str, Any] | None, k: int | None
-) -> list[RawLogprob] | None:
-    """The ``logprobs`` object of one choice (OpenAI completions layout) as raw entries."""
-    if k is None or logprobs is None:
-        return None
-    tokens = logprobs.get("tokens") or []
-    values = logprobs.get("token_logprobs") or [None] * len(tokens)
-    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
-    return [
-        RawLogprob(
-            parse_token_id(token),
-            float("-inf") if value is None else float(value),
-            top_k(alternatives, k),
-        )
-        for token, value, alternatives in zip(tokens, values, tops, strict=True)
-    ]
-
-
-def prompt_logprob(
-    token_id: int, entry: Mapping[str, Any] | None, k: int, texts: Mapping[int, str]
-) -> TokenLogprob | None:
-    """One prompt position: vLLM sends ``{id: {logprob, rank, decoded_token}}`` here."""
-    if entry is None:
-        return None
-    parsed = {int(key): value for key, value in entry.items()}
-
-    def text(tid: int) -> str:
-        decoded = parsed[tid].get("decoded_token")
-        return str(decoded) if decoded is not None else texts.get(tid, "")
-
-    ranked = sorted(
-        (
-            tid
-            for tid, value in parsed.items()
-            if value.get("rank") is not None and value["rank"] <= k
-        ),
-        key=lambda tid: parsed[tid]["rank"],
-    )
-    top = tuple((tid, text(tid), float(parsed[tid]["logprob"])) for tid in ranked[:k])
-    if token_id not in parsed:
-        return TokenLogprob(token_id, texts.get(token_id, ""), float("-inf"), top)
-    return TokenLogprob(token_id, text(token_id), float(parsed[token_id]["logprob"]), top)
-
-
-def prompt_ids_without_text(choice: Mapping[str, Any]) -> Iterable[int]:
-    for entry in choice.get("prompt_logprobs") or []:
-        for key, value in (entry or {}).items():
-            if value.get("decoded_token") is None:
-                yield int(key)
-
-
-def cached_tokens(usage: Mapping[str, Any] | None) -> int:
-    """``usage.prompt_tokens_details.cached_tokens`` (vLLM fills it with
-    ``--enable-prompt-tokens-details``), else 0."""
-    details = (usage or {}).get("prompt_tokens_details") or {}
-    return int(details.get("cached_tokens") or 0)
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """The JSON ``data:`` events of a server-sent event stream, up to ``[DONE]``."""
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue  # blank separators and ": keep-alive" comments
-        data = line[len("data:") :].strip()
-        if data == "[DONE]":
-            return
-        event = json.loads(data)
-        if isinstance(event, dict) and "error" in event:
-            error = event["error"] if isinstance(event["error"], dict) else {}
-            raise error_for_status(int(error.get("code") or 500), error_message(data))
-        yield event
-
-
-# ---- token texts --------------------------------------------------------------------------------
-
-
-class TokenTexts:
-    """Texts of single tokens (``decode([id])``, as vLLM names logprob tokens), cached by id.
-
-    vLLM has no per-token batch detokenizer, and one ``/detokenize`` call per id is far too slow
-    for top-20 logprobs. So a batch goes in one call with a separator between the ids:
-    ``S a S b S`` decodes to ``M text(a) M text(b) M``, ``M`` being the separator's text. That
-    holds when tokens decode independently (byte-level BPE, the separator framed by ASCII
-    control characters); :meth:`setup` checks it on a sample and otherwise, as does any batch
-    that does not split into the expected pieces, falls back to one call per id.
-    """
-
-    SEPARATOR = "\x1e<winnow-sep>\x1e"
-    CHUNK = 512
-    PARALLEL = 8
-    PROBE = "Hello, wörld ✓ 日本語\n\t  x"
-
-    def __init__(self, decode: Decode) -> None:
-        self._decode = decode
-        self._cache: dict[int, str] = {}
-        self._separator: list[int] | None = None
-        self._marker = ""
-
-    @property
-    def batched(self) -> bool:
-        return self._separator is not None
-
-    async def setup(self, encode: Encode) -> None:
-        """Choose the batch separator if it provably splits this tokenizer's output."""
-        self._separator = None
-        separator = await encode(self.SEPARATOR)
-        marker = await self._decode(separator)
-        if not separator or not marker or await self._decode(separator * 2) != marker * 2:
-            return
-        self._separator, self._marker = separator, marker
-        probe = list(dict.fromkeys(await encode(self.PROBE)))
-        one_by_one = await asyncio.gather(*(self._decode([tid]) for tid in probe))
-        if await self._split(probe) != list(one_by_one):
-            log.info("remote tokenizer does not decode tokens independently: no batching")
-            self._separator = None
-
-    async def lookup(self, ids: Iterable[int]) -> dict[int, str]:
-        """The texts of ``ids``, fetching those not cached yet."""
-        wanted = list(dict.fromkeys(ids))
-        missing = [tid for tid in wanted if tid not in self._cache]
-        for start in range(0, len(missing), self.CHUNK):
-            chunk = missing[start : start + self.CHUNK]
-            texts = await self._split(chunk) if self._separator is not None else None
-            if texts is None:
-                texts = await self._one_by_one(chunk)
-            self._cache.update(zip(chunk, texts, strict=True))
-        return {tid: self._cache[tid] for tid in wanted}
-
-    async def _split(self, ids: list[int]) -> list[str] | None:
-        assert self._separator is not None
-        seq = list(self._separator)
-        for tid in ids:
-            seq += [tid, *self._separator]
-        parts = (await self._decode(seq)).split(self._marker)
-        if len(parts) != len(ids) + 2 or parts[0] or parts[-1]:
-            return None
-        return parts[1:-1]
-
-    async def _one_by_one(self, ids: list[int]) -> list[str]:
-        gate = asyncio.Semaphore(self.PARALLEL)
-
-        async def one(tid: int) -> str:
-            async with gate:
-                return await self._decode([tid])
-
-        return list(await asyncio.gather(*(one(tid) for tid in ids)))
-
-
-# ---- the engine ---------------------------------------------------------------------------------
 
 
 class RemoteEngine(Engine):
@@ -505,7 +210,7 @@ class RemoteEngine(Engine):
             await raise_for_status(response)
             await response.aread()
         except httpx.TransportError as exc:
-            raise EngineUnavailable(f"lost the connection to {_base(response)}: {exc!r}") from exc
+            raise EngineUnavailable(f"lost the connection to {origin(response)}: {exc!r}") from exc
         finally:
             await response.aclose()
         return response.json()
@@ -597,7 +302,9 @@ class RemoteEngine(Engine):
                     async for event in events:
                         yield event
             except httpx.TransportError as exc:
-                raise EngineUnavailable(f"lost the stream from {_base(response)}: {exc!r}") from exc
+                raise EngineUnavailable(
+                    f"lost the stream from {origin(response)}: {exc!r}"
+                ) from exc
             finally:
                 await response.aclose()  # early close: vLLM sees the disconnect and aborts
         finally:

@@ -212,21 +212,9 @@ class VllmEngine(Engine):
                 raise ValueError("this model has no sentinel token to end uncertainty segments")
             stop_token_ids.append(self._sentinel)
             extra_args = {**(extra_args or {}), **spec.segment.extra_args(self._sentinel)}
+        settings = {**spec.vllm_settings(), "stop_token_ids": stop_token_ids}
         return SamplingParams(
-            n=spec.n,
-            max_tokens=spec.max_tokens,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            top_k=spec.top_k,
-            min_p=spec.min_p,
-            presence_penalty=spec.presence_penalty,
-            frequency_penalty=spec.frequency_penalty,
-            repetition_penalty=spec.repetition_penalty,
-            seed=spec.seed,
-            stop=list(spec.stop) or None,
-            stop_token_ids=stop_token_ids or None,
-            include_stop_str_in_output=spec.include_stop_str_in_output,
-            ignore_eos=spec.ignore_eos,
+            **settings,
             logprobs=spec.logprobs,
             prompt_logprobs=spec.prompt_logprobs,
             extra_args=extra_args,

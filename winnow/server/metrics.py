@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from winnow.protocol.responses import Usage
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 600)
 
 
@@ -104,3 +106,17 @@ class Metrics:
         self.reward_passes.labels(reward).inc()
         self.reward_tokens.labels(reward).inc(tokens)
         self.reward_cached_tokens.labels(reward).inc(cached)
+
+    def count_usage(self, strategy: str, usage: Usage | None) -> None:
+        """Add what one request cost (its response's usage) to the token and call counters."""
+        if usage is None or usage.winnow is None:
+            return
+        w = usage.winnow
+        self.tokens.labels(strategy, "prompt").inc(usage.prompt_tokens)
+        self.tokens.labels(strategy, "completion").inc(usage.completion_tokens)
+        self.tokens.labels(strategy, "generated").inc(w.generated_tokens)
+        self.tokens.labels(strategy, "discarded").inc(w.discarded_tokens)
+        self.tokens.labels(strategy, "cached").inc(w.cached_tokens)
+        self.tokens.labels(strategy, "prefilled").inc(w.prefilled_tokens)
+        self.engine_calls.labels(strategy).inc(w.engine_calls)
+        self.reward_calls.labels(strategy).inc(w.reward_calls)

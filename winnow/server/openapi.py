@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from winnow.server.protocol import ErrorResponse
+from winnow.protocol.responses import ErrorResponse
 
 _ERRORS = {
     "400": "Invalid request (OpenAI error body; `param` names the field).",

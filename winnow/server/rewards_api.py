@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem
-from winnow.rewards.registry import MeteredRewards
-from winnow.server.errors import APIError
-from winnow.server.protocol import (
+from winnow.protocol.rewards import (
     RewardItemIn,
     RewardRequest,
     RewardResponse,
     RewardScore,
     RewardUsage,
 )
+from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem
+from winnow.rewards.registry import MeteredRewards
+from winnow.server.errors import APIError
 from winnow.server.serving import ServerState
 from winnow.strategies.base import UsageMeter
 

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
+from winnow.protocol.trace import TRACE_DESCRIPTION, TraceWave, finite
 from winnow.strategies.base import (
     GenerationRequest,
     MeteredEngine,
@@ -48,7 +49,6 @@ from winnow.strategies.selection import (
     selection_trace,
 )
 from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves, verdict
-from winnow.strategies.trace import TRACE_DESCRIPTION, TraceWave, finite
 
 Selection = Literal["majority", "weighted_vote", "best"]
 
@@ -107,15 +107,15 @@ class AdaptiveParams(StrategyParams):
         return self.max_n
 
     def token_budget(self, request: GenerationRequest) -> int:
-        worst = self.max_n * request.max_tokens
+        worst = self.max_n * request.spec.max_tokens
         return worst if self.budget is None else min(worst, self.budget)
 
     def check(self, request: GenerationRequest) -> None:
-        if request.n > self.max_n:
+        if request.spec.n > self.max_n:
             raise StrategyError(
-                f"n={request.n} choices asked from strategy.max_n={self.max_n} answers", "n"
+                f"n={request.spec.n} choices asked from strategy.max_n={self.max_n} answers", "n"
             )
-        if self.max_n > 1 and request.temperature == 0:
+        if self.max_n > 1 and request.spec.temperature == 0:
             raise StrategyError("sampling N > 1 candidates needs temperature > 0", "temperature")
         if self.min_n is not None and self.min_n > self.max_n:
             raise StrategyError(
@@ -138,15 +138,16 @@ class AdaptiveParams(StrategyParams):
                 raise StrategyError(
                     f"{' and '.join(needs)} need strategy.reward", "strategy.reward"
                 )
-        if self.budget is not None and self.budget < request.n * request.max_tokens:
+        n, max_tokens = request.spec.n, request.spec.max_tokens
+        if self.budget is not None and self.budget < n * max_tokens:
             raise StrategyError(
-                f"strategy.budget={self.budget} tokens cannot pay for {request.n} answer(s) of "
-                f"max_tokens={request.max_tokens}",
+                f"strategy.budget={self.budget} tokens cannot pay for {n} answer(s) of "
+                f"max_tokens={max_tokens}",
                 "strategy.budget",
             )
 
     def stopping(self, request: GenerationRequest) -> Stopping:
-        return stopping_for(self, request.n, request.max_tokens)
+        return stopping_for(self, request.spec.n, request.spec.max_tokens)
 
 
 def stopping_for(params: AdaptiveParams, n: int, max_tokens: int) -> Stopping:
@@ -202,8 +203,8 @@ async def adaptive(
 
     async def draw(k: int) -> list[Vote]:
         nonlocal reading
-        seed = None if request.seed is None else request.seed + len(candidates)
-        generation = await engine.generate(request.sampling(n=k, seed=seed))
+        seed = None if request.spec.seed is None else request.spec.seed + len(candidates)
+        generation = await engine.generate(request.spec.replace(n=k, seed=seed))
         wave = [
             Candidate(dataclasses.replace(c, index=len(candidates) + i))
             for i, c in enumerate(generation.completions)
@@ -235,7 +236,7 @@ async def adaptive(
     outcome = await run_waves(stopping, draw)
     if params.selection != "majority" and reading is None:  # scored once, at the end
         reading = await score_candidates(request.prompt_text, candidates, rewards, params)
-    chosen = choose(candidates, request.n, params.selection, reading or as_is)
+    chosen = choose(candidates, request.spec.n, params.selection, reading or as_is)
     last = outcome.verdict
     trace = None
     if params.trace:

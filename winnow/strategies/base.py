@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from winnow.engine.base import FinishReason, SamplingSpec, TokenLogprob
 from winnow.metering import MeteredEngine, TokenBudgetExceeded, UsageMeter
+from winnow.protocol.trace import Trace
 from winnow.rewards.registry import MeteredRewards as Rewards
-from winnow.strategies.trace import Trace
 
 
 class StrategyParams(BaseModel):
@@ -33,7 +33,7 @@ class StrategyParams(BaseModel):
     def token_budget(self, request: GenerationRequest) -> int:
         """The most tokens this strategy may generate for ``request`` (kept and discarded),
         checked against the server's per-request cap before any work starts."""
-        return self.candidates() * request.max_tokens
+        return self.candidates() * request.spec.max_tokens
 
     def check(self, request: GenerationRequest) -> None:
         """Raise ``StrategyError`` if these parameters cannot serve ``request`` (a 400)."""
@@ -54,51 +54,33 @@ class StreamSink(Protocol):
     async def send(self, deltas: Sequence[ChoiceDelta]) -> None: ...
 
 
-@dataclass(slots=True)
 class GenerationRequest:
-    """A validated request as a strategy sees it: a rendered prompt and sampling settings."""
+    """A validated request as a strategy sees it: its own sampling settings as one engine call
+    (``spec``: the prompt, as token ids from the server, and how to sample), the prompt as text
+    for rewards, and the strategy's parameters. A strategy derives each engine call it makes
+    from ``spec`` (``request.spec.replace(n=8)``), so no sampling setting is written out twice.
+    """
 
-    prompt: str | tuple[int, ...]
-    prompt_text: str = ""  # the prompt as text (rendered chat), for rewards
-    n: int = 1
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    logprobs: int | None = None
-    ignore_eos: bool = False
-    params: StrategyParams = field(default_factory=StrategyParams)
-    sink: StreamSink | None = None
-    user: str | None = None
+    __slots__ = ("params", "prompt_text", "sink", "spec", "user")
 
-    def sampling(self, **overrides: Any) -> SamplingSpec:
-        """The request's own sampling settings as an engine call, with overrides."""
-        base: dict[str, Any] = {
-            "prompt": self.prompt,
-            "n": self.n,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed,
-            "stop": self.stop,
-            "stop_token_ids": self.stop_token_ids,
-            "logprobs": self.logprobs,
-            "ignore_eos": self.ignore_eos,
-        }
-        base.update(overrides)
-        return SamplingSpec(**base)
+    def __init__(
+        self,
+        spec: SamplingSpec | None = None,
+        *,
+        prompt_text: str = "",
+        params: StrategyParams | None = None,
+        sink: StreamSink | None = None,
+        user: str | None = None,
+        **sampling: Any,
+    ) -> None:
+        """Give ``spec``, or its settings as keywords (``prompt=..., n=4, max_tokens=64``)."""
+        if spec is not None and sampling:
+            raise TypeError("give spec or its settings, not both")
+        self.spec = spec if spec is not None else SamplingSpec(**sampling)
+        self.prompt_text = prompt_text  # the prompt as text (rendered chat), for rewards
+        self.params = params if params is not None else StrategyParams()
+        self.sink = sink
+        self.user = user
 
 
 @dataclass(slots=True)

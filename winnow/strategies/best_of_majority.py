@@ -52,9 +52,9 @@ class BestOfMajorityParams(SelectionParams):
 
     def check(self, request: GenerationRequest) -> None:
         super().check(request)
-        if self.k is not None and request.n not in (1, self.k):
+        if self.k is not None and request.spec.n not in (1, self.k):
             raise StrategyError("give either n or strategy.k (they mean the same here)", "n")
-        if (self.k or request.n) > self.n:
+        if (self.k or request.spec.n) > self.n:
             raise StrategyError(f"k={self.k} answers asked from strategy.n={self.n}", "strategy.k")
 
 
@@ -65,7 +65,7 @@ async def best_of_majority(
     """Return the k most rewarded answers among those with frequency >= alpha."""
     params = request.params
     assert isinstance(params, BestOfMajorityParams)
-    k = params.k or request.n
+    k = params.k or request.spec.n
     rewards.info(params.reward)
     prompt, candidates = await sample_candidates(request, engine, params.n)
     reading = await score_candidates(prompt, candidates, rewards, params)

@@ -48,9 +48,9 @@ async def best_of_n(
     if scored:
         reading = await score_candidates(prompt, candidates, rewards, params)
     if params.selection == "best":
-        chosen = rank_best(candidates)[: request.n]
+        chosen = rank_best(candidates)[: request.spec.n]
     else:
-        chosen = pick_by_groups(candidates, request.n, params.selection, reading)
+        chosen = pick_by_groups(candidates, request.spec.n, params.selection, reading)
     return StrategyResult(
         as_choices(chosen),
         candidates=candidate_report(candidates, chosen) if params.return_candidates else None,

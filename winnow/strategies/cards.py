@@ -35,6 +35,7 @@ from pydantic import Field
 
 from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason
 from winnow.engine.processors.specs import SegmentSpec
+from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     Choice,
@@ -48,7 +49,6 @@ from winnow.strategies.base import (
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import RewardField
 from winnow.strategies.steps import straddling, tokens_covering
-from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 
 
 class CardsParams(StrategyParams):
@@ -82,7 +82,7 @@ class CardsParams(StrategyParams):
 
     def token_budget(self, request: GenerationRequest) -> int:
         # every token position can be sampled (max_rejections + 1) times at worst
-        return request.n * request.max_tokens * (self.max_rejections + 1)
+        return request.spec.n * request.spec.max_tokens * (self.max_rejections + 1)
 
     def check(self, request: GenerationRequest) -> None:
         if self.min_segment_tokens > self.max_segment_tokens:
@@ -173,9 +173,9 @@ async def cards(
         raise StrategyError("cards scores prefixes with an outcome reward", "strategy.reward")
     r_star = r_star_for(params, rewards)
     prompt_ids = tuple(
-        request.prompt
-        if isinstance(request.prompt, tuple)
-        else await engine.tokenize(request.prompt, add_special_tokens=True)
+        request.spec.prompt
+        if isinstance(request.spec.prompt, tuple)
+        else await engine.tokenize(request.spec.prompt, add_special_tokens=True)
     )
     scale = log_odds if uses_log_odds(params, rewards) else float
     r_prompt = (await rewards.score(params.reward, [item(request, "")])).scores[0]
@@ -186,7 +186,7 @@ async def cards(
             "strategy.reward",
         )
     r0 = (1 - params.alpha) * scale(r_prompt) + params.alpha * r_star
-    chains = [Chain(i) for i in range(request.n)]
+    chains = [Chain(i) for i in range(request.spec.n)]
     trace = Trace(strategy="cards", r0=r0, r_star=r_star) if params.trace else None
     async with asyncio.TaskGroup() as group:
         for chain in chains:
@@ -233,17 +233,18 @@ async def grow(
     r0, r_star = schedule
     params = request.params
     assert isinstance(params, CardsParams)
-    rng = random.Random(None if request.seed is None else request.seed * 1_000_003 + chain.index)
+    seed0 = request.spec.seed
+    rng = random.Random(None if seed0 is None else seed0 * 1_000_003 + chain.index)
     calls = 0
     while chain.finish is None:
-        remaining = request.max_tokens - len(chain.token_ids)
+        remaining = request.spec.max_tokens - len(chain.token_ids)
         # (score, raw reward, proposal, its trace entry)
         best: tuple[float, float, Proposal, TraceSegment | None] | None = None
         rejected = 0
         while True:
-            seed = None if request.seed is None else request.seed + 7919 * chain.index + calls
+            seed = None if seed0 is None else seed0 + 7919 * chain.index + calls
             calls += 1
-            spec = request.sampling(
+            spec = request.spec.replace(
                 prompt=prompt_ids + tuple(chain.token_ids),
                 n=1,
                 max_tokens=min(params.max_segment_tokens, remaining),
@@ -261,7 +262,7 @@ async def grow(
             raw = (await rewards.score(params.reward, [item(request, proposal.text)])).scores[0]
             score = scale(raw) if not math.isnan(raw) else raw
             chain.stats.candidates += 1
-            horizon = params.horizon or request.max_tokens
+            horizon = params.horizon or request.spec.max_tokens
             tau = threshold(len(proposal.token_ids), r0, r_star, horizon)
             entry = None
             if trace is not None:
@@ -315,14 +316,14 @@ async def propose(
     ids = [*chain.token_ids, *segment.token_ids]
     text = await engine.detokenize(ids)
     if segment.finish_reason == "stop" and segment.stop_reason == SEGMENT_STOP:
-        finish: FinishReason | None = "length" if len(ids) >= request.max_tokens else None
-    elif segment.finish_reason == "length" and len(ids) < request.max_tokens:
+        finish: FinishReason | None = "length" if len(ids) >= request.spec.max_tokens else None
+    elif segment.finish_reason == "length" and len(ids) < request.spec.max_tokens:
         finish = None  # only the segment cap was hit: keep going
     else:
         finish = segment.finish_reason or "length"
     # The engine saw only this segment, so a stop string that began in the accepted text and
     # ends in the segment got past it: cut the answer before it, as the engine would have.
-    if hit := straddling(text, request.stop, len(chain.text)):
+    if hit := straddling(text, request.spec.stop, len(chain.text)):
         at = hit[0]
         ids = await tokens_covering(engine, ids, at)
         text, finish = text[:at], "stop"
@@ -340,7 +341,7 @@ async def accept(
         return
     # While the answer goes on, hold back what could be the start of a stop string spanning
     # into the next segment: nothing is streamed that a later cut would take back.
-    hold = 0 if chain.finish else max((len(s) - 1 for s in request.stop), default=0)
+    hold = 0 if chain.finish else max((len(s) - 1 for s in request.spec.stop), default=0)
     end = max(chain.sent_chars, len(chain.text) - hold)
     delta, ids = chain.text[chain.sent_chars : end], chain.token_ids[chain.sent_ids :]
     chain.sent_chars, chain.sent_ids = end, max(chain.sent_ids, len(chain.token_ids))

@@ -26,7 +26,7 @@ async def sample(
     request: GenerationRequest, engine: MeteredEngine, rewards: Rewards
 ) -> StrategyResult:
     """Sample n completions, as a plain OpenAI-compatible server would."""
-    return await sample_spec(request, engine, request.sampling())
+    return await sample_spec(request, engine, request.spec)
 
 
 async def sample_spec(
@@ -42,9 +42,9 @@ async def sample_spec(
         ]
         return StrategyResult(choices, details=details)
 
-    texts: dict[int, list[str]] = {i: [] for i in range(request.n)}
-    token_ids: dict[int, list[int]] = {i: [] for i in range(request.n)}
-    finish: dict[int, str | None] = dict.fromkeys(range(request.n))
+    texts: dict[int, list[str]] = {i: [] for i in range(request.spec.n)}
+    token_ids: dict[int, list[int]] = {i: [] for i in range(request.spec.n)}
+    finish: dict[int, str | None] = dict.fromkeys(range(request.spec.n))
     async for event in engine.stream(spec):
         deltas = []
         for d in event.deltas:
@@ -57,6 +57,6 @@ async def sample_spec(
             await request.sink.send(deltas)
     choices = [
         Choice(i, "".join(texts[i]), token_ids[i], finish[i])  # type: ignore[arg-type]
-        for i in range(request.n)
+        for i in range(request.spec.n)
     ]
     return StrategyResult(choices, details=details, streamed=True)

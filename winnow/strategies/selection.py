@@ -31,6 +31,7 @@ from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion
+from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, split_steps
 from winnow.strategies.base import (
     Choice,
@@ -40,7 +41,6 @@ from winnow.strategies.base import (
     StrategyParams,
 )
 from winnow.strategies.registry import StrategyError
-from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 
 Aggregation = Literal["last", "min", "prod"]
 Reading = Callable[[float], float]
@@ -67,11 +67,11 @@ class SelectionParams(StrategyParams):
         return self.n
 
     def check(self, request: GenerationRequest) -> None:
-        if request.n > self.n:
+        if request.spec.n > self.n:
             raise StrategyError(
-                f"n={request.n} choices asked from strategy.n={self.n} candidates", "n"
+                f"n={request.spec.n} choices asked from strategy.n={self.n} candidates", "n"
             )
-        if self.n > 1 and request.temperature == 0:
+        if self.n > 1 and request.spec.temperature == 0:
             raise StrategyError("sampling N > 1 candidates needs temperature > 0", "temperature")
 
 
@@ -173,7 +173,7 @@ async def sample_candidates(
     request: GenerationRequest, engine: MeteredEngine, n: int
 ) -> tuple[str, list[Candidate]]:
     """N samples in ONE engine call (the prompt is prefilled once); returns the prompt text."""
-    generation = await engine.generate(request.sampling(n=n))
+    generation = await engine.generate(request.spec.replace(n=n))
     candidates = [Candidate(c) for c in generation.completions]
     answers, groups = await answers_and_groups_async([c.completion.text for c in candidates])
     for candidate, answer, group in zip(candidates, answers, groups, strict=True):

@@ -53,6 +53,7 @@ from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion, SamplingSpec
+from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceNode, finite
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     GenerationRequest,
@@ -84,7 +85,6 @@ from winnow.strategies.steps import (
     straddling,
     tokens_covering,
 )
-from winnow.strategies.trace import TRACE_DESCRIPTION, Trace, TraceNode, finite
 
 
 class TreeSearchParams(StrategyParams):
@@ -142,7 +142,7 @@ class TreeSearchParams(StrategyParams):
         """Upper bound: every round samples N children of at most one step each (the last round
         up to ``max_tokens``); with early rejection N partial children and N/M finished steps.
         A round adds at least one token to every beam, so there are at most ``max_tokens``."""
-        total = request.max_tokens
+        total = request.spec.max_tokens
         step = min(self.step_tokens, total)
         rounds = min(self.max_depth, total)
         if self.partial_tokens is None:
@@ -152,7 +152,7 @@ class TreeSearchParams(StrategyParams):
         return (rounds - 1) * (rejected + self.kept * step) + rejected + self.kept * total
 
     def effective_temperature(self, request: GenerationRequest) -> float:
-        return request.temperature if self.temperature is None else self.temperature
+        return request.spec.temperature if self.temperature is None else self.temperature
 
     def check(self, request: GenerationRequest) -> None:
         if self.n % self.beam_width:
@@ -167,10 +167,10 @@ class TreeSearchParams(StrategyParams):
                 f"strategy.step_tokens={self.step_tokens}",
                 "strategy.partial_tokens",
             )
-        if request.n > self.guaranteed():
+        if request.spec.n > self.guaranteed():
             how = "DVTS" if self.mode == "dvts" else "early rejection"
             raise StrategyError(
-                f"n={request.n} choices asked, but {how} with strategy.n={self.n}, "
+                f"n={request.spec.n} choices asked, but {how} with strategy.n={self.n}, "
                 f"beam_width={self.beam_width} may finish only {self.guaranteed()} beams",
                 "n",
             )
@@ -210,15 +210,15 @@ class Search:
     def _seed(self) -> int | None:
         """Each engine call its own seed (equal seeds would give equal DVTS subtrees)."""
         self._calls += 1
-        if self.request.seed is None:
+        if self.request.spec.seed is None:
             return None
-        return (self.request.seed + 7919 * self._calls) % 2**31
+        return (self.request.spec.seed + 7919 * self._calls) % 2**31
 
     def _spec(self, beam: Beam, n: int, max_tokens: int, last: bool) -> SamplingSpec:
-        prompt = self.request.prompt
+        prompt = self.request.spec.prompt
         assert isinstance(prompt, tuple)
-        stop = self.request.stop if last else (self.params.delimiter, *self.request.stop)
-        return self.request.sampling(
+        stop = self.request.spec.stop if last else (self.params.delimiter, *self.request.spec.stop)
+        return self.request.spec.replace(
             prompt=(*prompt, *beam.ids),
             n=n,
             max_tokens=max_tokens,
@@ -229,7 +229,7 @@ class Search:
         )
 
     def _remaining(self, beam: Beam) -> int:
-        return self.request.max_tokens - len(beam.ids)
+        return self.request.spec.max_tokens - len(beam.ids)
 
     def _settle(self, beam: Beam, completion: Completion, capped_partial: bool) -> None:
         """Decide whether ``beam`` (just extended by ``completion``) finished, is partial, or
@@ -264,7 +264,7 @@ class Search:
         for (parent, _), partial, generation in zip(plan, caps, generations, strict=True):
             for completion in generation.completions:
                 text = await step_text(
-                    self.engine, completion, self.params.delimiter, self.request.stop
+                    self.engine, completion, self.params.delimiter, self.request.spec.stop
                 )
                 child = parent.extend(completion, text, new_step=True)
                 self._settle(child, completion, partial)
@@ -332,7 +332,7 @@ class Search:
         for beam, generation in zip(beams, generations, strict=True):
             (completion,) = generation.completions
             text = await step_text(
-                self.engine, completion, self.params.delimiter, self.request.stop
+                self.engine, completion, self.params.delimiter, self.request.spec.stop
             )
             done = beam.extend(completion, text, new_step=False)
             completion = await self._cut_straddling(beam, done, completion)
@@ -348,7 +348,7 @@ class Search:
         step there, as if the engine had stopped it."""
         start = len(before.steps[-1]) if before.steps else 0
         step = done.steps[-1] if done.steps else ""
-        hit = straddling(step, (self.params.delimiter, *self.request.stop), start)
+        hit = straddling(step, (self.params.delimiter, *self.request.spec.stop), start)
         if hit is None:
             return completion
         at, mark = hit
@@ -487,8 +487,9 @@ async def tree_search(
     assert isinstance(params, TreeSearchParams)
     kind = rewards.info(params.reward).kind  # an unknown reward fails before any sampling
     final = final_reading(rewards, params.final_reward)
-    if isinstance(request.prompt, str):
-        request.prompt = tuple(await engine.tokenize(request.prompt, add_special_tokens=True))
+    if isinstance(request.spec.prompt, str):
+        ids = await engine.tokenize(request.spec.prompt, add_special_tokens=True)
+        request.spec = request.spec.replace(prompt=tuple(ids))
     reading = probability_reading(rewards, params.reward)
     search = Search(request, engine, rewards, params, kind, reading)
     if params.trace:
@@ -497,9 +498,9 @@ async def tree_search(
     candidates = await search.candidates()
     votes = final or aggregated_reading(reading, params.aggregation)
     if params.selection == "best":
-        chosen = rank_best(candidates)[: request.n]
+        chosen = rank_best(candidates)[: request.spec.n]
     else:
-        chosen = pick_by_groups(candidates, request.n, "weighted_vote", votes)
+        chosen = pick_by_groups(candidates, request.spec.n, "weighted_vote", votes)
     report = None
     if params.return_candidates:
         report = candidate_report(candidates, chosen)

@@ -1,0 +1,64 @@
+"""``/v1/rewards``: scoring requests and their answers, and the configured rewards' cards."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from winnow.protocol.requests import ChatMessageIn
+
+
+class RewardItemIn(BaseModel):
+    """One thing to score: a prompt (raw text, or chat messages rendered with the model's
+    template) and either a ``response`` (outcome) or ``steps`` (process)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(None, max_length=200_000)
+    messages: list[ChatMessageIn] | None = Field(None, max_length=1024)
+    response: str | None = Field(None, max_length=200_000)
+    steps: list[str] | None = Field(None, max_length=512)
+    partial: bool = Field(False, description="The last step is unfinished; score it as complete.")
+    reference: str | None = Field(None, description="Gold answer, for verifier rewards.")
+
+
+class RewardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reward: str | dict[str, float] = Field(
+        description="A configured reward name, or weights over configured rewards."
+    )
+    items: list[RewardItemIn] = Field(min_length=1, max_length=256)
+
+
+class RewardScore(BaseModel):
+    index: int
+    score: float | None = Field(None, description="Outcome score (process: the last step's).")
+    step_scores: list[float] | None = None
+
+
+class RewardUsage(BaseModel):
+    reward_calls: int
+    reward_tokens: int
+    reward_cached_tokens: int = 0
+
+
+class RewardResponse(BaseModel):
+    object: Literal["list"] = "list"
+    reward: str
+    kind: str
+    data: list[RewardScore]
+    usage: RewardUsage
+
+
+class RewardCard(BaseModel):
+    name: str
+    kind: str
+    backend: str
+    scale: str
+    description: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RewardCard]
