@@ -1,0 +1,121 @@
+"""Which layer of the policy knows whether a partial solution still reaches the answer?
+
+A feature ablation for the process reward (issue: PRM held-out step AUC 0.75): the shipped
+``default_prm`` reads the final layer. This reads every ``--every``-th layer of SmolLM2-135M at
+the positions the served probe reads (:func:`winnow.rewards.probe.process_positions`, position
+``answer`` as shipped, or ``last``) on the Monte-Carlo step journals, fits the shipped objective
+(pointwise logistic regression on the soft step values, L2 chosen by question-split CV) per
+layer, and prints the cross-validated step AUC on the training questions next to the held-out
+step AUC on the benchmark questions (never used to choose anything). The multi-step solutions
+only: no single-step answers (their features exist only for the final layer), so the final
+layer's figure here is not the shipped head's.
+
+    python benchmarks/rewards/prm_layers.py                 # not yet run to the end (session 6)
+    python benchmarks/rewards/prm_layers.py --position last
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from winnow.models.default_model import build_default_model
+from winnow.rewards.backbone import Backbone
+from winnow.rewards.probe import process_positions
+from winnow.settings import default_data_dir
+from winnow.train import process
+from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+Rows = list[tuple[int, str, list[str], list[float], list[bool]]]
+
+
+@torch.inference_mode()
+def layer_states(backbone: Backbone, rows: Rows, position: str, layers: list[int]) -> torch.Tensor:
+    """[layers, steps, hidden]: the hidden state of each chosen layer (0: embeddings; the last:
+    after the final norm, what the served probe reads) at every step's probe position."""
+    from tqdm import tqdm
+
+    backbone.load()
+    trunk, pad = backbone.model.model, backbone.tokenizer.pad_token_id or 0
+    out: list[torch.Tensor] = []
+    for start in tqdm(range(0, len(rows), 16), desc=f"states ({position})", unit="batch"):
+        jobs = [process_positions(backbone, r[1], r[2], position) for r in rows[start : start + 16]]
+        width = max(len(j.ids) for j in jobs)
+        ids = torch.full((len(jobs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        for b, j in enumerate(jobs):
+            ids[b, : len(j.ids)] = torch.tensor(j.ids)
+            mask[b, : len(j.ids)] = 1
+        hidden = trunk(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for b, j in enumerate(jobs):
+            at = list(j.positions)
+            out.append(torch.stack([hidden[li][b, at] for li in layers], dim=0))
+    return torch.cat(out, dim=1).float()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--position", choices=process.POSITIONS, default="answer")
+    p.add_argument("--every", type=int, default=3, help="every k-th layer (and the last)")
+    p.add_argument("--out", type=Path, default=RESULTS / "prm_layers")
+    args = p.parse_args(argv)
+    started = time.monotonic()
+    backbone = Backbone(build_default_model(default_data_dir()))
+    backbone.load()
+    depth = backbone.model.config.num_hidden_layers
+    layers = sorted({*range(args.every, depth, args.every), depth})
+    sets = {}
+    for name, journal in (("train", STEP_JOURNAL), ("held", BENCH_STEP_JOURNAL)):
+        rows = process.step_rows(read_steps(journal))
+        states = layer_states(backbone, rows, args.position, layers)
+        value = torch.tensor([v for r in rows for v in r[3]])
+        inter = torch.tensor([f for r in rows for f in r[4]])
+        hard = torch.where(inter, value > 0, value > 0.5).long()
+        qid = torch.tensor([r[0] for r in rows for _ in r[3]])
+        sets[name] = (states, value, hard, qid, inter)
+    results: dict[str, Any] = {"position": args.position, "layers": {}}
+    for k, layer in enumerate(layers):
+        train = process.StepSet(sets["train"][0][k], *sets["train"][1:])
+        held = process.StepSet(sets["held"][0][k], *sets["held"][1:])
+        cv = {g: process.cross_validate(train, "pointwise", g) for g in process.GRID}
+        l2 = max(cv, key=cv.__getitem__)
+        head = process.fit(train, "pointwise", l2)
+        m = process.measures(head(held.x), held)
+        results["layers"][layer] = {"l2": l2, "cv_step_auc": cv[l2], **m}
+        print(f"layer {layer:2d}: cv {cv[l2]:.3f}  held-out step AUC {m['step_auc']:.3f}  "
+              f"intermediate {m['intermediate_step_auc']:.3f}", flush=True)  # fmt: skip
+    results["train_steps"] = len(sets["train"][1])
+    results["held_steps"] = len(sets["held"][1])
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["command"] = " ".join(["python", "benchmarks/rewards/prm_layers.py", *sys.argv[1:]])
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Process reward: which layer? (feature ablation)",
+        "",
+        f"Command: `{results['command']}` ({results['seconds']:.0f} s). Position "
+        f"`{args.position}`; pointwise logistic head per layer, L2 by question-split CV on the "
+        f"{results['train_steps']} training steps; held out: {results['held_steps']} steps of the "
+        "benchmark questions (never used to choose). Multi-step solutions only.",
+        "",
+        "| layer | L2 | CV step AUC (train) | held-out step AUC | within question | "
+        "intermediate steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for layer, m in results["layers"].items():
+        lines.append(
+            f"| {layer} | {m['l2']:g} | {m['cv_step_auc']:.3f} | {m['step_auc']:.3f} | "
+            f"{m['within_question_step_auc']:.3f} | {m['intermediate_step_auc']:.3f} |"
+        )
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
