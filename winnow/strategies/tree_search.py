@@ -36,8 +36,8 @@ Our choices where the papers leave room:
   a beam with an unscored (NaN) step it aggregates ranks last.
 * ``final_reward``: the process reward prunes, and an outcome reward (``default``, trained on
   whole answers, ranks them better than a PRM's last step does) re-scores the finished beams for
-  the final pick, as an ORM reranks a PRM-guided search's outputs (Snell et al. 2024 compare
-  both); its scores replace the aggregated step scores in the pick and the candidates.
+  the final pick; its scores replace the aggregated step scores in the pick and the candidates
+  (measured: `benchmarks/results/compare_strategies.md`).
 * The client's ``n`` choices come back. Plain beam search always finishes at least N beams;
   DVTS and early rejection at least N/M, so ``n`` may not exceed that.
 """
