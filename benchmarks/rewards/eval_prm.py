@@ -84,12 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     held = read_steps(args.journal)
     rows = process.step_rows(held)
     items = [ProcessItem(prompt, tuple(steps)) for _, prompt, steps, _, _ in rows]
-    value = torch.tensor([v for r in rows for v in r[3]])
-    inter = torch.tensor([f for r in rows for f in r[4]])
-    labels = process.StepSet(
-        torch.empty(len(value), 0), value, torch.where(inter, value > 0, value > 0.5).long(),
-        torch.tensor([r[0] for r in rows for _ in r[3]]), inter,
-    )  # fmt: skip
+    labels = process.step_labels(rows)
+    inter = labels.intermediate
     heads: dict[str, Path] = {"shipped default_prm": ASSETS / "default_prm"}
     tmp = Path(tempfile.mkdtemp())
     for rev in args.git:

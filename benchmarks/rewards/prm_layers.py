@@ -17,6 +17,7 @@ layer's figure here is not the shipped head's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -74,16 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     sets = {}
     for name, journal in (("train", STEP_JOURNAL), ("held", BENCH_STEP_JOURNAL)):
         rows = process.step_rows(read_steps(journal))
-        states = layer_states(backbone, rows, args.position, layers)
-        value = torch.tensor([v for r in rows for v in r[3]])
-        inter = torch.tensor([f for r in rows for f in r[4]])
-        hard = torch.where(inter, value > 0, value > 0.5).long()
-        qid = torch.tensor([r[0] for r in rows for _ in r[3]])
-        sets[name] = (states, value, hard, qid, inter)
+        sets[name] = (
+            layer_states(backbone, rows, args.position, layers),
+            process.step_labels(rows),
+        )
     results: dict[str, Any] = {"position": args.position, "layers": {}}
     for k, layer in enumerate(layers):
-        train = process.StepSet(sets["train"][0][k], *sets["train"][1:])
-        held = process.StepSet(sets["held"][0][k], *sets["held"][1:])
+        train, held = (
+            dataclasses.replace(labels, x=states[k])
+            for states, labels in (sets["train"], sets["held"])
+        )
         cv = {g: process.cross_validate(train, "pointwise", g) for g in process.GRID}
         l2 = max(cv, key=cv.__getitem__)
         head = process.fit(train, "pointwise", l2)

@@ -120,12 +120,19 @@ def read_features(
         jobs = [process_positions(backbone, r[1], r[2], position) for r in rows[start : start + 32]]
         encoded = backbone.encode_sequences([j.ids for j in jobs])
         xs.extend(e.hidden[list(j.positions)].clone() for e, j in zip(encoded, jobs, strict=True))
+    labels = step_labels(rows)
+    labels.x = torch.cat(xs).float()
+    return labels
+
+
+def step_labels(rows: Sequence[tuple[int, str, list[str], list[float], list[bool]]]) -> StepSet:
+    """The rows' steps with their labels and no features yet (``x`` is empty)."""
     value = torch.tensor([v for r in rows for v in r[3]])
     inter = torch.tensor([f for r in rows for f in r[4]])
     # Math-Shepherd's hard estimate: a step is good when any rollout from it reaches the gold
     hard = torch.where(inter, value > 0, value > 0.5).long()
     qid = torch.tensor([r[0] for r in rows for _ in r[3]])
-    return StepSet(torch.cat(xs).float(), value, hard, qid, inter)
+    return StepSet(torch.empty(len(value), 0), value, hard, qid, inter)
 
 
 def fit(data: StepSet, objective: str, l2: float, max_iter: int = 200) -> ranking.Linear:
