@@ -10,7 +10,7 @@ step AUC on the benchmark questions (never used to choose anything). The multi-s
 only: no single-step answers (their features exist only for the final layer), so the final
 layer's figure here is not the shipped head's.
 
-    python benchmarks/rewards/prm_layers.py                 # not yet run to the end (session 6)
+    python benchmarks/rewards/prm_layers.py                 # 429 s; results/prm_layers.md
     python benchmarks/rewards/prm_layers.py --position last
 """
 
