@@ -58,6 +58,10 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--max-running-requests", type=int, help="requests served at once (64)")
     p.add_argument("--max-queued-requests", type=int, help="requests waiting; past it 429 (256)")
     p.add_argument("--kv-cache-gib", type=int, help="KV cache on CPU machines, GiB (2)")
+    p.add_argument(
+        "--no-reward-tap", dest="reward_tap", action="store_false", default=None,
+        help="re-encode every probe score instead of reading it from the engine's states",
+    )  # fmt: skip
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
@@ -66,6 +70,7 @@ SERVE_SETTINGS = (
     "remote_api_key", "data_dir", "rewards_config", "max_n", "max_tokens_cap", "request_timeout",
     "max_running_requests", "max_queued_requests", "kv_cache_gib", "log_level",
     "max_request_tokens", "reward_timeout", "shutdown_timeout", "reward_prefix_cache_mib",
+    "reward_tap",
 )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ class UsageMeter:
     reward_calls: int = 0
     reward_tokens: int = 0  # tokens reward models computed for this request
     reward_cached_tokens: int = 0  # tokens they reused from their prefix caches instead
+    reward_tapped: int = 0  # scores read from the engine's own states (no reward forward pass)
     token_limit: int | None = None  # the request's token budget, enforced by MeteredEngine
 
     def record(self, generation_prompt_tokens: int, generated: int, cached: int) -> None:
@@ -46,11 +47,13 @@ class UsageMeter:
         self.prefilled_tokens += generation_prompt_tokens
         self.cached_tokens += cached
 
-    def record_reward(self, tokens: int, cached_tokens: int) -> None:
-        """One reward call: the tokens its model computed and those it reused."""
+    def record_reward(self, tokens: int, cached_tokens: int, tapped: int = 0) -> None:
+        """One reward call: the tokens its model computed, those it reused, and how many of its
+        scores the engine had already computed (the reward tap)."""
         self.reward_calls += 1
         self.reward_tokens += tokens
         self.reward_cached_tokens += cached_tokens
+        self.reward_tapped += tapped
 
 
 class TokenBudgetExceeded(RuntimeError):

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     reward_timeout: float | None = Field(
         120.0, gt=0, description="Wall-time cap per reward call (s); past it the request is 504."
     )
+    reward_tap: bool = Field(
+        True,
+        description="Score probe rewards on the policy's final layer inside the engine while it "
+        "generates (no second forward pass); off: every score re-encodes the text.",
+    )
     reward_prefix_cache_mib: int = Field(
         512, ge=0, description="Reward backbones' KV cache of scored prefixes (MiB); 0: off."
     )

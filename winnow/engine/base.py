@@ -62,6 +62,11 @@ class SamplingSpec(BaseModel):
         None, description="Per-request arguments for engine-side logits processors."
     )
     segment: SegmentSpec | None = Field(None, description="Stop where the model is uncertain.")
+    tap: tuple[str, ...] = Field(
+        (),
+        description="Probe directories to score on every generated token's final hidden state "
+        "inside the engine (Completion.tap); an engine that cannot tap returns none.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SamplingSpec:
@@ -82,7 +87,12 @@ class SamplingSpec(BaseModel):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-_BACKEND_OWN = {"prompt", "logprobs", "prompt_logprobs", "extra_args", "segment"}
+_BACKEND_OWN = {"prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "tap"}
+
+TapScores = dict[str, list[float | None]]
+"""Probe directory -> its scores of the final hidden states from the prompt's last token on
+(``[0]``: the prompt's last token, ``[i + 1]``: ``token_ids[i]``); None where the engine did not
+compute the state or could not read it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +115,10 @@ class Completion:
     finish_reason: FinishReason | None
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
-    # tokens the engine generated that are not in token_ids (a segment cut's sentinel): work
-    # done, so usage counts them
+    # tokens the engine generated that are not in token_ids (a segment cut's sentinel, the
+    # token sampled after a tapped length-finished candidate): work done, so usage counts them
     unseen_tokens: int = 0
+    tap: TapScores | None = None  # the probe scores the engine computed (SamplingSpec.tap)
 
 
 @dataclass(slots=True)
@@ -154,6 +165,9 @@ class ModelInfo:
     eos_token_ids: tuple[int, ...] = ()
     vocab_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the model directory whose final hidden states the engine scores with probe heads while it
+    # generates (SamplingSpec.tap); None: this engine cannot
+    tap_model: str | None = None
 
 
 ChatMessage = dict[str, Any]

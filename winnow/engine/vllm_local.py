@@ -31,6 +31,8 @@ from winnow.engine.base import (
     StreamEvent,
     TokenLogprob,
 )
+from winnow.engine.processors.specs import TapSpec
+from winnow.engine.tapped import generate_tapped
 
 log = logging.getLogger("winnow.engine")
 
@@ -142,6 +144,7 @@ class VllmEngine(Engine):
             eos_token_ids=(eos,) if eos is not None else (),
             vocab_size=int(config.get_vocab_size()),
             extra={"vas_unavailable": no_vas} if no_vas else {},
+            tap_model=None if no_vas else str(Path(self.model).resolve()),
         )
 
     async def shutdown(self) -> None:
@@ -202,11 +205,13 @@ class VllmEngine(Engine):
 
     # ---- sampling -----------------------------------------------------------------------------
 
-    def _sampling_params(self, spec: SamplingSpec, stream: bool) -> Any:
+    def _sampling_params(self, spec: SamplingSpec, stream: bool, tap: TapSpec | None = None) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         stop_token_ids, extra_args = list(spec.stop_token_ids), spec.extra_args
+        if tap is not None:
+            extra_args = {**(extra_args or {}), **tap.extra_args()}
         if spec.segment is not None:
             if self._sentinel is None:
                 raise ValueError("this model has no sentinel token to end uncertainty segments")
@@ -227,14 +232,16 @@ class VllmEngine(Engine):
             ids = tuple(await self.tokenize(ids, add_special_tokens=True))
         return {"prompt_token_ids": list(ids)}
 
-    async def _outputs(self, spec: SamplingSpec, stream: bool) -> AsyncIterator[Any]:
+    async def _outputs(
+        self, spec: SamplingSpec, stream: bool, tap: TapSpec | None = None
+    ) -> AsyncIterator[Any]:
         llm = self.llm
         if llm.errored:
             raise EngineUnavailable(f"vLLM engine is dead: {llm.dead_error}")
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            params = self._sampling_params(spec, stream)
+            params = self._sampling_params(spec, stream, tap)
         except ValueError as exc:
             raise EngineRequestError(str(exc)) from exc
         prompt = await self._prompt(spec)
@@ -251,8 +258,14 @@ class VllmEngine(Engine):
             self._running.discard(request_id)
 
     async def generate(self, spec: SamplingSpec) -> Generation:
+        if spec.tap:
+            return await generate_tapped(self, spec)
+        return await self._generate(spec)
+
+    async def _generate(self, spec: SamplingSpec, tap: TapSpec | None = None) -> Generation:
+        """One vLLM request (``n`` children inside vLLM); ``tap`` (with ``n`` 1) taps it."""
         final = None
-        async for output in self._outputs(spec, stream=False):
+        async for output in self._outputs(spec, stream=False, tap=tap):
             final = output
         if final is None:
             raise EngineError("vLLM returned no output")

@@ -34,6 +34,11 @@ class WinnowUsage(BaseModel):
     reward_cached_tokens: int = Field(
         0, description="Tokens reward models reused from their prefix caches instead."
     )
+    reward_tapped: int = Field(
+        0,
+        description="Scores read from the policy's own hidden states, computed by the engine "
+        "while it generated (the reward tap): no reward forward pass, no reward tokens.",
+    )
 
 
 class Usage(BaseModel):

@@ -64,6 +64,19 @@ def prompt_messages(prompt: str) -> list[dict[str, str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class Tapped:
+    """What the engine already scored of a generated response (the reward tap): the token ids
+    it saw and, per probe directory, the score of the state at the prompt's last token and at
+    each generated token (:data:`winnow.engine.base.TapScores`; None where it has none). A probe
+    reward reads its score from here when the tokens it would encode match these up to the
+    position it reads; otherwise it encodes the text as usual."""
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    scores: Mapping[str, Sequence[float | None]]
+
+
+@dataclass(frozen=True, slots=True)
 class OutcomeItem:
     """One (prompt, response) pair. ``prompt`` is the rendered prompt text the policy saw (a
     :class:`ChatPrompt` when it was rendered from chat messages)."""
@@ -71,6 +84,7 @@ class OutcomeItem:
     prompt: str
     response: str
     reference: str | None = None  # a gold answer, for verifiers
+    tapped: Tapped | None = None  # the engine's scores of this response, when it has them
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,7 @@ class Scored:
     scores: list[float]
     tokens: int = 0  # tokens the reward model processed (0 for rule-based rewards)
     cached_tokens: int = 0  # tokens whose states the reward reused from its prefix cache
+    tapped: int = 0  # scores read from the engine's states (Tapped) instead of a forward pass
 
 
 @dataclass(slots=True)
@@ -133,6 +148,11 @@ class Reward(abc.ABC):
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         """Per-step scores; only process rewards implement it."""
         raise RewardInputError(f"reward {self.info.name!r} is an outcome reward: no step scores")
+
+    def tap_heads(self, model_dir: str) -> tuple[str, ...]:
+        """The probe directories the engine serving ``model_dir`` can score while it generates,
+        so that this reward reads them from :class:`Tapped` (none: it always encodes)."""
+        return ()
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights, warm up."""

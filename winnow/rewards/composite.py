@@ -49,7 +49,16 @@ class CompositeReward(Reward):
         for name, part in zip(names, parts, strict=True):
             for i, s in enumerate(part.scores):
                 totals[i] += self.weights[name] * s
-        return Scored(totals, sum(p.tokens for p in parts), sum(p.cached_tokens for p in parts))
+        return Scored(
+            totals,
+            sum(p.tokens for p in parts),
+            sum(p.cached_tokens for p in parts),
+            sum(p.tapped for p in parts),
+        )
+
+    def tap_heads(self, model_dir: str) -> tuple[str, ...]:
+        heads = (h for n in self.weights for h in self._rewards.get(n).tap_heads(model_dir))
+        return tuple(dict.fromkeys(heads))
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         if self.info.kind != "process":

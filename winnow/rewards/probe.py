@@ -16,21 +16,18 @@ batch, flattened, so only the probed rows are gathered.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from winnow.kernels.dispatch import reward_head
-from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
+from winnow.kernels.heads import RewardHead
+from winnow.probe_heads import has_sigmoid, head_scorer, load_head, save_head
 from winnow.rewards.backbone import (
     Backbone,
     ProbeJob,
     ProbeResult,
-    RowScorer,
     cost,
     score_positions,
 )
@@ -45,6 +42,8 @@ from winnow.rewards.base import (
     StepScored,
 )
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
+
+__all__ = ["ProbeReward", "answer_tokens", "head_scorer", "load_head", "save_head"]
 
 
 def answer_span(text: str) -> tuple[int, int] | None:
@@ -86,37 +85,6 @@ def process_positions(
         ids.extend(encoded["input_ids"])
         positions.append(start + found[-1] if found else len(ids) - 1)
     return ProbeJob(tuple(ids), tuple(positions))
-
-
-def load_head(directory: Path) -> tuple[RewardHead, dict[str, Any]]:
-    from safetensors.torch import load_file
-
-    meta = json.loads((directory / "probe.json").read_text())
-    tensors = load_file(str(directory / "head.safetensors"))
-    head: RewardHead
-    if "w1" in tensors:
-        head = MLPHead(tensors["w1"], tensors.get("b1"), tensors["w2"], tensors.get("b2"))
-    else:
-        head = LinearHead(tensors["weight"], tensors.get("bias"))
-    return head, meta
-
-
-def save_head(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "head.safetensors"))
-    (directory / "probe.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def head_scorer(head: RewardHead, sigmoid: bool) -> RowScorer:
-    """The probe's scorer: its head on the given rows, through a sigmoid if its output is one."""
-
-    def scorer(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        values = reward_head(hidden, rows, head)
-        return torch.sigmoid(values) if sigmoid else values
-
-    return scorer
 
 
 def score_jobs(
@@ -165,7 +133,7 @@ class ProbeReward(Reward):
 
     @property
     def _sigmoid(self) -> bool:
-        return self.meta.get("output", "sigmoid") == "sigmoid"
+        return has_sigmoid(self.meta)
 
     @property
     def info(self) -> RewardInfo:
@@ -181,8 +149,31 @@ class ProbeReward(Reward):
         return (
             self.info.kind == "outcome"
             and self.layer == -1
-            and self.backbone.model_dir == model_dir
+            and Path(self.backbone.model_dir).resolve() == Path(model_dir).resolve()
         )
+
+    def tap_heads(self, model_dir: str) -> tuple[str, ...]:
+        if not self.reads_final_states_of(model_dir):
+            return ()
+        return (self.tap_head,)
+
+    @property
+    def tap_head(self) -> str:
+        """How the engine's tap names this head (its resolved directory)."""
+        return str(self.directory.resolve())
+
+    def tapped_score(self, item: OutcomeItem, job: ProbeJob) -> float | None:
+        """The score the engine computed for ``item`` at the position ``job`` reads, if the
+        engine saw the same tokens up to that position (they are what the state depends on)."""
+        tapped = item.tapped
+        scores = tapped.scores.get(self.tap_head) if tapped is not None else None
+        if tapped is None or scores is None:
+            return None
+        position, start = job.positions[0], len(tapped.prompt_ids) - 1  # scores[0]: the prompt's
+        seen = tapped.prompt_ids + tapped.token_ids
+        if not start <= position < len(seen) or job.ids[: position + 1] != seen[: position + 1]:
+            return None
+        return scores[position - start]
 
     def score_states(self, hidden: torch.Tensor) -> list[float]:
         """The probe's score of every row of ``hidden`` ``[N, H]``: states it reads, already
@@ -224,8 +215,17 @@ class ProbeReward(Reward):
     async def score(self, items: Sequence[OutcomeItem]) -> Scored:
         if self.info.kind == "process":
             return await super().score(items)
-        results = await self.batcher.submit([self.outcome_job(i) for i in items])
-        return Scored([r.scores[0] for r in results], *cost(results))
+        jobs = [self.outcome_job(i) for i in items]
+        scores = [self.tapped_score(item, job) for item, job in zip(items, jobs, strict=True)]
+        todo = [job for job, score in zip(jobs, scores, strict=True) if score is None]
+        results = iter(await self.batcher.submit(todo) if todo else [])
+        encoded = []
+        for i, score in enumerate(scores):
+            if score is None:
+                encoded.append(next(results))
+                scores[i] = encoded[-1].scores[0]
+        tapped = len(items) - len(encoded)
+        return Scored([float(s) for s in scores if s is not None], *cost(encoded), tapped)
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         if self.info.kind != "process":

@@ -79,6 +79,7 @@ class RewardSet:
     def __init__(self, rewards: dict[str, Reward] | None = None) -> None:
         self._rewards: dict[str, Reward] = dict(rewards or {})
         self.call_timeout: float | None = None  # per reward call (the server's --reward-timeout)
+        self.tap = True  # let the engine score probe rewards while it generates (--no-reward-tap)
 
     def names(self) -> list[str]:
         return sorted(self._rewards)
@@ -136,6 +137,13 @@ class MeteredRewards:
     def info(self, reward: RewardRef) -> RewardInfo:
         return self.resolve(reward).info
 
+    def tap_heads(self, reward: RewardRef, tap_model: str | None) -> tuple[str, ...]:
+        """What to ask the engine to score while it generates for ``reward`` (``tap_model``:
+        the engine's :attr:`~winnow.engine.base.ModelInfo.tap_model`; None, it cannot)."""
+        if tap_model is None or not self._rewards.tap:
+            return ()
+        return self.resolve(reward).tap_heads(tap_model)
+
     async def score(self, reward: RewardRef, items: Sequence[OutcomeItem]) -> Scored:
         resolved = self.resolve(reward)
         with _backend_errors(resolved):
@@ -163,7 +171,7 @@ class MeteredRewards:
             ) from None
 
     def _counted(self, scored: S) -> S:
-        self.usage.record_reward(scored.tokens, scored.cached_tokens)
+        self.usage.record_reward(scored.tokens, scored.cached_tokens, getattr(scored, "tapped", 0))
         return scored
 
 

@@ -47,6 +47,7 @@ def create_app(
     metrics = Metrics()
     state = ServerState(settings, engine, metrics, rewards or RewardSet())
     state.rewards.call_timeout = settings.reward_timeout
+    state.rewards.tap = settings.reward_tap
     for reward in state.rewards.infos():
         batcher = getattr(state.rewards.get(reward.name), "batcher", None)
         if batcher is not None:

@@ -51,6 +51,7 @@ def total_usage(jobs: Sequence[Job]) -> Usage:
         reward_calls=sum(j.usage.reward_calls for j in jobs),
         reward_tokens=sum(j.usage.reward_tokens for j in jobs),
         reward_cached_tokens=sum(j.usage.reward_cached_tokens for j in jobs),
+        reward_tapped=sum(j.usage.reward_tapped for j in jobs),
     )
     return Usage(
         prompt_tokens=prompt,

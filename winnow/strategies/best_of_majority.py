@@ -30,6 +30,7 @@ from winnow.strategies.selection import (
     sample_candidates,
     score_candidates,
     selection_trace,
+    tap_for,
 )
 
 
@@ -67,7 +68,8 @@ async def best_of_majority(
     assert isinstance(params, BestOfMajorityParams)
     k = params.k or request.spec.n
     rewards.info(params.reward)
-    prompt, candidates = await sample_candidates(request, engine, params.n)
+    tap = tap_for(rewards, engine, params)
+    prompt, candidates = await sample_candidates(request, engine, params.n, tap)
     reading = await score_candidates(prompt, candidates, rewards, params)
     chosen, qualifying = pick_best_of_majority(
         candidates, k, params.alpha, reading, params.min_count

@@ -22,6 +22,7 @@ from winnow.strategies.selection import (
     sample_candidates,
     score_candidates,
     selection_trace,
+    tap_for,
 )
 
 
@@ -42,9 +43,10 @@ async def best_of_n(
     assert isinstance(params, BestOfNParams)
     if params.selection != "majority":
         rewards.info(params.reward)  # an unknown reward fails before any sampling
-    prompt, candidates = await sample_candidates(request, engine, params.n)
-    reading = as_is  # majority: no scores; ties between equal counts stay by index
     scored = params.selection != "majority"
+    tap = tap_for(rewards, engine, params) if scored else ()
+    prompt, candidates = await sample_candidates(request, engine, params.n, tap)
+    reading = as_is  # majority: no scores; ties between equal counts stay by index
     if scored:
         reading = await score_candidates(prompt, candidates, rewards, params)
     if params.selection == "best":

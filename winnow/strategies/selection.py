@@ -32,7 +32,7 @@ from pydantic import Field
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
-from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, split_steps
+from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, Tapped, split_steps
 from winnow.strategies.base import (
     Choice,
     GenerationRequest,
@@ -81,6 +81,7 @@ class Candidate:
     score: float | None = None
     answer: str | None = None
     group: int | None = None
+    tapped: Tapped | None = None  # what the engine scored while generating it
 
     def as_dict(self, chosen: bool) -> dict[str, object]:
         c = self.completion
@@ -169,12 +170,25 @@ def aggregated_reading(reading: Reading, how: Aggregation) -> Reading:
     return as_is if how == "prod" else reading
 
 
+def tap_for(rewards: Rewards, engine: MeteredEngine, params: SelectionParams) -> tuple[str, ...]:
+    """The probe heads the engine can score for ``params.reward`` while it samples (outcome
+    rewards: a process reward scores steps, which the tap does not serve yet)."""
+    if rewards.info(params.reward).kind != "outcome":
+        return ()
+    return rewards.tap_heads(params.reward, engine.info.tap_model)
+
+
 async def sample_candidates(
-    request: GenerationRequest, engine: MeteredEngine, n: int
+    request: GenerationRequest, engine: MeteredEngine, n: int, tap: tuple[str, ...] = ()
 ) -> tuple[str, list[Candidate]]:
-    """N samples in ONE engine call (the prompt is prefilled once); returns the prompt text."""
-    generation = await engine.generate(request.spec.replace(n=n))
-    candidates = [Candidate(c) for c in generation.completions]
+    """N samples in ONE engine call (the prompt is prefilled once); returns the prompt text.
+    ``tap``: probe heads the engine scores while it generates (:meth:`Rewards.tap_heads`)."""
+    generation = await engine.generate(request.spec.replace(n=n, tap=tap))
+    prompt_ids = tuple(generation.prompt_token_ids)
+    candidates = [
+        Candidate(c, tapped=Tapped(prompt_ids, tuple(c.token_ids), c.tap) if c.tap else None)
+        for c in generation.completions
+    ]
     answers, groups = await answers_and_groups_async([c.completion.text for c in candidates])
     for candidate, answer, group in zip(candidates, answers, groups, strict=True):
         candidate.answer, candidate.group = answer, group
@@ -199,7 +213,9 @@ async def score_candidates(
         scores = [aggregate(s, params.aggregation, reading) for s in scored.scores]
         reading = aggregated_reading(reading, params.aggregation)
     else:
-        outcome = [OutcomeItem(prompt, c.completion.text, params.reference) for c in candidates]
+        outcome = [
+            OutcomeItem(prompt, c.completion.text, params.reference, c.tapped) for c in candidates
+        ]
         scores = (await rewards.score(params.reward, outcome)).scores
     for candidate, score in zip(candidates, scores, strict=True):
         candidate.score = None if math.isnan(score) else float(score)

@@ -3,7 +3,8 @@
 Every processor here is registered with the shared ``AsyncLLM`` at start-up and stays inert for
 requests that do not carry its key in ``SamplingParams.extra_args``, so ordinary requests are
 token-identical to an engine without them. Strategies reach them only through a typed spec
-(:mod:`.specs`: ``SamplingSpec.segment``, or a ``VasSpec`` written into ``extra_args``), never
+(:mod:`.specs`: ``SamplingSpec.segment`` and ``SamplingSpec.tap``, or a ``VasSpec`` written into
+``extra_args``), never
 through vLLM types.
 
 They run in vLLM's engine-core process (pickled there by import path), so each lives in an
@@ -11,6 +12,7 @@ importable module and loads what it needs (weights, tokenizer facts) itself.
 """
 
 PROCESSORS: tuple[str, ...] = (
+    "winnow.engine.processors.tap:RewardTap",  # first: it reads the logits before any edit
     "winnow.engine.processors.segment:UncertaintySegmenter",
     "winnow.engine.processors.vas:ValueGuide",
 )

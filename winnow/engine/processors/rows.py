@@ -19,20 +19,29 @@ Rule = TypeVar("Rule")
 class RowRules(Generic[Rule]):
     """``rows[index]`` = the rule of the request in batch row ``index`` (opted-in rows only)."""
 
-    def __init__(self, make: Callable[[SamplingParams, list[int]], Rule | None]) -> None:
+    def __init__(
+        self,
+        make: Callable[[SamplingParams, list[int]], Rule | None],
+        drop: Callable[[Rule], None] | None = None,
+    ) -> None:
         self.make = make  # (params, live output token ids) -> the row's rule, or None
+        self.drop = drop  # called with a rule whose request left the batch (release it)
         self.rows: dict[int, Rule] = {}
+
+    def _pop(self, index: int) -> None:
+        rule = self.rows.pop(index, None)
+        if rule is not None and self.drop is not None:
+            self.drop(rule)
 
     def update(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
             return
         for index in batch_update.removed:
-            self.rows.pop(index, None)
+            self._pop(index)
         for index, params, _prompt, output in batch_update.added:
+            self._pop(index)
             rule = self.make(params, output)
-            if rule is None:
-                self.rows.pop(index, None)
-            else:
+            if rule is not None:
                 self.rows[index] = rule
         for a, b, direction in batch_update.moved:
             ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)

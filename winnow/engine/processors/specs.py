@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SEGMENT_KEY = "winnow_segment"
 VAS_KEY = "winnow_vas"
+TAP_KEY = "winnow_tap"
 VAS_MAX_TOP_K = 100
 
 
@@ -45,3 +46,25 @@ class VasSpec(BaseModel):
 
     def extra_args(self) -> dict[str, Any]:
         return {VAS_KEY: {"values": dict(self.values), "top_k": self.top_k}}
+
+
+class TapSpec(BaseModel):
+    """The reward tap (:mod:`.tap`): score every generated token's final hidden state with each
+    probe head in ``heads`` (probe directories) while the row is decoded, and write the scores to
+    ``file`` (created by the engine seam, which reads and deletes it when the call ends)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heads: tuple[str, ...] = Field(min_length=1)
+    file: str
+
+    def extra_args(self) -> dict[str, Any]:
+        return {TAP_KEY: {"heads": list(self.heads), "file": self.file}}
+
+
+TAP_RECORD_FLAG = 1.0  # first float of a written tap record; an unwritten one reads as zeros
+
+
+def tap_record_size(heads: int) -> int:
+    """Bytes per position in a tap file: the flag, then one float32 per head."""
+    return 4 * (heads + 1)

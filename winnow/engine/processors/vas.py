@@ -33,6 +33,7 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.inverse import inverse_error, shared_inverse
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import SEGMENT_KEY, VAS_KEY, VAS_MAX_TOP_K
 from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model
@@ -156,13 +157,12 @@ class ValueGuide(LogitsProcessor):
         self.model = getattr(getattr(vllm_config, "model_config", None), "model", None)
 
     def _ensure_inverse(self) -> EmbeddingInverse | None:
-        """Read the LM head and invert it at the first VAS request (not at engine start-up)."""
+        """The model's inverse, shared with the reward tap (built at engine start-up in the
+        background; the first VAS request waits for it if it is not ready)."""
         if self.inverse is None and self.error is None:
-            try:
-                self.inverse = EmbeddingInverse.of_model(str(self.model))
-            except Exception as exc:  # the engine must still serve everything else
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.error("value-augmented sampling disabled for %s: %s", self.model, self.error)
+            self.inverse = shared_inverse(str(self.model))
+            if self.inverse is None:  # logged where it failed; the engine serves the rest
+                self.error = inverse_error(str(self.model)) or "no inverse"
         return self.inverse
 
     def _on(self, device: torch.device) -> tuple[EmbeddingInverse, dict[str, QHead]]:

@@ -1,0 +1,267 @@
+"""The reward tap: probe heads scored on the policy's final hidden states inside the engine.
+
+Without the engine: the processor on logits made from known states writes the head's scores at
+the right records, the channel's files, and the probe reward reading a tap only when the tokens
+match. With the real engine (marker ``engine``): the tap's score equals the re-encoded one within
+1e-4 for every finish reason, best_of_n / best_of_majority served over HTTP score without a
+reward forward pass, and tap files do not outlive their calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate
+
+from winnow.engine.base import Completion, SamplingSpec
+from winnow.engine.processors.inverse import shared_inverse
+from winnow.engine.processors.specs import TAP_KEY, TAP_RECORD_FLAG, tap_record_size
+from winnow.engine.processors.tap import RewardTap, parse_args
+from winnow.engine.tap_files import read_records, tap_dir, tap_files
+from winnow.engine.tapped import token_scores
+from winnow.probe_heads import has_sigmoid, head_scorer, load_head
+from winnow.rewards.base import OutcomeItem, Tapped
+from winnow.rewards.probe import ProbeReward
+
+DEFAULT_HEAD = Path(__file__).resolve().parent.parent / "winnow" / "assets" / "rewards" / "default"
+
+
+def added(index: int, params: SamplingParams, output: list[int]) -> tuple[Any, ...]:
+    return (index, params, [1, 2, 3], output)
+
+
+class _Config:
+    def __init__(self, model: str) -> None:
+        self.model_config = type("M", (), {"model": model})()
+
+
+# ---- the processor, on logits of known states ---------------------------------------------------
+
+
+def test_processor_writes_each_rows_scores_at_its_position(default_model_dir: str, tmp_path: Path):
+    """Logits ``E h`` of known states: the tap writes head(h) of each tapped row at record
+    ``len(output)``, leaves untapped rows and the logits alone, and closes files of rows that
+    leave the batch."""
+    inverse = shared_inverse(default_model_dir)
+    assert inverse is not None
+    head, meta = load_head(DEFAULT_HEAD)
+    scorer = head_scorer(head, has_sigmoid(meta))
+    proc = RewardTap(_Config(default_model_dir), torch.device("cpu"), False)
+    files = [tmp_path / "a", tmp_path / "b"]
+    for f in files:
+        f.touch()
+    outputs: list[list[int]] = [[5, 6], [], [7]]
+    tap = [SamplingParams(extra_args={TAP_KEY: {"heads": [str(DEFAULT_HEAD)], "file": str(f)}})
+           for f in files]  # fmt: skip
+    proc.update_state(
+        BatchUpdate(3, [], [added(0, tap[0], outputs[0]), added(1, tap[1], outputs[1]),
+                            added(2, SamplingParams(), outputs[2])], [])  # fmt: skip
+    )
+    assert sorted(proc.rows) == [0, 1]
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(3, inverse.embedding.shape[1], generator=g)
+    logits = states @ inverse.embedding.T
+    out = proc.apply(logits.clone())
+    assert torch.equal(out, logits)  # it never edits a logit
+    expected = scorer(states, torch.arange(3)).reshape(-1)
+    size = tap_record_size(1)
+    a, b = files[0].read_bytes(), files[1].read_bytes()
+    assert len(a) == 3 * size and a[: 2 * size] == bytes(2 * size)  # records 0, 1 unwritten
+    flag, value = struct.unpack("<2f", a[2 * size :])
+    assert flag == TAP_RECORD_FLAG and math.isclose(value, float(expected[0]), abs_tol=1e-5)
+    flag, value = struct.unpack("<2f", b)
+    assert flag == TAP_RECORD_FLAG and math.isclose(value, float(expected[1]), abs_tol=1e-5)
+    outputs[0].append(9)  # the next step: one more record
+    proc.apply(logits.clone())
+    assert len(files[0].read_bytes()) == 4 * size
+    fds = [r.fd for r in proc.rows.values()]
+    proc.update_state(BatchUpdate(3, [0, 1], [], []))
+    assert proc.rows == {}
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed
+
+
+def test_processor_never_creates_files_and_rejects_malformed_args(
+    default_model_dir: str, tmp_path: Path
+):
+    gone = tmp_path / "gone"
+    proc = RewardTap(_Config(default_model_dir), torch.device("cpu"), False)
+    args = {TAP_KEY: {"heads": [str(DEFAULT_HEAD)], "file": str(gone)}}
+    proc.update_state(BatchUpdate(1, [], [added(0, SamplingParams(extra_args=args), [1])], []))
+    assert proc.rows == {} and not gone.exists()  # the call is over: nothing left behind
+    for bad in ({"heads": [], "file": "x"}, {"heads": [str(tmp_path)], "file": "x"},
+                {"heads": [str(DEFAULT_HEAD)]}, "x"):  # fmt: skip
+        with pytest.raises(ValueError):
+            RewardTap.validate_params(SamplingParams(extra_args={TAP_KEY: bad}))
+    assert parse_args(SamplingParams()) is None
+
+
+# ---- the channel ---------------------------------------------------------------------------------
+
+
+def test_tap_files_are_deleted_however_the_block_ends():
+    with pytest.raises(RuntimeError), tap_files(2) as paths:
+        assert all(Path(p).exists() and Path(p).parent == tap_dir() for p in paths)
+        raise RuntimeError
+    assert not any(Path(p).exists() for p in paths)
+
+
+def test_records_map_to_the_prompt_state_then_each_token(tmp_path: Path):
+    heads = ("h1", "h2")
+    path = tmp_path / "t"
+    size = tap_record_size(2)
+    with path.open("wb") as f:
+        f.write(struct.pack("<3f", 1.0, 0.1, 0.2))  # record 0: the prompt's last token
+        f.write(bytes(size))  # record 1: unwritten
+        f.write(struct.pack("<3f", 1.0, 0.5, 0.6))
+    records = read_records(str(path), heads)
+    assert records[1] is None and records[2] is not None
+    scores = token_scores(records, heads, Completion(0, "ab", [11, 12, 13], "length"))
+    assert len(scores["h1"]) == 4  # the prompt's state, then the three tokens
+    assert scores["h1"][1] is None and scores["h1"][3] is None
+    assert math.isclose(scores["h2"][2] or 0, 0.6, rel_tol=1e-6)
+
+
+# ---- the probe reward reads a tap only for the tokens it would encode ---------------------------
+
+
+@pytest.fixture(scope="module")
+def probe(default_model_dir: str) -> ProbeReward:
+    from winnow.rewards.backbone import Backbone
+
+    return ProbeReward("default", DEFAULT_HEAD, Backbone(default_model_dir))
+
+
+def test_probe_reads_the_tap_when_tokens_match_and_encodes_otherwise(probe: ProbeReward):
+    prompt, response = "What is 2 + 3?\n", "2 + 3 = 5. The answer is 5."
+    backbone = probe.backbone
+    prompt_ids, ids = tuple(backbone.encode(prompt)), tuple(backbone.encode(response))
+    job = probe.outcome_job(OutcomeItem(prompt, response))
+    planted = [None] * len(prompt_ids) + [0.123456] * (len(ids) + 1)
+    scores = {probe.tap_head: planted[len(prompt_ids) - 1 :]}
+
+    async def run(tapped: Tapped | None) -> Any:
+        return await probe.score([OutcomeItem(prompt, response, tapped=tapped)])
+
+    good = asyncio.run(run(Tapped(prompt_ids, ids, scores)))
+    assert good.scores == [pytest.approx(0.123456)] and good.tapped == 1 and good.tokens == 0
+    assert job.positions[0] >= len(prompt_ids)
+    other = ids[:-3] + (ids[-3] + 1,) + ids[-2:]  # a token before the answer differs
+    encoded = asyncio.run(run(Tapped(prompt_ids, other[: len(ids)], scores)))
+    if job.positions[0] >= len(prompt_ids) + len(ids) - 3:
+        assert encoded.tapped == 0 and encoded.tokens > 0
+    missing = asyncio.run(run(Tapped(prompt_ids, ids, {"/elsewhere": planted})))
+    assert missing.tapped == 0 and missing.tokens > 0
+    assert missing.scores[0] != pytest.approx(0.123456)
+
+
+# ---- the real engine ----------------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_tap_equals_reencoding_for_every_finish_reason(live_server):
+    """EOS, a stop string and the token limit (whose last state takes one more engine step):
+    every candidate's tapped score is the re-encoded one within 1e-4."""
+    engine, probe = live_server.engine, live_server.rewards.get("default")
+    heads = probe.tap_heads(engine.info.tap_model)
+    assert heads == (probe.tap_head,)
+    text = "Question: What is 12 * 7 + 5? Think step by step.\nAnswer:"
+
+    async def run() -> list[tuple[str | None, float, float, int]]:
+        ids = tuple(await engine.tokenize(text, add_special_tokens=True))
+        rows = []
+        for max_tokens, stop in ((96, ()), (10, ()), (96, ("\n\n",))):
+            spec = SamplingSpec(prompt=ids, n=4, max_tokens=max_tokens, temperature=0.8,
+                                seed=3, stop=stop, tap=heads)  # fmt: skip
+            generation = await engine.generate(spec)
+            for c in generation.completions:
+                tapped = Tapped(tuple(generation.prompt_token_ids), tuple(c.token_ids), c.tap)
+                a = await probe.score([OutcomeItem(text, c.text, tapped=tapped)])
+                b = await probe.score([OutcomeItem(text, c.text)])
+                rows.append((c.finish_reason, a.scores[0], b.scores[0], a.tapped))
+        return rows
+
+    rows = live_server.run(run())
+    assert {r[0] for r in rows} >= {"stop", "length"}
+    assert all(r[3] == 1 for r in rows), rows  # every score came from the tap
+    assert max(abs(a - b) for _, a, b, _ in rows) < 1e-4, rows
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("strategy", ["best_of_n", "best_of_majority"])
+def test_served_selection_scores_without_a_reward_pass(live_server, strategy: str):
+    """Through HTTP: no reward tokens, every candidate tapped, and each candidate's score is what
+    /v1/rewards gives its text."""
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    prompt = "Question: Tom has 3 apples and buys 4 more. How many apples?\nAnswer:"
+    body = {
+        "model": live_server.engine.info.name, "prompt": prompt, "max_tokens": 48,
+        "temperature": 0.8, "seed": 5,
+        "strategy": {"name": strategy, "n": 4, "return_candidates": True},
+    }  # fmt: skip
+    with httpx.Client(base_url=live_server.base_url, headers=headers, timeout=120) as client:
+        r = client.post("/completions", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        usage = out["usage"]["winnow"]
+        assert usage["reward_tokens"] == 0 and usage["reward_tapped"] == 4, usage
+        candidates = out["winnow"]["candidates"]
+        check = client.post(
+            "/rewards",
+            json={"reward": "default", "items": [
+                {"prompt": prompt, "response": c["text"]} for c in candidates]},
+        )  # fmt: skip
+        assert check.status_code == 200, check.text
+        expected = [s["score"] for s in check.json()["data"]]
+    for c, want in zip(candidates, expected, strict=True):
+        assert abs(c["score"] - want) < 1e-4
+    assert live_server.wait_idle() == 0
+    assert list(tap_dir().iterdir()) == []
+
+
+@pytest.mark.engine
+def test_without_the_tap_the_server_reencodes(live_server):
+    rewards = live_server.rewards
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    body = {
+        "model": live_server.engine.info.name, "prompt": "2 + 2 =", "max_tokens": 16,
+        "temperature": 0.8, "strategy": {"name": "best_of_n", "n": 2},
+    }  # fmt: skip
+    rewards.tap = False
+    try:
+        r = httpx.post(f"{live_server.base_url}/completions", json=body, headers=headers,
+                       timeout=120)  # fmt: skip
+    finally:
+        rewards.tap = True
+    usage = r.json()["usage"]["winnow"]
+    assert usage["reward_tapped"] == 0 and usage["reward_tokens"] > 0
+
+
+@pytest.mark.engine
+def test_a_cancelled_tapped_call_leaves_no_file(live_server):
+    engine, probe = live_server.engine, live_server.rewards.get("default")
+    spec = SamplingSpec(prompt=(1, 2, 3, 4), n=4, max_tokens=2000, temperature=1.0,
+                        ignore_eos=True, tap=(probe.tap_head,))  # fmt: skip
+
+    async def run() -> int:
+        task = asyncio.ensure_future(engine.generate(spec))
+        await asyncio.sleep(1.0)
+        during = len(list(tap_dir().iterdir()))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return during
+
+    assert live_server.run(run()) == 4
+    assert live_server.wait_idle() == 0
+    assert list(tap_dir().iterdir()) == []

@@ -1,0 +1,98 @@
+"""A tapped engine call (``SamplingSpec.tap``): the N samples, each scored by probe heads on the
+policy's own final hidden states while vLLM generated it (:mod:`.processors.tap`).
+
+vLLM runs ``n > 1`` as ``n`` child requests that share one ``SamplingParams``, so a processor
+cannot tell the children apart; a tapped call sends the ``n`` requests itself (child ``i`` seeded
+``seed + i``, as vLLM seeds its children), each with its own tap file. The prompt is prefilled
+once and shared through the prefix cache either way.
+
+The engine never computes the state of a candidate's last token (nothing is sampled after it).
+That is the state a candidate that ran out of tokens (``length``) is scored on when its answer
+or its text ends there, so such a candidate is continued by one token (its prefix served from
+the prefix cache, the token discarded) and the tap reads the state from that step. The token
+counts as generated (``unseen_tokens``); its prefill is not counted as a separate engine call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from winnow.engine.base import Completion, Generation, SamplingSpec, TapScores
+from winnow.engine.processors.specs import TapSpec
+from winnow.engine.tap_files import read_records, tap_files
+
+if TYPE_CHECKING:
+    from winnow.engine.vllm_local import VllmEngine
+
+
+async def generate_tapped(engine: VllmEngine, spec: SamplingSpec) -> Generation:
+    heads, one = spec.tap, spec.replace(n=1)
+    with tap_files(spec.n) as files:
+        async with asyncio.TaskGroup() as group:
+            calls = [
+                group.create_task(
+                    engine._generate(
+                        one.replace(seed=_seed(spec, i)), TapSpec(heads=heads, file=file)
+                    )
+                )
+                for i, file in enumerate(files)
+            ]
+        generations = [call.result() for call in calls]
+        completions = []
+        for i, (generation, file) in enumerate(zip(generations, files, strict=True)):
+            completion = generation.completions[0]
+            completion.index = i
+            completion.tap = token_scores(read_records(file, heads), heads, completion)
+            completions.append(completion)
+    first = generations[0]
+    await _score_last_tokens(engine, spec, first.prompt_token_ids, completions)
+    return Generation(
+        prompt_token_ids=first.prompt_token_ids,
+        completions=completions,
+        cached_prompt_tokens=min(g.cached_prompt_tokens for g in generations),
+        prompt_logprobs=first.prompt_logprobs,
+    )
+
+
+def _seed(spec: SamplingSpec, index: int) -> int | None:
+    return None if spec.seed is None else spec.seed + index
+
+
+def token_scores(
+    records: list[list[float] | None], heads: tuple[str, ...], completion: Completion
+) -> TapScores:
+    """Per head, the score of the state of the prompt's last token, then of each output token."""
+    scores: TapScores = {head: [None] * (len(completion.token_ids) + 1) for head in heads}
+    for k, record in enumerate(records[: len(completion.token_ids) + 1]):
+        if record is not None:
+            for head, value in zip(heads, record, strict=True):
+                scores[head][k] = value
+    return scores
+
+
+async def _score_last_tokens(
+    engine: VllmEngine, spec: SamplingSpec, prompt: list[int], completions: list[Completion]
+) -> None:
+    """Continue every ``length``-finished candidate by one token so the tap reads the state of
+    its last one (see the module docstring)."""
+    room = engine.info.max_model_len
+    ends = [
+        c
+        for c in completions
+        if c.finish_reason == "length" and c.token_ids and len(prompt) + len(c.token_ids) < room
+    ]
+    if not ends:
+        return
+    step = SamplingSpec(prompt=(0,), max_tokens=1, temperature=0.0)
+    with tap_files(len(ends)) as files:
+        async with asyncio.TaskGroup() as group:
+            for c, file in zip(ends, files, strict=True):
+                call = step.replace(prompt=(*prompt, *c.token_ids))
+                group.create_task(engine._generate(call, TapSpec(heads=spec.tap, file=file)))
+        for c, file in zip(ends, files, strict=True):
+            records = read_records(file, spec.tap)
+            c.unseen_tokens += 1
+            if records and records[0] is not None and c.tap is not None:
+                for head, value in zip(spec.tap, records[0], strict=True):
+                    c.tap[head][-1] = value
