@@ -62,10 +62,9 @@ def test_processor_writes_each_rows_scores_at_its_position(default_model_dir: st
     outputs: list[list[int]] = [[5, 6], [], [7]]
     tap = [SamplingParams(extra_args={TAP_KEY: {"heads": [str(DEFAULT_HEAD)], "file": str(f)}})
            for f in files]  # fmt: skip
-    proc.update_state(
-        BatchUpdate(3, [], [added(0, tap[0], outputs[0]), added(1, tap[1], outputs[1]),
-                            added(2, SamplingParams(), outputs[2])], [])  # fmt: skip
-    )
+    rows = [added(0, tap[0], outputs[0]), added(1, tap[1], outputs[1]),
+            added(2, SamplingParams(), outputs[2])]  # fmt: skip
+    proc.update_state(BatchUpdate(3, [], rows, []))
     assert sorted(proc.rows) == [0, 1]
     g = torch.Generator().manual_seed(0)
     states = torch.randn(3, inverse.embedding.shape[1], generator=g)
@@ -156,7 +155,7 @@ def test_probe_reads_the_tap_when_tokens_match_and_encodes_otherwise(probe: Prob
     good = asyncio.run(run(Tapped(prompt_ids, ids, scores)))
     assert good.scores == [pytest.approx(0.123456)] and good.tapped == 1 and good.tokens == 0
     assert job.positions[0] >= len(prompt_ids)
-    other = ids[:-3] + (ids[-3] + 1,) + ids[-2:]  # a token before the answer differs
+    other = (*ids[:-3], ids[-3] + 1, *ids[-2:])  # a token before the answer differs
     encoded = asyncio.run(run(Tapped(prompt_ids, other[: len(ids)], scores)))
     if job.positions[0] >= len(prompt_ids) + len(ids) - 3:
         assert encoded.tapped == 0 and encoded.tokens > 0

@@ -145,6 +145,9 @@ class CompletionDelta:
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
+    # a tapped stream (SamplingSpec.tap, n 1): the scores the engine wrote since the last delta,
+    # continuing the completion's TapScores (the first delta's start with the prompt's state)
+    tap: TapScores | None = None
 
 
 @dataclass(slots=True)

@@ -79,3 +79,27 @@ def read_records(path: str, heads: Sequence[str]) -> list[list[float] | None]:
         values = struct.unpack_from(f"<{len(heads) + 1}f", data, start)
         records.append(list(values[1:]) if values[0] == TAP_RECORD_FLAG else None)
     return records
+
+
+class RecordReader:
+    """Reads a tap file as it grows: :meth:`new_scores` gives the records written since the last
+    call, up to the first not yet written (a later call returns it when it is)."""
+
+    def __init__(self, path: str, heads: Sequence[str]) -> None:
+        self.path, self.heads = path, tuple(heads)
+        self.done = 0  # records already returned
+
+    def new_scores(self) -> dict[str, list[float | None]]:
+        size = tap_record_size(len(self.heads))
+        with open(self.path, "rb") as f:
+            f.seek(self.done * size)
+            data = f.read()
+        scores: dict[str, list[float | None]] = {h: [] for h in self.heads}
+        for start in range(0, len(data) - size + 1, size):
+            values = struct.unpack_from(f"<{len(self.heads) + 1}f", data, start)
+            if values[0] != TAP_RECORD_FLAG:
+                break
+            for head, value in zip(self.heads, values[1:], strict=True):
+                scores[head].append(value)
+            self.done += 1
+        return scores

@@ -16,11 +16,12 @@ counts as generated (``unseen_tokens``); its prefill is not counted as a separat
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from winnow.engine.base import Completion, Generation, SamplingSpec, TapScores
+from winnow.engine.base import Completion, Generation, SamplingSpec, StreamEvent, TapScores
 from winnow.engine.processors.specs import TapSpec
-from winnow.engine.tap_files import read_records, tap_files
+from winnow.engine.tap_files import RecordReader, read_records, tap_files
 
 if TYPE_CHECKING:
     from winnow.engine.vllm_local import VllmEngine
@@ -53,6 +54,18 @@ async def generate_tapped(engine: VllmEngine, spec: SamplingSpec) -> Generation:
         cached_prompt_tokens=min(g.cached_prompt_tokens for g in generations),
         prompt_logprobs=first.prompt_logprobs,
     )
+
+
+async def stream_tapped(engine: VllmEngine, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
+    """One tapped sample, streamed: each delta carries the scores written since the previous
+    one (those of the tokens it has, as the engine scores a token's state when it samples the
+    next). The last token's state is not scored (no one-token continuation here)."""
+    with tap_files(1) as (file,):
+        reader = RecordReader(file, spec.tap)
+        async for event in engine._stream(spec, TapSpec(heads=spec.tap, file=file)):
+            for delta in event.deltas:
+                delta.tap = reader.new_scores()
+            yield event
 
 
 def _seed(spec: SamplingSpec, index: int) -> int | None:

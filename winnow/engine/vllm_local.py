@@ -32,7 +32,7 @@ from winnow.engine.base import (
     TokenLogprob,
 )
 from winnow.engine.processors.specs import TapSpec
-from winnow.engine.tapped import generate_tapped
+from winnow.engine.tapped import generate_tapped, stream_tapped
 
 log = logging.getLogger("winnow.engine")
 
@@ -288,7 +288,17 @@ class VllmEngine(Engine):
         )
 
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
-        async for output in self._outputs(spec, stream=True):
+        if spec.tap and spec.n == 1:  # a tapped stream carries its scores (n > 1: untapped)
+            async for event in stream_tapped(self, spec):
+                yield event
+            return
+        async for event in self._stream(spec):
+            yield event
+
+    async def _stream(
+        self, spec: SamplingSpec, tap: TapSpec | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        async for output in self._outputs(spec, stream=True, tap=tap):
             deltas = [
                 CompletionDelta(o.index, o.text, *self._tokens_and_reasons(o, spec))
                 for o in output.outputs

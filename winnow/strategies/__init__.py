@@ -6,6 +6,7 @@ from winnow.strategies import (  # noqa: F401  (registration)
     best_of_n,
     cards,
     sample,
+    speculative,
     tree_search,
     vas,
 )
