@@ -87,5 +87,5 @@ async def vas(
     if unavailable:
         raise StrategyError(f"vas cannot run on the served model: {unavailable}", "strategy")
     guide = value_guide(params, engine.info.vocab_size)
-    spec = request.spec.replace(extra_args=guide.extra_args())
+    spec = request.spec.replace(vas=guide)
     return await sample_spec(request, engine, spec, values=dict(params.values), top_k=params.top_k)
