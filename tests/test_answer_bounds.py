@@ -16,7 +16,7 @@ import time
 import hypothesis
 import pytest
 
-from winnow import answers, sandbox
+from winnow import answer_workers, answers, sandbox
 from winnow.answer_groups import answers_and_groups, answers_and_groups_async, group_answers
 from winnow.answers import (
     AnswerError,
@@ -162,7 +162,7 @@ def test_fuzz_every_call_returns_within_the_bound(answer: str) -> None:
 def test_fuzz_the_event_loop_never_waits_for_a_worker(texts: list[str]) -> None:
     """Whatever the answers, the worker is asked from a thread, never from the loop's own."""
     callers: list[threading.Thread] = []
-    pool = answers._workers()
+    pool = answer_workers._workers()
     real = pool.call
 
     def recording(*args, **kwargs):
@@ -236,7 +236,7 @@ def test_plain_numbers_never_leave_the_process(monkeypatch) -> None:
     def no_worker(*args):
         raise AssertionError(f"a worker was asked: {args}")
 
-    monkeypatch.setattr(answers, "_call_worker", no_worker)
+    monkeypatch.setattr(answer_workers, "call", no_worker)
     for answer in ["12", "-3/4", "\\frac{6}{8}", "0.75", "1,000", "2^{10}", "3 \\cdot 10^8",
                    "-(3)", "x = 4", "7 + 5 = 12", "50%", "12 apples"]:  # fmt: skip
         answers._analyse.cache_clear()

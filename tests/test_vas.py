@@ -15,8 +15,10 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
 from tests.device_audit import OnlyOn
+from winnow.engine.base import SamplingSpec
 from winnow.engine.fake import FakeEngine
 from winnow.engine.processors.specs import VAS_KEY as KEY
+from winnow.engine.processors.specs import VasSpec
 from winnow.engine.processors.vas import ValueGuide, VasRule, guide_rows
 from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
@@ -478,7 +480,23 @@ def test_vas_strategy_sends_the_value_models_to_the_engine():
     assert [c["text"] for c in r.json()["choices"]] == ["value gu", "value gu"]
     (spec,) = engine.calls
     assert spec.n == 2
-    assert spec.extra_args == {KEY: {"values": {str(shipped["default"]): 2.5}, "top_k": 7}}
+    assert spec.vas == VasSpec(values={str(shipped["default"]): 2.5}, top_k=7)
+    assert spec.extra_args is None  # typed, as the segment spec: nothing left untyped
+    assert spec.vas.extra_args() == {KEY: {"values": {str(shipped["default"]): 2.5}, "top_k": 7}}
+
+
+def test_the_local_engine_writes_the_typed_vas_spec_into_extra_args():
+    """SamplingSpec.vas reaches vLLM as the raw extra_args did, beside other extra_args."""
+    from winnow.engine.vllm_local import VllmEngine
+
+    engine = VllmEngine("/nonexistent/model")  # never started: only the sampling params
+    wire = {KEY: {"values": {"/v": 2.0}, "top_k": 5}}
+    typed = SamplingSpec(prompt="x", vas=VasSpec(values={"/v": 2.0}, top_k=5), extra_args={"k": 1})
+    raw = SamplingSpec(prompt="x", extra_args={"k": 1, **wire})
+    for spec in (typed, raw):
+        params = engine._sampling_params(spec, stream=False)
+        assert params.extra_args == {"k": 1, **wire}
+    assert engine._sampling_params(SamplingSpec(prompt="x"), stream=False).extra_args is None
 
 
 def test_unknown_value_model_is_a_400_listing_the_available_ones():

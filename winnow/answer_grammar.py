@@ -7,10 +7,11 @@ bounded here (that is :mod:`winnow.answer_expr`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "Node", "parse", "tokens"]
+__all__ = ["CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "Node", "parse", "sympy_source", "tokens"]
 
 MAX_DEPTH = 40  # nesting of parentheses / operators
 
@@ -45,6 +46,19 @@ def tokens(text: str) -> list[str] | None:
             return None
         out.append(token)
     return out
+
+
+def sympy_source(toks: Sequence[str]) -> str:
+    """The tokens as sympy's input (the answer worker's): single-letter variables renamed
+    ``v_x`` (no clash with sympy names such as ``S``, ``N`` or ``E``); function and constant
+    names as they are."""
+    out = []
+    for token in toks:
+        if token[0].isalpha():
+            out.append(f" {token} " if len(token) > 1 or token in "ei" else f" v_{token} ")
+        else:
+            out.append(token)
+    return "".join(out).strip()
 
 
 def parse(toks: list[str]) -> Node | None:

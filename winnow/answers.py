@@ -29,10 +29,10 @@ variables, ``+-*/^()``, ``sqrt ln log exp sin cos tan pi e i oo``):
   *refused*: no key, like an unreadable one; :func:`reference_problem` says why.
 * Plain rational arithmetic (``2^{10}``, ``-(3)``) is evaluated exactly in-process. What has
   variables, constants, functions or fractional powers goes to **sympy in a worker process**
-  (:mod:`winnow.answer_sympy` via :mod:`winnow.sandbox`) with a hard deadline of
-  :data:`ANSWER_DEADLINE` seconds: a worker past it is killed and replaced, and the answer is
-  refused. Its key is ``srepr`` of sympy's normal form (after ``cancel`` when cheap), so ``2x+1``
-  and ``1+2*x`` share a key. Plain numbers never leave the process.
+  (:mod:`winnow.answer_workers`) with a hard deadline of :data:`ANSWER_DEADLINE` seconds: a
+  worker past it is killed and replaced, and the answer is refused. Its key is ``srepr`` of
+  sympy's normal form (after ``cancel`` when cheap), so ``2x+1`` and ``1+2*x`` share a key.
+  Plain numbers never leave the process.
 
 Equations, tuples, intervals, sets, words and multi-letter variables (``xy``) are not
 understood; single letters are variables, so a multiple-choice ``(B)`` is the symbol ``B``.
@@ -43,27 +43,20 @@ Equivalence (:func:`equivalent`): equal keys; or numerically close values (relat
 with variables, agreement at a few fixed probe points (a numeric ``a - b == 0`` in the worker:
 milliseconds, where ``simplify(a - b)`` can take seconds, and it sees trig/log identities).
 
-The functions here are synchronous and may wait for a worker (up to the deadline, plus a bounded
-wait for a free worker): async code calls them through :func:`off_loop`, which runs them inline
-when nothing needs a worker and in a thread otherwise. Results are cached.
+The functions here are synchronous and may wait for a worker: async code calls them through
+:func:`off_loop` (inline when nothing needs a worker, else in a thread). Results are cached.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import logging
 import math
 import re
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, TypeVar
 
-from winnow import answer_expr, answer_extract, answer_grammar, sandbox
+from winnow import answer_expr, answer_extract, answer_grammar, answer_workers, sandbox
 from winnow.answer_extract import MAX_ANSWER_CHARS, final_answer
 from winnow.answer_latex import (
     UNICODE,
@@ -72,6 +65,7 @@ from winnow.answer_latex import (
     parse_number,
     to_plain,
 )
+from winnow.answer_workers import ANSWER_DEADLINE, Unavailable, off_loop, start_workers
 
 __all__ = [
     "ANSWER_DEADLINE",
@@ -93,14 +87,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("winnow.answers")
-T = TypeVar("T")
 
 REL_TOL = 1e-6  # relative tolerance for non-integer numeric answers
 MAX_SYMBOLIC_CHARS = 200  # longer expressions are not read
-ANSWER_DEADLINE = 2.0  # seconds a worker may spend on one symbolic answer (or comparison)
-WORKERS = 2  # worker processes for the symbolic part
-_WORKER_WAIT = 15.0  # seconds a call waits for a free worker (a flood queues, it is not served)
 _CACHE_SIZE = 8192
+_EXPONENT_NOTATION_RE = re.compile(r"\d[eE][+-]?\d")
 
 # ---------------------------------------------------------------------------------------------
 # canonical keys
@@ -141,14 +132,6 @@ class AnswerError(ValueError):
     """A reference has no gold answer; the message says why."""
 
 
-class _NeedsWorker(Exception):
-    """Raised instead of waiting for a worker when the caller runs on an event loop."""
-
-
-class _Unavailable(Exception):
-    """No worker could take the call in time (not cached: the next call tries again)."""
-
-
 def canonical(answer: str) -> str | None:
     """A key shared by all spellings of one answer value; None when it can't be read, is past
     the bounds, or is not reduced to a value (``1 + 4``)."""
@@ -163,7 +146,7 @@ def answer_value(answer: str) -> AnswerValue | None:
         return None
     try:
         value = _analyse(answer)
-    except _Unavailable as exc:
+    except Unavailable as exc:
         log.warning("answer %r not read: %s", answer[:80], exc)
         return None
     return value if isinstance(value, AnswerValue) else None
@@ -190,7 +173,7 @@ def _form(answer: str) -> Fraction | _Expression | None:
     node = answer_grammar.parse(toks) if toks else None
     if node is None or toks is None:
         return None
-    return _Expression(_sympy_source(toks), node)
+    return _Expression(answer_grammar.sympy_source(toks), node)
 
 
 def _reads_as_answer(span: str) -> bool:
@@ -228,7 +211,7 @@ def _analyse(answer: str) -> AnswerValue | _Refused | None:
     if reading.number is not None:
         return _rational_value(reading.number, reduced=reading.reduced)
     try:
-        result = _call_worker("value", form.source, reading.cancel)
+        result = answer_workers.call("value", form.source, reading.cancel)
     except sandbox.DeadlineExceeded:
         log.warning("answer %r: no value within %g s, refused", answer[:80], ANSWER_DEADLINE)
         return _Refused(f"it took longer than {ANSWER_DEADLINE:g} s to evaluate")
@@ -248,86 +231,12 @@ def _rational_value(number: Fraction, reduced: bool = True) -> AnswerValue:
         approx: float | None = float(number)
     except OverflowError:
         approx = None
-    return AnswerValue(_fraction_key(number), number=number, approx=approx, reduced=reduced)
-
-
-def _fraction_key(value: Fraction) -> str:
-    return str(value)  # "3/4", "-2", "0": Fraction is always reduced, with the sign on top
+    key = str(number)  # "3/4", "-2", "0": Fraction is always reduced, with the sign on top
+    return AnswerValue(key, number=number, approx=approx, reduced=reduced)
 
 
 # ---------------------------------------------------------------------------------------------
-# expressions: the sympy source, the worker pool
-
-_EXPONENT_NOTATION_RE = re.compile(r"\d[eE][+-]?\d")
-
-
-def _sympy_source(toks: Sequence[str]) -> str:
-    """The worker's input: single-letter variables renamed ``v_x`` (no clash with sympy names
-    such as ``S``, ``N`` or ``E``); function and constant names as they are."""
-    out = []
-    for token in toks:
-        if token[0].isalpha():
-            out.append(f" {token} " if len(token) > 1 or token in "ei" else f" v_{token} ")
-        else:
-            out.append(token)
-    return "".join(out).strip()
-
-
-_local = threading.local()
-_pool_lock = threading.Lock()
-_pool: sandbox.Pool | None = None
-_executor: ThreadPoolExecutor | None = None
-
-
-def _workers() -> sandbox.Pool:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = sandbox.Pool(
-                "winnow.answer_sympy", size=WORKERS, deadline=ANSWER_DEADLINE, wait=_WORKER_WAIT
-            )
-            atexit.register(_pool.close)
-        return _pool
-
-
-def start_workers(wait: float | None = None) -> bool:
-    """Start the worker processes (in the background); with ``wait``, wait until one is ready
-    (at most that many seconds) and say whether one is."""
-    pool = _workers()
-    pool.start()
-    return pool.ready(wait) if wait is not None else True
-
-
-def _call_worker(function: str, *args: Any) -> Any:
-    if getattr(_local, "inline", False):
-        raise _NeedsWorker
-    try:
-        return _workers().call(function, *args)
-    except sandbox.PoolUnavailable as exc:
-        raise _Unavailable(str(exc)) from None
-
-
-async def off_loop(fn: Callable[..., T], *args: Any, inline: bool = True) -> T:
-    """``fn(*args)`` for async code: inline when it needs no worker (plain numbers: no thread
-    hop), else in a thread of this module's own pool, so the event loop never waits for sympy.
-    ``inline=False`` goes to the thread at once (large batches)."""
-    if inline:
-        _local.inline = True
-        try:
-            return fn(*args)
-        except _NeedsWorker:
-            pass
-        finally:
-            _local.inline = False
-    global _executor
-    with _pool_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(2 * WORKERS, thread_name_prefix="winnow-answers")
-    return await asyncio.get_running_loop().run_in_executor(_executor, fn, *args)
-
-
-# ---------------------------------------------------------------------------------------------
-# equivalence and grouping
+# equivalence (grouping: winnow.answer_groups)
 
 
 def equivalent(a: str, b: str) -> bool:
@@ -344,7 +253,7 @@ def _same(a: AnswerValue, b: AnswerValue) -> bool:
         return True
     try:
         return _close(a, b)
-    except _Unavailable as exc:
+    except Unavailable as exc:
         log.warning("answers not compared: %s", exc)
         return False
 
@@ -370,7 +279,7 @@ def numbers_close(a: AnswerValue, b: AnswerValue) -> bool:
 def _sympy_equal(a: AnswerValue, b: AnswerValue) -> bool:
     """Numeric identity test in a worker: ``a - b`` vanishes at a few probe points."""
     try:
-        return bool(_call_worker("equal", _source_of(a), _source_of(b)))
+        return bool(answer_workers.call("equal", _source_of(a), _source_of(b)))
     except (sandbox.DeadlineExceeded, sandbox.WorkerError):
         return False
 
@@ -397,7 +306,7 @@ def gold_answer(reference: str) -> str:
             continue
         try:
             value = _analyse(candidate)
-        except _Unavailable as exc:
+        except Unavailable as exc:
             raise AnswerError(f"the reference could not be read now ({exc}); retry") from None
         if isinstance(value, AnswerValue):
             return candidate

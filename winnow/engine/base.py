@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from winnow.engine.processors.specs import SegmentSpec
+from winnow.engine.processors.specs import SegmentSpec, VasSpec
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -67,6 +67,7 @@ class SamplingSpec(BaseModel):
         description="Probe directories to score on every generated token's final hidden state "
         "inside the engine (Completion.tap); an engine that cannot tap returns none.",
     )
+    vas: VasSpec | None = Field(None, description="Steer every token by value models (VAS).")
 
     @model_validator(mode="after")
     def _check(self) -> SamplingSpec:
@@ -81,13 +82,14 @@ class SamplingSpec(BaseModel):
     def vllm_settings(self) -> dict[str, Any]:
         """The sampling settings that vLLM's ``SamplingParams`` and its ``/v1/completions`` both
         take under these names (tuples as lists). Left to each backend: the prompt, logprobs
-        (how they are asked for differs) and winnow's own steering (``segment``, ``extra_args``).
+        (how they are asked for differs) and winnow's own steering (``segment``, ``vas``,
+        ``extra_args``).
         """
         settings = self.model_dump(exclude=_BACKEND_OWN)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-_BACKEND_OWN = {"prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "tap"}
+_BACKEND_OWN = {"prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap"}
 
 TapScores = dict[str, list[float | None]]
 """Probe directory -> its scores of the final hidden states from the prompt's last token on

@@ -95,7 +95,7 @@ def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
 
 def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
     """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
-    if spec.segment is not None or (spec.extra_args and VAS_KEY in spec.extra_args):
+    if spec.segment is not None or spec.vas is not None or VAS_KEY in (spec.extra_args or {}):
         raise EngineRequestError(
             "cards and vas steer decoding inside winnow's local engine only: a remote vLLM "
             "server does not load winnow's logits processors"

@@ -217,6 +217,8 @@ class VllmEngine(Engine):
                 raise ValueError("this model has no sentinel token to end uncertainty segments")
             stop_token_ids.append(self._sentinel)
             extra_args = {**(extra_args or {}), **spec.segment.extra_args(self._sentinel)}
+        if spec.vas is not None:
+            extra_args = {**(extra_args or {}), **spec.vas.extra_args()}
         settings = {**spec.vllm_settings(), "stop_token_ids": stop_token_ids}
         return SamplingParams(
             **settings,

@@ -12,10 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from winnow.engine.base import EngineError, EngineRequestError, EngineUnavailable
+from winnow.metering import TokenBudgetExceeded
 from winnow.protocol.responses import ErrorDetail, ErrorResponse
 from winnow.rewards.base import RewardError, RewardInputError, RewardTimeout
 from winnow.rewards.registry import UnknownReward
-from winnow.strategies.base import TokenBudgetExceeded
 from winnow.strategies.registry import StrategyError
 
 log = logging.getLogger("winnow.server")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from winnow.metering import UsageMeter
 from winnow.protocol.rewards import (
     RewardItemIn,
     RewardRequest,
@@ -13,7 +14,6 @@ from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem
 from winnow.rewards.registry import MeteredRewards
 from winnow.server.errors import APIError
 from winnow.server.serving import ServerState
-from winnow.strategies.base import UsageMeter
 
 
 async def _prompt(state: ServerState, item: RewardItemIn, index: int) -> str:

@@ -25,14 +25,9 @@ from typing import Literal
 from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
+from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, TraceWave, finite
-from winnow.strategies.base import (
-    GenerationRequest,
-    MeteredEngine,
-    Rewards,
-    StrategyParams,
-    StrategyResult,
-)
+from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import (
     Aggregation,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from winnow.engine.base import FinishReason, SamplingSpec, TokenLogprob
-from winnow.metering import MeteredEngine, TokenBudgetExceeded, UsageMeter
+from winnow.metering import MeteredEngine
 from winnow.protocol.trace import Trace
 from winnow.rewards.registry import MeteredRewards as Rewards
 
@@ -101,8 +101,5 @@ class StrategyResult:
     trace: Trace | None = None  # what the search did, when the client asks (``trace: true``)
     streamed: bool = False  # the choices already went out through the sink
 
-
-# The request's meters live in winnow.metering; the server still imports them from here.
-__all__ = ["MeteredEngine", "Rewards", "TokenBudgetExceeded", "UsageMeter"]
 
 StrategyFn = Callable[[GenerationRequest, MeteredEngine, Rewards], Awaitable[StrategyResult]]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from winnow.strategies.base import GenerationRequest, MeteredEngine, Rewards, StrategyResult
+from winnow.metering import MeteredEngine
+from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import (
     MIN_COUNT,

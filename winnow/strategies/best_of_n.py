@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.strategies.base import GenerationRequest, MeteredEngine, Rewards, StrategyResult
+from winnow.metering import MeteredEngine
+from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
 from winnow.strategies.registry import register
 from winnow.strategies.selection import (
     SelectionParams,

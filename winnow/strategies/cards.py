@@ -35,13 +35,13 @@ from pydantic import Field
 
 from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason
 from winnow.engine.processors.specs import SegmentSpec
+from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import (
     Choice,
     ChoiceDelta,
     GenerationRequest,
-    MeteredEngine,
     Rewards,
     StrategyParams,
     StrategyResult,

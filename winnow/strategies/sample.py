@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from winnow.engine.base import SamplingSpec
+from winnow.metering import MeteredEngine
 from winnow.strategies.base import (
     Choice,
     ChoiceDelta,
     GenerationRequest,
-    MeteredEngine,
     Rewards,
     StrategyParams,
     StrategyResult,

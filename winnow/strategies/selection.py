@@ -31,15 +31,10 @@ from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion
+from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, Tapped, split_steps
-from winnow.strategies.base import (
-    Choice,
-    GenerationRequest,
-    MeteredEngine,
-    Rewards,
-    StrategyParams,
-)
+from winnow.strategies.base import Choice, GenerationRequest, Rewards, StrategyParams
 from winnow.strategies.registry import StrategyError
 
 Aggregation = Literal["last", "min", "prod"]

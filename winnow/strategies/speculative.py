@@ -25,14 +25,9 @@ from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion, CompletionDelta
+from winnow.metering import MeteredEngine
 from winnow.rewards.base import OutcomeItem, Tapped
-from winnow.strategies.base import (
-    GenerationRequest,
-    MeteredEngine,
-    Rewards,
-    StrategyParams,
-    StrategyResult,
-)
+from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import (
     Candidate,

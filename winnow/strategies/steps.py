@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 from winnow import answers
 from winnow.engine.base import Completion, FinishReason, Generation, SamplingSpec, TokenLogprob
+from winnow.metering import MeteredEngine
 from winnow.rewards.base import OutcomeItem, ProcessItem
-from winnow.strategies.base import MeteredEngine, Rewards
+from winnow.strategies.base import Rewards
 from winnow.strategies.selection import Aggregation, Reading, aggregate, as_is
 
 

@@ -19,13 +19,8 @@ import math
 from pydantic import Field, field_validator
 
 from winnow.engine.processors.specs import VAS_MAX_TOP_K, VasSpec
-from winnow.strategies.base import (
-    GenerationRequest,
-    MeteredEngine,
-    Rewards,
-    StrategyParams,
-    StrategyResult,
-)
+from winnow.metering import MeteredEngine
+from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.sample import sample_spec
 from winnow.values import available, read_meta
@@ -87,5 +82,5 @@ async def vas(
     if unavailable:
         raise StrategyError(f"vas cannot run on the served model: {unavailable}", "strategy")
     guide = value_guide(params, engine.info.vocab_size)
-    spec = request.spec.replace(extra_args=guide.extra_args())
+    spec = request.spec.replace(vas=guide)
     return await sample_spec(request, engine, spec, values=dict(params.values), top_k=params.top_k)

@@ -3,9 +3,9 @@
 Every processor here is registered with the shared ``AsyncLLM`` at start-up and stays inert for
 requests that do not carry its key in ``SamplingParams.extra_args``, so ordinary requests are
 token-identical to an engine without them. Strategies reach them only through a typed spec
-(:mod:`.specs`: ``SamplingSpec.segment`` and ``SamplingSpec.tap``, or a ``VasSpec`` written into
-``extra_args``), never
-through vLLM types.
+(:mod:`.specs`: ``SamplingSpec.segment``, ``SamplingSpec.vas``, ``SamplingSpec.tap``), which the
+local engine writes into ``extra_args`` under the spec's own key, never through vLLM types; a
+remote backend refuses segment and vas, and scores without the tap.
 
 They run in vLLM's engine-core process (pickled there by import path), so each lives in an
 importable module and loads what it needs (weights, tokenizer facts) itself.
