@@ -264,3 +264,41 @@ def test_a_cancelled_tapped_call_leaves_no_file(live_server):
     assert live_server.run(run()) == 4
     assert live_server.wait_idle() == 0
     assert list(tap_dir().iterdir()) == []
+
+
+@pytest.mark.engine
+def test_cards_scores_every_prefix_from_the_engine(live_server):
+    """cards: RM(prompt) and every candidate prefix read from the tap (scores carried across
+    segments, one call per segment), so no reward tokens at all."""
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    body = {
+        "model": live_server.engine.info.name,
+        "prompt": "Question: What is 6 * 7? Explain briefly.\nAnswer:",
+        "max_tokens": 48, "temperature": 0.8, "seed": 4,
+        "strategy": {"name": "cards", "max_rejections": 3},
+    }  # fmt: skip
+    r = httpx.post(f"{live_server.base_url}/completions", json=body, headers=headers, timeout=300)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    usage, details = out["usage"]["winnow"], out["winnow"]["details"]
+    assert details["segments"] >= 2
+    assert usage["reward_tapped"] == details["candidates"] + 1, (usage, details)  # + RM(prompt)
+    assert usage["reward_tokens"] == 0
+    assert live_server.wait_idle() == 0
+
+
+@pytest.mark.engine
+def test_adaptive_reads_each_waves_scores_from_the_engine(live_server):
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    body = {
+        "model": live_server.engine.info.name,
+        "prompt": "Question: What is 15 - 6?\nAnswer:", "max_tokens": 32, "temperature": 0.8,
+        "seed": 6,
+        "strategy": {"name": "adaptive", "reward": "default", "rule": "weighted",
+                     "selection": "weighted_vote", "max_n": 8},
+    }  # fmt: skip
+    r = httpx.post(f"{live_server.base_url}/completions", json=body, headers=headers, timeout=300)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    usage, details = out["usage"]["winnow"], out["winnow"]["details"]
+    assert usage["reward_tokens"] == 0 and usage["reward_tapped"] == details["candidates"]

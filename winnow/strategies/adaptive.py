@@ -27,6 +27,7 @@ from pydantic import Field
 from winnow.answer_groups import answers_and_groups_async
 from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, TraceWave, finite
+from winnow.rewards.base import Tapped
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.selection import (
@@ -42,6 +43,7 @@ from winnow.strategies.selection import (
     rank_best,
     score_candidates,
     selection_trace,
+    tap_for,
 )
 from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves, verdict
 
@@ -191,6 +193,9 @@ async def adaptive(
     if params.reward is not None:
         rewards.info(params.reward)  # an unknown reward fails before any sampling
     stopping = params.stopping(request)
+    tap: tuple[str, ...] = ()  # scored inside the engine when the reward is read at all
+    if params.reward is not None and (stopping.needs_scores or params.selection != "majority"):
+        tap = tap_for(rewards, engine, params.reward)
     candidates: list[Candidate] = []
     reading: Reading | None = None
     wave_of: list[int] = []  # each candidate's wave
@@ -199,9 +204,13 @@ async def adaptive(
     async def draw(k: int) -> list[Vote]:
         nonlocal reading
         seed = None if request.spec.seed is None else request.spec.seed + len(candidates)
-        generation = await engine.generate(request.spec.replace(n=k, seed=seed))
+        generation = await engine.generate(request.spec.replace(n=k, seed=seed, tap=tap))
+        ids = tuple(generation.prompt_token_ids)
         wave = [
-            Candidate(dataclasses.replace(c, index=len(candidates) + i))
+            Candidate(
+                dataclasses.replace(c, index=len(candidates) + i),
+                tapped=Tapped(ids, tuple(c.token_ids), c.tap) if c.tap else None,
+            )
             for i, c in enumerate(generation.completions)
         ]
         candidates.extend(wave)

@@ -69,7 +69,7 @@ async def best_of_majority(
     assert isinstance(params, BestOfMajorityParams)
     k = params.k or request.spec.n
     rewards.info(params.reward)
-    tap = tap_for(rewards, engine, params)
+    tap = tap_for(rewards, engine, params.reward)
     prompt, candidates = await sample_candidates(request, engine, params.n, tap)
     reading = await score_candidates(prompt, candidates, rewards, params)
     chosen, qualifying = pick_best_of_majority(

@@ -45,7 +45,7 @@ async def best_of_n(
     if params.selection != "majority":
         rewards.info(params.reward)  # an unknown reward fails before any sampling
     scored = params.selection != "majority"
-    tap = tap_for(rewards, engine, params) if scored else ()
+    tap = tap_for(rewards, engine, params.reward) if scored else ()
     prompt, candidates = await sample_candidates(request, engine, params.n, tap)
     reading = as_is  # majority: no scores; ties between equal counts stay by index
     if scored:

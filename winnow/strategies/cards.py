@@ -33,11 +33,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason
+from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, TapScores
 from winnow.engine.processors.specs import SegmentSpec
 from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
-from winnow.rewards.base import OutcomeItem
+from winnow.rewards.base import OutcomeItem, Tapped
 from winnow.strategies.base import (
     Choice,
     ChoiceDelta,
@@ -133,6 +133,7 @@ class Chain:
     finish: FinishReason | None = None
     score: float | None = None
     stats: ChainStats = field(default_factory=ChainStats)
+    tap: TapScores = field(default_factory=dict)  # the engine's scores, prompt's last token on
     sent_chars: int = 0  # streamed so far
     sent_ids: int = 0
 
@@ -178,7 +179,10 @@ async def cards(
         else await engine.tokenize(request.spec.prompt, add_special_tokens=True)
     )
     scale = log_odds if uses_log_odds(params, rewards) else float
-    r_prompt = (await rewards.score(params.reward, [item(request, "")])).scores[0]
+    heads = rewards.tap_heads(params.reward, engine.info.tap_model)
+    r_prompt = (
+        await rewards.score(params.reward, [await prompt_item(request, prompt_ids, heads, engine)])
+    ).scores[0]
     if math.isnan(r_prompt):  # min(r_star, NaN) would quietly pin tau at r_star
         raise StrategyError(
             f"reward {params.reward!r} gave no score (NaN) for the prompt without an answer; "
@@ -191,7 +195,7 @@ async def cards(
     async with asyncio.TaskGroup() as group:
         for chain in chains:
             group.create_task(
-                grow(chain, request, prompt_ids, (r0, r_star), scale, engine, rewards, trace)
+                grow(chain, request, prompt_ids, (r0, r_star), scale, engine, rewards, trace, heads)
             )
     stats = [c.stats for c in chains]
     if trace is not None:
@@ -212,10 +216,27 @@ async def cards(
     )
 
 
-def item(request: GenerationRequest, response: str) -> OutcomeItem:
+def item(request: GenerationRequest, response: str, tapped: Tapped | None = None) -> OutcomeItem:
     params = request.params
     assert isinstance(params, CardsParams)
-    return OutcomeItem(request.prompt_text, response, params.reference)
+    return OutcomeItem(request.prompt_text, response, params.reference, tapped)
+
+
+async def prompt_item(
+    request: GenerationRequest,
+    prompt_ids: tuple[int, ...],
+    heads: tuple[str, ...],
+    engine: MeteredEngine,
+) -> OutcomeItem:
+    """RM(prompt), the threshold's start: with the engine's tap, read from a one-token call
+    (whose prefill every chain then reuses from the prefix cache) instead of a reward pass."""
+    if not heads:
+        return item(request, "")
+    first = await engine.generate(
+        request.spec.replace(prompt=prompt_ids, n=1, max_tokens=1, logprobs=None, tap=heads)
+    )
+    scores = first.completions[0].tap or {}
+    return item(request, "", Tapped(prompt_ids, (), {h: s[:1] for h, s in scores.items()}))
 
 
 async def grow(
@@ -227,9 +248,11 @@ async def grow(
     engine: MeteredEngine,
     rewards: Rewards,
     trace: Trace | None = None,
+    heads: tuple[str, ...] = (),
 ) -> None:
     """Grow one answer segment by segment until EOS, a stop, or max_tokens; with a ``trace``,
-    every candidate segment goes into it."""
+    every candidate segment goes into it. ``heads``: probe heads the engine scores as it
+    writes (the prefix's scores carry over from the segments accepted before)."""
     r0, r_star = schedule
     params = request.params
     assert isinstance(params, CardsParams)
@@ -255,11 +278,16 @@ async def grow(
                 segment=SegmentSpec(
                     entropy=params.entropy_threshold, min_tokens=params.min_segment_tokens
                 ),
+                tap=heads,
             )
             generation = await engine.generate(spec)
             segment = generation.completions[0]
             proposal = await propose(chain, segment, request, engine)
-            raw = (await rewards.score(params.reward, [item(request, proposal.text)])).scores[0]
+            tapped = None
+            if proposal.tap:
+                tapped = Tapped(prompt_ids, tuple(proposal.token_ids), proposal.tap)
+            scored = await rewards.score(params.reward, [item(request, proposal.text, tapped)])
+            raw = scored.scores[0]
             score = scale(raw) if not math.isnan(raw) else raw
             chain.stats.candidates += 1
             horizon = params.horizon or request.spec.max_tokens
@@ -308,6 +336,7 @@ class Proposal:
     token_ids: list[int]
     text: str
     finish: FinishReason | None  # None: the answer goes on
+    tap: TapScores = field(default_factory=dict)  # as Chain.tap, with the segment's
 
 
 async def propose(
@@ -321,13 +350,27 @@ async def propose(
         finish = None  # only the segment cap was hit: keep going
     else:
         finish = segment.finish_reason or "length"
+    tap = joined(chain.tap, segment.tap, len(chain.token_ids))
     # The engine saw only this segment, so a stop string that began in the accepted text and
     # ends in the segment got past it: cut the answer before it, as the engine would have.
     if hit := straddling(text, request.spec.stop, len(chain.text)):
         at = hit[0]
         ids = await tokens_covering(engine, ids, at)
         text, finish = text[:at], "stop"
-    return Proposal(ids, text, finish)
+    return Proposal(ids, text, finish, tap)
+
+
+def joined(prefix: TapScores, segment: TapScores | None, length: int) -> TapScores:
+    """The tap scores of a chain of ``length`` tokens extended by a segment whose call started
+    from it: the segment's first score is the state of the chain's last token (the prompt's
+    when the chain is empty), so the chain's own scores up to that token come first."""
+    if not segment:
+        return {}
+    out: TapScores = {}
+    for head, scores in segment.items():
+        before = (prefix.get(head) or [])[:length]
+        out[head] = [*before, *[None] * (length - len(before)), *scores]
+    return out
 
 
 async def accept(
@@ -337,6 +380,7 @@ async def accept(
     chain.text = proposal.text
     chain.finish = proposal.finish
     chain.score = None if math.isnan(score) else score
+    chain.tap = proposal.tap
     if request.sink is None:
         return
     # While the answer goes on, hold back what could be the start of a stop string spanning

@@ -34,6 +34,7 @@ from winnow.engine.base import Completion
 from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 from winnow.rewards.base import OutcomeItem, ProcessItem, RewardInfo, Tapped, split_steps
+from winnow.rewards.registry import RewardRef
 from winnow.strategies.base import Choice, GenerationRequest, Rewards, StrategyParams
 from winnow.strategies.registry import StrategyError
 
@@ -165,12 +166,12 @@ def aggregated_reading(reading: Reading, how: Aggregation) -> Reading:
     return as_is if how == "prod" else reading
 
 
-def tap_for(rewards: Rewards, engine: MeteredEngine, params: SelectionParams) -> tuple[str, ...]:
-    """The probe heads the engine can score for ``params.reward`` while it samples (outcome
-    rewards: a process reward scores steps, which the tap does not serve yet)."""
-    if rewards.info(params.reward).kind != "outcome":
+def tap_for(rewards: Rewards, engine: MeteredEngine, reward: RewardRef) -> tuple[str, ...]:
+    """The probe heads the engine can score for ``reward`` while it samples (outcome rewards:
+    a process reward scores steps, which the tap does not serve yet)."""
+    if rewards.info(reward).kind != "outcome":
         return ()
-    return rewards.tap_heads(params.reward, engine.info.tap_model)
+    return rewards.tap_heads(reward, engine.info.tap_model)
 
 
 async def sample_candidates(
