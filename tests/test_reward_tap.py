@@ -302,3 +302,35 @@ def test_adaptive_reads_each_waves_scores_from_the_engine(live_server):
     out = r.json()
     usage, details = out["usage"]["winnow"], out["winnow"]["details"]
     assert usage["reward_tokens"] == 0 and usage["reward_tapped"] == details["candidates"]
+
+
+@pytest.mark.engine
+def test_tree_search_reads_step_scores_from_the_engine(live_server):
+    """The PRM's step scores of every beam come from the tap (scores carried across the calls
+    that wrote the steps) and equal the re-encoded ones: the same search, tap on and off."""
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    body = {
+        "model": live_server.engine.info.name,
+        "prompt": "Question: Sam has 5 pens and buys 3 more. How many pens?\nAnswer:",
+        "max_tokens": 64, "temperature": 0.8, "seed": 8,
+        "strategy": {"name": "tree_search", "n": 4, "beam_width": 2, "max_depth": 4,
+                     "final_reward": "default", "return_candidates": True},
+    }  # fmt: skip
+    runs = []
+    for tap in (True, False):
+        live_server.rewards.tap = tap
+        try:
+            r = httpx.post(f"{live_server.base_url}/completions", json=body, headers=headers,
+                           timeout=300)  # fmt: skip
+        finally:
+            live_server.rewards.tap = True
+        assert r.status_code == 200, r.text
+        runs.append(r.json())
+    tapped, encoded = (run["usage"]["winnow"] for run in runs)
+    assert tapped["reward_tapped"] > 0 and encoded["reward_tapped"] == 0
+    assert tapped["reward_tokens"] < encoded["reward_tokens"]
+    with_tap, without = (run["winnow"]["candidates"] for run in runs)
+    assert [c["text"] for c in with_tap] == [c["text"] for c in without]
+    for a, b in zip(with_tap, without, strict=True):
+        assert a["step_scores"] == pytest.approx(b["step_scores"], abs=1e-4)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)

@@ -76,6 +76,24 @@ class Tapped:
     scores: Mapping[str, Sequence[float | None]]
 
 
+def join_tap(
+    prefix: Mapping[str, Sequence[float | None]],
+    continuation: Mapping[str, Sequence[float | None]] | None,
+    length: int,
+) -> dict[str, list[float | None]]:
+    """The tap scores of a response of ``length`` tokens continued by an engine call that
+    started from it: the call's first score is the state of the response's last token (the
+    prompt's when it is empty), so the response's own scores up to that token come first.
+    Empty when the call has none (the continuation was not tapped)."""
+    if not continuation:
+        return {}
+    out: dict[str, list[float | None]] = {}
+    for head, scores in continuation.items():
+        before = list(prefix.get(head) or [])[:length]
+        out[head] = [*before, *[None] * (length - len(before)), *scores]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class OutcomeItem:
     """One (prompt, response) pair. ``prompt`` is the rendered prompt text the policy saw (a
@@ -99,6 +117,7 @@ class ProcessItem:
     steps: tuple[str, ...]
     partial: bool = False
     reference: str | None = None
+    tapped: Tapped | None = None  # the engine's scores of these steps' tokens, when it has them
 
 
 @dataclass(slots=True)
@@ -116,6 +135,7 @@ class StepScored:
     scores: list[list[float]]  # one list per item, one score per step
     tokens: int = 0
     cached_tokens: int = 0
+    tapped: int = 0  # items scored from the engine's states (Tapped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,4 +70,9 @@ class CompositeReward(Reward):
             for i, steps in enumerate(part.scores):
                 for j, s in enumerate(steps):
                     totals[i][j] += self.weights[name] * s
-        return StepScored(totals, sum(p.tokens for p in parts), sum(p.cached_tokens for p in parts))
+        return StepScored(
+            totals,
+            sum(p.tokens for p in parts),
+            sum(p.cached_tokens for p in parts),
+            sum(p.tapped for p in parts),
+        )

@@ -40,6 +40,7 @@ from winnow.rewards.base import (
     RewardKind,
     Scored,
     StepScored,
+    Tapped,
 )
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 
@@ -153,27 +154,29 @@ class ProbeReward(Reward):
         )
 
     def tap_heads(self, model_dir: str) -> tuple[str, ...]:
-        if not self.reads_final_states_of(model_dir):
-            return ()
-        return (self.tap_head,)
+        same = Path(self.backbone.model_dir).resolve() == Path(model_dir).resolve()
+        return (self.tap_head,) if self.layer == -1 and same else ()
 
     @property
     def tap_head(self) -> str:
         """How the engine's tap names this head (its resolved directory)."""
         return str(self.directory.resolve())
 
-    def tapped_score(self, item: OutcomeItem, job: ProbeJob) -> float | None:
-        """The score the engine computed for ``item`` at the position ``job`` reads, if the
-        engine saw the same tokens up to that position (they are what the state depends on)."""
-        tapped = item.tapped
+    def tapped_scores(self, tapped: Tapped | None, job: ProbeJob) -> list[float] | None:
+        """The scores the engine computed at every position ``job`` reads, if it saw the same
+        tokens up to each (they are all a state depends on) and scored them all; else None."""
         scores = tapped.scores.get(self.tap_head) if tapped is not None else None
-        if tapped is None or scores is None:
+        if tapped is None or scores is None or not job.positions:
             return None
-        position, start = job.positions[0], len(tapped.prompt_ids) - 1  # scores[0]: the prompt's
+        start = len(tapped.prompt_ids) - 1  # scores[0]: the prompt's last token
         seen = tapped.prompt_ids + tapped.token_ids
-        if not start <= position < len(seen) or job.ids[: position + 1] != seen[: position + 1]:
+        last = max(job.positions)
+        if min(job.positions) < start or last >= len(seen):
             return None
-        return scores[position - start]
+        if job.ids[: last + 1] != seen[: last + 1]:
+            return None
+        found = [scores[p - start] if p - start < len(scores) else None for p in job.positions]
+        return None if any(s is None for s in found) else [float(s) for s in found if s is not None]
 
     def score_states(self, hidden: torch.Tensor) -> list[float]:
         """The probe's score of every row of ``hidden`` ``[N, H]``: states it reads, already
@@ -216,20 +219,29 @@ class ProbeReward(Reward):
         if self.info.kind == "process":
             return await super().score(items)
         jobs = [self.outcome_job(i) for i in items]
-        scores = [self.tapped_score(item, job) for item, job in zip(items, jobs, strict=True)]
-        todo = [job for job, score in zip(jobs, scores, strict=True) if score is None]
-        results = iter(await self.batcher.submit(todo) if todo else [])
-        encoded = []
-        for i, score in enumerate(scores):
-            if score is None:
-                encoded.append(next(results))
-                scores[i] = encoded[-1].scores[0]
-        tapped = len(items) - len(encoded)
-        return Scored([float(s) for s in scores if s is not None], *cost(encoded), tapped)
+        scores, tokens, cached, tapped = await self._tapped_or_encoded(
+            [i.tapped for i in items], jobs
+        )
+        return Scored([s[0] for s in scores], tokens, cached, tapped)
+
+    async def _tapped_or_encoded(
+        self, tapped: Sequence[Tapped | None], jobs: list[ProbeJob]
+    ) -> tuple[list[list[float]], int, int, int]:
+        """Each job's scores from the engine's tap where it has them, the rest encoded in one
+        batch; with (tokens computed, tokens reused, jobs tapped)."""
+        found = [self.tapped_scores(t, job) for t, job in zip(tapped, jobs, strict=True)]
+        todo = [job for job, f in zip(jobs, found, strict=True) if f is None]
+        results = list(await self.batcher.submit(todo) if todo else [])
+        encoded = iter(results)
+        scores = [f if f is not None else list(next(encoded).scores) for f in found]
+        return scores, *cost(results), len(jobs) - len(todo)
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         if self.info.kind != "process":
             return await super().score_steps(items)
-        results = await self.batcher.submit([self.process_job(i) for i in items])
-        scores = [[s if not math.isnan(s) else float("nan") for s in r.scores] for r in results]
-        return StepScored(scores, *cost(results))
+        jobs = [self.process_job(i) for i in items]
+        found, tokens, cached, tapped = await self._tapped_or_encoded(
+            [i.tapped for i in items], jobs
+        )
+        scores = [[s if not math.isnan(s) else float("nan") for s in f] for f in found]
+        return StepScored(scores, tokens, cached, tapped)

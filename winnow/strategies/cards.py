@@ -37,7 +37,7 @@ from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, TapScores
 from winnow.engine.processors.specs import SegmentSpec
 from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
-from winnow.rewards.base import OutcomeItem, Tapped
+from winnow.rewards.base import OutcomeItem, Tapped, join_tap
 from winnow.strategies.base import (
     Choice,
     ChoiceDelta,
@@ -350,7 +350,7 @@ async def propose(
         finish = None  # only the segment cap was hit: keep going
     else:
         finish = segment.finish_reason or "length"
-    tap = joined(chain.tap, segment.tap, len(chain.token_ids))
+    tap = join_tap(chain.tap, segment.tap, len(chain.token_ids))
     # The engine saw only this segment, so a stop string that began in the accepted text and
     # ends in the segment got past it: cut the answer before it, as the engine would have.
     if hit := straddling(text, request.spec.stop, len(chain.text)):
@@ -358,19 +358,6 @@ async def propose(
         ids = await tokens_covering(engine, ids, at)
         text, finish = text[:at], "stop"
     return Proposal(ids, text, finish, tap)
-
-
-def joined(prefix: TapScores, segment: TapScores | None, length: int) -> TapScores:
-    """The tap scores of a chain of ``length`` tokens extended by a segment whose call started
-    from it: the segment's first score is the state of the chain's last token (the prompt's
-    when the chain is empty), so the chain's own scores up to that token come first."""
-    if not segment:
-        return {}
-    out: TapScores = {}
-    for head, scores in segment.items():
-        before = (prefix.get(head) or [])[:length]
-        out[head] = [*before, *[None] * (length - len(before)), *scores]
-    return out
 
 
 async def accept(

@@ -18,9 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from winnow import answers
-from winnow.engine.base import Completion, FinishReason, Generation, SamplingSpec, TokenLogprob
+from winnow.engine.base import (
+    Completion,
+    FinishReason,
+    Generation,
+    SamplingSpec,
+    TapScores,
+    TokenLogprob,
+)
 from winnow.metering import MeteredEngine
-from winnow.rewards.base import OutcomeItem, ProcessItem
+from winnow.rewards.base import OutcomeItem, ProcessItem, Tapped, join_tap
 from winnow.strategies.base import Rewards
 from winnow.strategies.selection import Aggregation, Reading, aggregate, as_is
 
@@ -39,6 +46,7 @@ class Beam:
     finish_reason: FinishReason | None = None  # set once the beam has left the search
     scored: bool = False  # step_scores cover the beam as it is now
     node: int | None = None  # its node in the request's trace (when traced)
+    tap: TapScores = field(default_factory=dict)  # the engine's scores of its tokens' states
 
     @property
     def text(self) -> str:
@@ -70,7 +78,11 @@ class Beam:
             logprobs=logprobs,
             subtree=self.subtree,
             step_ids=(0 if new_step else self.step_ids) + len(completion.token_ids),
+            tap=join_tap(self.tap, completion.tap, len(self.ids)),
         )
+
+    def tapped(self, prompt_ids: tuple[int, ...]) -> Tapped | None:
+        return Tapped(prompt_ids, tuple(self.ids), self.tap) if self.tap and prompt_ids else None
 
 
 def has_final_answer(text: str) -> bool:
@@ -142,25 +154,27 @@ async def score_beams(
     reward: str | dict[str, float],
     kind: str,
     reference: str | None,
+    prompt_ids: tuple[int, ...] = (),
 ) -> None:
     """Score every beam in ONE reward call and store its per-step scores.
 
     A process reward scores every step of each prefix (the last one as a partial step when the
     beam is partial). An outcome reward scores each prefix's text as it stands; its earlier
-    steps keep the scores they got when they were the last step.
+    steps keep the scores they got when they were the last step. With ``prompt_ids`` (the
+    prompt the beams' ids continue), a probe reward reads the scores the engine's tap wrote.
     """
     if not beams:
         return
     if kind == "process":
         items = [
-            ProcessItem(prompt, tuple(b.steps), partial=b.partial, reference=reference)
+            ProcessItem(prompt, tuple(b.steps), b.partial, reference, tapped=b.tapped(prompt_ids))
             for b in beams
         ]
         scored = await rewards.score_steps(reward, items)
         for beam, scores in zip(beams, scored.scores, strict=True):
             beam.step_scores, beam.scored = [float(s) for s in scores], True
         return
-    outcome = [OutcomeItem(prompt, b.text, reference) for b in beams]
+    outcome = [OutcomeItem(prompt, b.text, reference, b.tapped(prompt_ids)) for b in beams]
     result = await rewards.score(reward, outcome)
     for beam, score in zip(beams, result.scores, strict=True):
         beam.step_scores = [*beam.step_scores[: max(len(beam.steps) - 1, 0)], float(score)]

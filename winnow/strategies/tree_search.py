@@ -94,7 +94,10 @@ async def finished_candidates(search: Search) -> list[Candidate]:
         out.append(Candidate(completion, beam.score(params.aggregation, search.reading)))
     if params.final_reward is not None and out:
         prompt, reference = search.request.prompt_text, params.reference
-        items = [OutcomeItem(prompt, c.completion.text, reference) for c in out]
+        items = [
+            OutcomeItem(prompt, c.completion.text, reference, beam.tapped(search.prompt_ids))
+            for c, beam in zip(out, search.finished, strict=True)
+        ]
         scored = await search.rewards.score(params.final_reward, items)
         search.reward_calls += 1
         for candidate, score in zip(out, scored.scores, strict=True):
@@ -118,7 +121,11 @@ async def tree_search(
         ids = await engine.tokenize(request.spec.prompt, add_special_tokens=True)
         request.spec = request.spec.replace(prompt=tuple(ids))
     reading = probability_reading(rewards, params.reward)
-    search = Search(request, engine, rewards, params, kind, reading)
+    model = engine.info.tap_model
+    tap = rewards.tap_heads(params.reward, model)
+    if params.final_reward is not None:
+        tap = tuple(dict.fromkeys((*tap, *rewards.tap_heads(params.final_reward, model))))
+    search = Search(request, engine, rewards, params, kind, reading, tap)
     await search.run()
     candidates = await finished_candidates(search)
     votes = final or aggregated_reading(reading, params.aggregation)

@@ -33,6 +33,7 @@ class Expander:
     engine: MeteredEngine
     params: TreeSearchParams
     nodes: Nodes
+    tap: tuple[str, ...] = ()  # probe heads the engine scores as it writes (the reward tap)
     expansions: int = 0  # children sampled
     continuations: int = 0  # early rejection: survivors that finished their step
     _calls: int = 0
@@ -56,6 +57,7 @@ class Expander:
             stop=stop,
             include_stop_str_in_output=True,
             seed=self._seed(),
+            tap=self.tap,
         )
 
     def _remaining(self, beam: Beam) -> int:

@@ -27,6 +27,7 @@ class Search:
     params: TreeSearchParams
     kind: str
     reading: Reading = as_is  # the reward's scores as probabilities (prod, weighted vote)
+    tap: tuple[str, ...] = ()  # probe heads the engine scores while it writes the steps
     finished: list[Beam] = field(default_factory=list)
     pending: list[Beam] = field(default_factory=list)  # finished, not yet scored as they are
     rounds: int = 0
@@ -38,7 +39,7 @@ class Search:
 
     def __post_init__(self) -> None:
         self.nodes = Nodes(Trace(strategy="tree_search") if self.params.trace else None)
-        self.expander = Expander(self.request, self.engine, self.params, self.nodes)
+        self.expander = Expander(self.request, self.engine, self.params, self.nodes, self.tap)
 
     @property
     def early_rejection(self) -> bool:
@@ -55,8 +56,14 @@ class Search:
                 self.params.reward,
                 self.kind,
                 self.params.reference,
+                self.prompt_ids,
             )
             self.reward_calls += 1
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        prompt = self.request.spec.prompt
+        return prompt if isinstance(prompt, tuple) else ()
 
     def _rank(self, beams: Sequence[Beam]) -> list[Beam]:
         agg = self.params.aggregation
