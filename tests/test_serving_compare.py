@@ -103,7 +103,7 @@ def test_ratios_are_paired_per_round_then_medianed():
     assert not v[("1", 4)]["met"] and v[("1", 4)]["measured"].startswith("+10.0%")
     assert not v[("2", 4)]["met"] and v[("2", 4)]["measured"] == "1.30x"
     assert "300 ms per request" in v[("2", 4)]["reason"]
-    assert not v[("3", 4)]["met"] and v[("3", 4)]["measured"] == "1.63x"
+    assert v[("3", 4)]["met"] and v[("3", 4)]["measured"] == "1.63x"  # target 1.3x
     assert all("not conclusive" in x["reason"] for x in sc.verdicts(groups, agg, noisy=True))
 
 
@@ -126,7 +126,7 @@ def test_markdown_has_every_table_and_the_verdicts():
     assert "| 4 | 8 | winnow | 1100 | 1650 | 100 | 0.900 | 57.6 | 200 |" in md
     assert "| 4 | +10.0% | +10.0% | +10.0% |" in md
     assert "| 4 | 1.30x, 1.30x | 1.63x | 1.16x |" in md
-    assert md.count("**missed**") == 3 and "noisy" in md
+    assert md.count("**missed**") == 2 and "noisy" in md  # 1.63x meets the 1.3x target
     assert not math.isnan(agg["best_of_n@4"]["sides"]["naive"]["request_throughput"])
 
 

@@ -64,6 +64,7 @@ N = 8
 MAX_MODEL_LEN = 2048
 TARGET_OVERHEAD = 0.10  # comparison 1: winnow slower by less than this
 TARGET_BON_E2EL = 1.10  # comparison 2: best_of_n median E2EL / raw n=8 median E2EL at most
+REQUEST_SEED = 1234  # --natural-stop: every request's seed (its candidates get seed + i)
 TARGET_NAIVE_SPEEDUP = 1.3  # comparison 3: best_of_n req/s / naive pipeline req/s at least
 
 
@@ -333,28 +334,39 @@ class Group:
 
 
 def build_groups(
-    plan: Plan, winnow: Server, vllm: Server, reward: str, sequential_naive: bool = False
+    plan: Plan,
+    winnow: Server,
+    vllm: Server,
+    reward: str,
+    sequential_naive: bool = False,
+    natural_stop: bool = False,
 ) -> list[Group]:
+    """Every side of every comparison. With ``natural_stop`` candidates end at EOS (no
+    ``ignore_eos``) and every request carries the seed :data:`REQUEST_SEED`, which vLLM's n=8
+    children, winnow's candidates and the naive client's 8 requests all turn into seed + i: the
+    sides sample the same candidates, so they generate the same tokens."""
     base = BenchConfig(
-        endpoint="chat", max_tokens=plan.max_tokens, temperature=TEMPERATURE, ignore_eos=True,
-        seed=0, timeout=900.0, progress=False,
+        endpoint="chat", max_tokens=plan.max_tokens, temperature=TEMPERATURE,
+        ignore_eos=not natural_stop, seed=0, timeout=900.0, progress=False,
     )  # fmt: skip
+    seeded = {"seed": REQUEST_SEED} if natural_stop else {}
     groups = []
     for clients, prompts in plan.sample_levels.items():
         cfg = replace(base, max_concurrency=clients, stream=True)
         groups.append(Group("sample", clients, prompts, [
             Side("winnow", replace(cfg, base_url=winnow.base_url,
-                                   extra_body={"strategy": {"name": "sample"}})),
-            Side("vllm", replace(cfg, base_url=vllm.base_url)),
+                                   extra_body={"strategy": {"name": "sample"}, **seeded})),
+            Side("vllm", replace(cfg, base_url=vllm.base_url, extra_body=seeded or None)),
         ]))  # fmt: skip
-    bon = {"strategy": {"name": "best_of_n", "n": N, "reward": reward}}
+    bon = {"strategy": {"name": "best_of_n", "n": N, "reward": reward}, **seeded}
     for clients, prompts in plan.bon_levels.items():
         cfg = replace(base, max_concurrency=clients, stream=False)
         groups.append(Group("best_of_n", clients, prompts, [
             Side("winnow_best_of_n", replace(cfg, base_url=winnow.base_url, extra_body=bon)),
-            Side("vllm_n8", replace(cfg, base_url=vllm.base_url, extra_body={"n": N})),
+            Side("vllm_n8", replace(cfg, base_url=vllm.base_url, extra_body={"n": N, **seeded})),
             Side("naive", replace(cfg, base_url=vllm.base_url, client="naive_best_of_n",
-                                  naive_n=N, reward=reward, reward_base_url=winnow.base_url)),
+                                  naive_n=N, reward=reward, reward_base_url=winnow.base_url,
+                                  extra_body=seeded or None)),
         ]))  # fmt: skip
         if sequential_naive:  # the for-loop client: an extra side, not the target's baseline
             naive = groups[-1].sides[-1].cfg
@@ -631,7 +643,11 @@ def markdown(data: dict[str, Any]) -> str:
         f"- model: {cfg['model_dir']}; both engines: {cfg['engine_settings']}, KV cache "
         f"{cfg['kv_cache_gib']} GiB; winnow's engine also carries its logits processors",
         f"- prompts: {cfg['task']} evaluation split (winnow.tasks, seed {cfg['seed']}), chat, "
-        f"max_tokens {cfg['max_tokens']} with ignore_eos, temperature {cfg['temperature']}; "
+        f"max_tokens {cfg['max_tokens']} "
+        + ("with ignore_eos" if cfg.get("ignore_eos", True)
+           else f"ending at EOS, every request seeded ({cfg.get('request_seed')}: all sides "
+                "sample the same candidates)")
+        + f", temperature {cfg['temperature']}; "
         f"best-of-N: N={cfg['n']}, reward `{cfg['reward']}`",
         f"- both servers up; one side measured at a time, {cfg['rounds']} rounds rotating the "
         "order; figures are medians over rounds, ratios the median of per-round ratios",
@@ -781,6 +797,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure the naive pipeline as a for-loop client (slow: adds minutes)",
     )
     p.add_argument(
+        "--natural-stop", action="store_true",
+        help="candidates end at EOS (no ignore_eos), every request seeded so all sides sample "
+        "the same candidates; writes serving_compare_natural.*",
+    )  # fmt: skip
+    p.add_argument(
+        "--best-of-n-only", action="store_true", help="comparisons 2 and 3 only (no sample levels)"
+    )
+    p.add_argument(
         "--memory-wait", type=float, default=10, help="minutes to wait for free memory (shared)"
     )
     return p.parse_args(argv)
@@ -788,6 +812,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plan_from(args: argparse.Namespace) -> Plan:
     plan = QUICK if args.quick else FULL
+    if args.best_of_n_only:
+        plan = replace(plan, sample_levels={})
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
     if args.max_tokens:
@@ -823,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = build_default_model(data_dir)
     prompts = winnow_task_prompts(TASK, plan.num_prompts, seed=0)
     winnow, vllm, engine_args = servers(model_dir, args.kv_cache_gib, data_dir)
-    groups = build_groups(plan, winnow, vllm, args.reward, args.sequential_naive)
+    groups = build_groups(plan, winnow, vllm, args.reward, args.sequential_naive, args.natural_stop)
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="serving-compare-"))
     # per server: KV cache + ~2 GiB of engine worker + ~1.5 GiB server (winnow: the backbone)
@@ -837,7 +863,11 @@ def main(argv: list[str] | None = None) -> int:
     duration = time.monotonic() - started
     agg = aggregate(groups)
     worst, noisy = is_noisy(agg)
-    name = "serving_compare_quick" if args.quick else "serving_compare"
+    name = (
+        "serving_compare"
+        + ("_natural" if args.natural_stop else "")
+        + ("_quick" if args.quick else "")
+    )
     settings = {k: v for k, v in engine_args.items() if k not in ("model", "logits_processors")}
     data: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -848,7 +878,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "config": {
             "model_dir": str(model_dir), "task": TASK, "seed": 0, "max_tokens": plan.max_tokens,
-            "temperature": TEMPERATURE, "ignore_eos": True, "endpoint": "chat", "n": N,
+            "temperature": TEMPERATURE, "ignore_eos": not args.natural_stop,
+            "request_seed": REQUEST_SEED if args.natural_stop else None, "endpoint": "chat", "n": N,
             "reward": args.reward, "rounds": plan.rounds, "kv_cache_gib": args.kv_cache_gib,
             "sample_levels": plan.sample_levels, "bon_levels": plan.bon_levels,
             "engine_settings": ", ".join(f"{k}={v}" for k, v in settings.items()),
