@@ -1,7 +1,9 @@
 """The remote engine: protocol mapping against a mocked vLLM (fast), then a real vLLM server.
 
 The mocked server speaks a character tokenizer (token id = code point, ``§`` is the EOS and only
-special token), which keeps expected values readable. The real server is vLLM's own OpenAI
+special token; ``<empty_output>`` is one token, id 16, as in SmolLM2), which keeps expected values
+readable. Hosts named in ``FakeVllm.workers`` answer the capability probe as ``winnow worker``
+does (tests/test_remote_workers.py). The real server is vLLM's own OpenAI
 server on the default model, started once for this module as a subprocess.
 """
 
@@ -29,6 +31,7 @@ from winnow.engine.base import (
     SamplingSpec,
     TokenLogprob,
 )
+from winnow.engine.processors.specs import PROBE_KEY, probe_answer
 from winnow.engine.remote import RemoteEngine
 from winnow.engine.remote_wire import completion_payload, error_for_status, normalize_url, top_k
 from winnow.engine.token_texts import TokenTexts
@@ -36,6 +39,7 @@ from winnow.engine.token_texts import TokenTexts
 pytestmark = pytest.mark.anyio
 
 EOS = "§"
+SPECIAL = {"<empty_output>": 16}  # one token, as in SmolLM2 (the segment sentinel)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -48,11 +52,12 @@ def anyio_backend() -> str:
 
 
 def ids_of(text: str) -> list[int]:
-    return [ord(c) for c in text]
+    return [SPECIAL[text]] if text in SPECIAL else [ord(c) for c in text]
 
 
 def text_of(ids: list[int]) -> str:
-    return "".join(chr(i) for i in ids)
+    names = {tid: text for text, tid in SPECIAL.items()}
+    return "".join(names.get(i, chr(i)) for i in ids)
 
 
 def lp_ids(*pairs: tuple[int, float]) -> dict[str, float]:
@@ -138,6 +143,9 @@ class FakeVllm:
         self.reply: tuple[int, Any] | None = None  # forced status and body for completions
         self.stream_body = STREAM
         self.healthy = True
+        self.workers: dict[str, set[str]] = {}  # host -> winnow processors it runs
+        self.probes: list[tuple[str, str]] = []  # (host, processor) asked
+        self.completed_on: list[str] = []  # the host of each recorded completion
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
@@ -164,8 +172,16 @@ class FakeVllm:
             return httpx.Response(200, json={"prompt": text_of(body["tokens"])})
         if path == "/health":
             return httpx.Response(200 if self.healthy else 503)
+        if path == "/v1/completions" and PROBE_KEY in (body.get("vllm_xargs") or {}):
+            name = body["vllm_xargs"][PROBE_KEY]
+            self.probes.append((host, name))
+            if name in self.workers.get(host, ()):
+                error = {"message": probe_answer(name), "type": "BadRequestError", "code": 400}
+                return httpx.Response(400, json={"error": error})
+            return httpx.Response(200, json=COMPLETION)
         if path == "/v1/completions":
             self.completions.append(body)
+            self.completed_on.append(host)
             if self.reply is not None:
                 return httpx.Response(self.reply[0], json=self.reply[1])
             if body.get("stream"):
@@ -516,6 +532,7 @@ async def test_remote_model_info(engine: RemoteEngine) -> None:
     assert engine.info.max_model_len == 2048
     assert engine.info.eos_token_ids == (2,)  # <|im_end|>, learnt via /tokenizer_info
     assert engine.texts.batched
+    assert engine.info.extra["steering"] == []  # a plain vLLM: none of winnow's processors
 
 
 @pytest.mark.engine

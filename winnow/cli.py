@@ -1,8 +1,10 @@
-"""The `winnow` command: serve, build the default model.
+"""The `winnow` command: serve, start a remote worker, build the default model.
 
 `winnow serve` takes winnow's own options; any other option is handed to vLLM's engine argument
 parser (e.g. --tensor-parallel-size 2 --distributed-executor-backend ray), so every engine
-setting vLLM has is available without winnow repeating it.
+setting vLLM has is available without winnow repeating it. `winnow worker` starts vLLM's OpenAI
+server with winnow's logits processors, for `winnow serve --backend remote`; options it does not
+know go to `vllm serve`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,25 @@ def _serve_parser(sub: Any) -> None:
         help="re-encode every probe score instead of reading it from the engine's states",
     )  # fmt: skip
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def _worker_parser(sub: Any) -> None:
+    from winnow.engine.worker import DEFAULT_PORT
+
+    p = sub.add_parser(
+        "worker",
+        help="start vLLM's OpenAI server with winnow's logits processors (remote cards, vas)",
+        description="Start a vLLM OpenAI server that runs winnow's logits processors, for "
+        "`winnow serve --backend remote --remote-url http://HOST:PORT`. Options not listed here "
+        "go to `vllm serve` (e.g. --api-key, --served-model-name, --max-model-len, "
+        "--tensor-parallel-size).",
+    )
+    p.add_argument("--model", help="model directory (default: the embedded SmolLM2-135M)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--data-dir", type=Path, help="default $WINNOW_DATA_DIR or ~/.cache/winnow")
+    p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache on CPU machines (2)")
+    p.add_argument("--print-command", action="store_true", help="print the vLLM command and exit")
 
 
 SERVE_SETTINGS = (
@@ -142,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="winnow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _worker_parser(sub)
     _model_parser(sub)
     _train_parser(sub)
     _bench_parser(sub)
@@ -170,7 +192,7 @@ def serve_settings(args: argparse.Namespace, extra: list[str]) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "serve":
+    if extra and args.command not in ("serve", "worker"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "model":
         from winnow.models.default_model import build_default_model
@@ -209,6 +231,18 @@ def main(argv: list[str] | None = None) -> int:
         from winnow.clients.bench import main as bench_main
 
         return bench_main(args)
+    if args.command == "worker":
+        from winnow.engine.worker import run_worker
+
+        return run_worker(
+            args.model,
+            args.host,
+            args.port,
+            extra,
+            data_dir=args.data_dir or default_data_dir(),
+            kv_cache_gib=args.kv_cache_gib,
+            print_only=args.print_command,
+        )
     if args.command == "serve":
         settings = serve_settings(args, extra)
         from winnow.server.run import serve

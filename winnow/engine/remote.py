@@ -3,13 +3,16 @@
 Every call goes to ``/v1/completions`` of the next server in a round robin (a server that refuses
 the connection is skipped for that call). We ask vLLM for what the seam needs beyond the OpenAI
 protocol: ``return_token_ids`` (prompt and completion token ids), ``return_tokens_as_token_ids``
-(logprobs named by ``token_id:N`` instead of by text, which is ambiguous), ``prompt_logprobs``
-(ids, ranks and texts) and ``vllm_xargs`` (per-request arguments for logits processors), so the
-servers must be a recent vLLM; plain OpenAI servers are not supported. Token texts for logprobs
-come from the server's ``/detokenize`` (:mod:`winnow.engine.token_texts`). A server started with
-``--enable-tokenizer-info-endpoint`` also tells us the EOS and special-token ids (then
-:meth:`RemoteEngine.detokenize` skips special tokens as the local engine does);
-``--enable-prompt-tokens-details`` makes it report prefix-cache hits.
+(logprobs named by ``token_id:N``, as text is ambiguous), ``prompt_logprobs`` (ids, ranks and
+texts) and ``vllm_xargs`` (per-request arguments for logits processors), so the servers must be
+a recent vLLM. Token texts for logprobs come from the server's ``/detokenize``
+(:mod:`winnow.engine.token_texts`). A server started with ``--enable-tokenizer-info-endpoint``
+also tells us the EOS and special-token ids (then :meth:`RemoteEngine.detokenize` skips special
+tokens as the local engine does); ``--enable-prompt-tokens-details`` makes it report prefix-cache
+hits. ``winnow worker`` starts a server with both, and with winnow's logits processors: at start
+each server is asked which processors it runs (:mod:`winnow.engine.remote_servers`); cards'
+segment cuts and vas go round robin among those that run them (``info.extra["steering"]``), and
+are refused with none. The reward tap is never remote (``info.tap_model`` is None).
 
 Cancelling :meth:`RemoteEngine.generate`, or closing the iterator of :meth:`RemoteEngine.stream`,
 closes the HTTP connection; vLLM aborts a request whose client disconnected.
@@ -38,10 +41,20 @@ from winnow.engine.base import (
     SamplingSpec,
     StreamEvent,
 )
+from winnow.engine.processors.specs import SEGMENT
+from winnow.engine.remote_servers import (
+    Workers,
+    find_sentinel,
+    health,
+    model_card,
+    tokenizer_facts,
+)
 from winnow.engine.remote_wire import (
+    ChoiceTokens,
     cached_tokens,
-    completion_logprobs,
+    choice_tokens,
     completion_payload,
+    needed,
     normalize_url,
     origin,
     prompt_ids_without_text,
@@ -56,7 +69,6 @@ log = logging.getLogger("winnow.engine")
 # Generation may take minutes: no read timeout (the server's request timeout caps wall time).
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None)
 DEFAULT_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
-HEALTH_TIMEOUT = 5.0
 
 
 class RemoteEngine(Engine):
@@ -80,7 +92,8 @@ class RemoteEngine(Engine):
         self._info: ModelInfo | None = None
         self._model = ""  # the id the servers know the model by
         self._special_ids: frozenset[int] = frozenset()
-        self._turn = itertools.count()
+        self.workers = Workers(self.urls)  # the processors each runs, learnt at start
+        self._sentinel: int | None = None  # ends uncertainty segments (as the local engine's)
         self._in_flight = 0
         self.texts = TokenTexts(self._decode)
 
@@ -103,49 +116,32 @@ class RemoteEngine(Engine):
             raise
 
     async def _connect(self) -> None:
-        cards = await asyncio.gather(*(self._model_card(url) for url in self.urls))
+        cards = await asyncio.gather(*(model_card(self.client, url) for url in self.urls))
         ids = {card["id"] for card in cards}
         if len(ids) > 1:
             raise EngineError(f"remote vLLM servers serve different models: {sorted(ids)}")
         card = cards[0]
         self._model = str(card["id"])
-        eos_ids, self._special_ids = await self._tokenizer_facts()
+        response = await self._send("GET", "/tokenizer_info")
+        info = response.json() if response.status_code == 200 else None
+        eos_ids, self._special_ids = await tokenizer_facts(info, self.tokenize)
         await self.texts.setup(self.tokenize)
+        await self.workers.probe(self.client, self._model)
+        if SEGMENT in self.workers.steering:
+            self._sentinel = await find_sentinel(self.tokenize, self._decode)
         self._info = ModelInfo(
             name=self._served_name or self._model,
             max_model_len=int(card.get("max_model_len") or 0),
             eos_token_ids=eos_ids,
-            extra={"backend": "remote", "urls": list(self.urls), "remote_model": self._model},
+            extra={
+                "backend": "remote",
+                "urls": list(self.urls),
+                "remote_model": self._model,
+                "steering": self.workers.steering,  # winnow processors some server runs
+                "workers": self.workers.describe(),  # url -> the processors it runs
+            },
         )
-        log.info("remote vLLM engine: %s at %s", self._model, ", ".join(self.urls))
-
-    async def _model_card(self, url: str) -> dict[str, Any]:
-        try:
-            response = await self.client.get(f"{url}/v1/models")
-        except httpx.TransportError as exc:
-            raise EngineUnavailable(f"remote vLLM at {url} is not reachable: {exc!r}") from exc
-        await raise_for_status(response)
-        cards = response.json().get("data") or []
-        if not cards:
-            raise EngineError(f"remote vLLM at {url} serves no model")
-        return dict(cards[0])
-
-    async def _tokenizer_facts(self) -> tuple[tuple[int, ...], frozenset[int]]:
-        """EOS ids and special-token ids, from ``/tokenizer_info`` where the server offers it
-        (``--enable-tokenizer-info-endpoint``); else none are known."""
-        response = await self._send("GET", "/tokenizer_info")
-        if response.status_code != 200:
-            return (), frozenset()
-        info = response.json()
-        # The endpoint flattens AddedToken to its text, losing the "special" flag: treat every
-        # added token as special (true of chat-control tokens, which is what prompts contain).
-        special = frozenset(int(key) for key in info.get("added_tokens_decoder") or {})
-        eos = info.get("eos_token")
-        eos = eos.get("content") if isinstance(eos, dict) else eos
-        if not eos:
-            return (), special
-        ids = await self.tokenize(str(eos))
-        return (tuple(ids) if len(ids) == 1 else ()), special
+        log.info("remote vLLM engine: %s at %s", self._model, self.workers.summary())
 
     async def shutdown(self) -> None:
         client, self._client = self._client, None
@@ -165,18 +161,11 @@ class RemoteEngine(Engine):
         return self._info
 
     async def check_health(self) -> None:
-        results = await asyncio.gather(*(self._health(url) for url in self.urls))
+        results = await asyncio.gather(*(health(self.client, url) for url in self.urls))
         if not any(ok for ok, _ in results):
             raise EngineUnavailable(
                 "no remote vLLM is healthy: " + "; ".join(r for _, r in results)
             )
-
-    async def _health(self, url: str) -> tuple[bool, str]:
-        try:
-            response = await self.client.get(f"{url}/health", timeout=HEALTH_TIMEOUT)
-        except httpx.TransportError as exc:
-            return False, f"{url}: {exc!r}"
-        return response.status_code == 200, f"{url}: HTTP {response.status_code}"
 
     async def running_requests(self) -> int:
         """Generation calls of this process still waiting on a server."""
@@ -184,16 +173,19 @@ class RemoteEngine(Engine):
 
     # ---- transport ----------------------------------------------------------------------------
 
-    def _rotation(self) -> list[str]:
-        first = next(self._turn) % len(self.urls)
-        return self.urls[first:] + self.urls[:first]
-
     async def _send(
-        self, method: str, path: str, body: Any = None, *, stream: bool = False
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        stream: bool = False,
+        needs: frozenset[str] = frozenset(),
     ) -> httpx.Response:
-        """Send to the next server in turn, moving on while servers refuse the connection."""
+        """Send to the next server in turn (of those running the processors ``needs``), moving
+        on while servers refuse the connection."""
         failures = []
-        for url in self._rotation():
+        for url in self.workers.rotation(needs):
             request = self.client.build_request(method, url + path, json=body)
             try:
                 return await self.client.send(request, stream=stream)
@@ -203,9 +195,9 @@ class RemoteEngine(Engine):
                 raise EngineUnavailable(f"lost the connection to {url}: {exc!r}") from exc
         raise EngineUnavailable("no remote vLLM reachable: " + "; ".join(failures))
 
-    async def _post(self, path: str, body: Any) -> Any:
+    async def _post(self, path: str, body: Any, needs: frozenset[str] = frozenset()) -> Any:
         """POST and return the JSON body; cancelling closes the connection (vLLM then aborts)."""
-        response = await self._send("POST", path, body, stream=True)
+        response = await self._send("POST", path, body, stream=True, needs=needs)
         try:
             await raise_for_status(response)
             await response.aread()
@@ -246,11 +238,25 @@ class RemoteEngine(Engine):
 
     # ---- sampling -----------------------------------------------------------------------------
 
+    def _payload(self, spec: SamplingSpec, stream: bool) -> tuple[dict[str, Any], frozenset[str]]:
+        """The call's body and the processors it needs (refused if no server runs them)."""
+        needs = needed(spec)
+        steered = bool(needs and self.workers.capable(needs))
+        payload = completion_payload(
+            spec, self._model, stream=stream, steered=steered, sentinel=self._sentinel
+        )
+        return payload, needs
+
+    def _cut(self, choice: Mapping[str, Any], spec: SamplingSpec) -> ChoiceTokens:
+        """One choice's ids, logprobs and stop reason, a segment cut as the local engine's."""
+        sentinel = self._sentinel if spec.segment is not None else None
+        return choice_tokens(choice, spec.logprobs, sentinel)
+
     async def generate(self, spec: SamplingSpec) -> Generation:
-        payload = completion_payload(spec, self._model, stream=False)
+        payload, needs = self._payload(spec, stream=False)
         self._in_flight += 1
         try:
-            body = await self._post("/v1/completions", payload)
+            body = await self._post("/v1/completions", payload, needs)
         finally:
             self._in_flight -= 1
         return await self._generation(body, spec)
@@ -259,10 +265,10 @@ class RemoteEngine(Engine):
         choices = sorted(body.get("choices") or [], key=lambda c: int(c["index"]))
         if not choices:
             raise EngineError("remote vLLM returned no choices")
-        raws = [completion_logprobs(c.get("logprobs"), spec.logprobs) for c in choices]
+        cuts = [self._cut(c, spec) for c in choices]
         first = choices[0]
         wanted = itertools.chain(
-            (tid for raw in raws for entry in raw or [] for tid in entry.ids()),
+            (tid for _, raw, _ in cuts for entry in raw or [] for tid in entry.ids()),
             prompt_ids_without_text(first) if spec.prompt_logprobs is not None else (),
         )
         texts = await self.texts.lookup(wanted)
@@ -271,12 +277,13 @@ class RemoteEngine(Engine):
             Completion(
                 index=int(c["index"]),
                 text=c.get("text") or "",
-                token_ids=[int(t) for t in c.get("token_ids") or []],
+                token_ids=ids,
                 finish_reason=c.get("finish_reason"),
-                stop_reason=c.get("stop_reason"),
+                stop_reason=stop_reason,
                 logprobs=None if raw is None else [entry.with_texts(texts) for entry in raw],
+                unseen_tokens=len(c.get("token_ids") or []) - len(ids),  # a cut's sentinel
             )
-            for c, raw in zip(choices, raws, strict=True)
+            for c, (ids, raw, stop_reason) in zip(choices, cuts, strict=True)
         ]
         prompt_logprobs = None
         if spec.prompt_logprobs is not None and first.get("prompt_logprobs") is not None:
@@ -292,10 +299,12 @@ class RemoteEngine(Engine):
         )
 
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
-        payload = completion_payload(spec, self._model, stream=True)
+        payload, needs = self._payload(spec, stream=True)
         self._in_flight += 1
         try:
-            response = await self._send("POST", "/v1/completions", payload, stream=True)
+            response = await self._send(
+                "POST", "/v1/completions", payload, stream=True, needs=needs
+            )
             try:
                 await raise_for_status(response)
                 async with aclosing(self._events(response, spec)) as events:
@@ -326,7 +335,7 @@ class RemoteEngine(Engine):
                     yield StreamEvent(prompt_token_ids=prompt_ids, deltas=deltas)
 
     async def _delta(self, choice: Mapping[str, Any], spec: SamplingSpec) -> CompletionDelta:
-        raw = completion_logprobs(choice.get("logprobs"), spec.logprobs)
+        ids, raw, stop_reason = self._cut(choice, spec)
         logprobs = None
         if raw is not None:
             texts = await self.texts.lookup(tid for entry in raw for tid in entry.ids())
@@ -334,8 +343,8 @@ class RemoteEngine(Engine):
         return CompletionDelta(
             index=int(choice["index"]),
             text=choice.get("text") or "",
-            token_ids=[int(t) for t in choice.get("token_ids") or []],
+            token_ids=ids,
             finish_reason=choice.get("finish_reason"),
-            stop_reason=choice.get("stop_reason"),
+            stop_reason=stop_reason,
             logprobs=logprobs,
         )

@@ -14,16 +14,22 @@ from typing import Any
 import httpx
 
 from winnow.engine.base import (
+    SEGMENT_STOP,
     EngineError,
     EngineRequestError,
     EngineUnavailable,
     SamplingSpec,
     TokenLogprob,
 )
-from winnow.engine.processors.specs import VAS_KEY
+from winnow.engine.processors.specs import SEGMENT, SEGMENT_KEY, VAS, VAS_KEY, as_xargs
 
 TOKEN_ID_PREFIX = "token_id:"
 XARG_SCALARS = (str, int, float)
+STEERING_KEYS = (SEGMENT_KEY, VAS_KEY)
+REFUSAL = (
+    "cards and vas steer decoding with winnow's logits processors, which run in winnow's local "
+    "engine or on servers started with `winnow worker`: none of the remote vLLM servers does"
+)
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -93,13 +99,37 @@ def vllm_xargs(extra_args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[str, Any]:
-    """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling)."""
-    if spec.segment is not None or spec.vas is not None or VAS_KEY in (spec.extra_args or {}):
-        raise EngineRequestError(
-            "cards and vas steer decoding inside winnow's local engine only: a remote vLLM "
-            "server does not load winnow's logits processors"
-        )
+def refusal() -> EngineRequestError:
+    return EngineRequestError(REFUSAL)
+
+
+def needed(spec: SamplingSpec) -> frozenset[str]:
+    """winnow's processors that a call needs on the server that runs it."""
+    extra = spec.extra_args or {}
+    needs = set()
+    if spec.segment is not None or SEGMENT_KEY in extra:
+        needs.add(SEGMENT)
+    if spec.vas is not None or VAS_KEY in extra:
+        needs.add(VAS)
+    return frozenset(needs)
+
+
+def completion_payload(
+    spec: SamplingSpec,
+    model: str,
+    *,
+    stream: bool,
+    steered: bool = False,
+    sentinel: int | None = None,
+) -> dict[str, Any]:
+    """The ``/v1/completions`` body for one engine call (text prompts get vLLM's BOS handling).
+
+    ``steered``: the call goes to a worker that runs winnow's processors (``winnow worker``),
+    so the segment and vas specs go as JSON strings in ``vllm_xargs`` (the segment's
+    ``sentinel`` joins the stop token ids, as in the local engine); else they are refused.
+    """
+    if needed(spec) and not steered:
+        raise refusal()
     payload: dict[str, Any] = {
         "model": model,
         "prompt": spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt),
@@ -112,8 +142,20 @@ def completion_payload(spec: SamplingSpec, model: str, *, stream: bool) -> dict[
     # vLLM refuses prompt logprobs when streaming, and a StreamEvent has no place for them.
     if spec.prompt_logprobs is not None and not stream:
         payload["prompt_logprobs"] = spec.prompt_logprobs
-    if spec.extra_args:
-        payload["vllm_xargs"] = vllm_xargs(spec.extra_args)
+    extra = dict(spec.extra_args or {})
+    if steered:  # raw processor arguments too: as the typed specs, JSON strings
+        extra.update(
+            as_xargs({k: extra[k] for k in STEERING_KEYS if isinstance(extra.get(k), dict)})
+        )
+    if steered and spec.segment is not None:
+        if sentinel is None:
+            raise EngineRequestError("this model has no sentinel token to end uncertainty segments")
+        payload["stop_token_ids"] = [*payload["stop_token_ids"], sentinel]
+        extra.update(spec.segment.xargs(sentinel))
+    if steered and spec.vas is not None:
+        extra.update(spec.vas.xargs())
+    if extra:
+        payload["vllm_xargs"] = vllm_xargs(extra)
     if stream:
         payload["stream"] = True
     return payload
@@ -137,6 +179,25 @@ class RawLogprob:
     def with_texts(self, texts: Mapping[int, str]) -> TokenLogprob:
         top = tuple((tid, texts.get(tid, ""), lp) for tid, lp in self.top)
         return TokenLogprob(self.token_id, texts.get(self.token_id, ""), self.logprob, top)
+
+
+ChoiceTokens = tuple[list[int], list[RawLogprob] | None, Any]
+"""A choice's token ids, raw logprobs and stop reason."""
+
+
+def choice_tokens(choice: Mapping[str, Any], k: int | None, sentinel: int | None) -> ChoiceTokens:
+    """A choice's ids, logprobs (top ``k``) and stop reason, a segment cut reported as the local
+    engine does: the worker stopped on the sentinel (a stop token id), which is dropped from the
+    ids and logprobs (it is not text), and the stop reason is ``"segment"``. ``sentinel``: the
+    call's, None when it asked for no segment."""
+    raw = completion_logprobs(choice.get("logprobs"), k)
+    ids, stop_reason = [int(t) for t in choice.get("token_ids") or []], choice.get("stop_reason")
+    if sentinel is None or stop_reason != sentinel:
+        return ids, raw, stop_reason
+    if ids and ids[-1] == sentinel:
+        ids = ids[:-1]
+        raw = raw[: len(ids)] if raw is not None else None
+    return ids, raw, SEGMENT_STOP
 
 
 def parse_token_id(token: str) -> int:

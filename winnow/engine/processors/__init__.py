@@ -4,8 +4,10 @@ Every processor here is registered with the shared ``AsyncLLM`` at start-up and 
 requests that do not carry its key in ``SamplingParams.extra_args``, so ordinary requests are
 token-identical to an engine without them. Strategies reach them only through a typed spec
 (:mod:`.specs`: ``SamplingSpec.segment``, ``SamplingSpec.vas``, ``SamplingSpec.tap``), which the
-local engine writes into ``extra_args`` under the spec's own key, never through vLLM types; a
-remote backend refuses segment and vas, and scores without the tap.
+local engine writes into ``extra_args`` under the spec's own key, never through vLLM types. A
+remote backend sends segment and vas to servers started with ``winnow worker`` (vLLM's OpenAI
+server with these processors), as JSON strings in ``vllm_xargs`` (:mod:`.args`), and refuses them
+with none; it scores without the tap (its channel is a file on the engine's machine).
 
 They run in vLLM's engine-core process (pickled there by import path), so each lives in an
 importable module and loads what it needs (weights, tokenizer facts) itself.

@@ -1,15 +1,15 @@
 """End a generation where the model becomes uncertain (CARDS segmentation), inside the engine.
 
 A request opts in with :class:`~winnow.engine.processors.specs.SegmentSpec` (``extra_args``
-``{"winnow_segment": {"entropy": 3.0, "min_tokens": 4, "sentinel": <token id>}}``) and puts the
-sentinel in its ``stop_token_ids``. On every decoding
-step this processor computes the full-vocabulary next-token entropy (nats, raw logits, before
-temperature) of each opted-in row; once the row has written at least ``min_tokens`` tokens and
-the entropy reaches the threshold, the row is masked to the sentinel, so the engine samples it
-and stops. The uncertain token is never written: the segment ends *before* it, exactly where the
-published algorithm cuts, and no token is generated and thrown away past the cut (the one
-sentinel step replaces what would have been the first token of the next segment, which the
-next call recomputes from the prefix cache).
+``{"winnow_segment": {"entropy": 3.0, "min_tokens": 4, "sentinel": <token id>}}``, or that object
+as a JSON string from a remote worker's ``vllm_xargs``) and puts the sentinel in its
+``stop_token_ids``. On every decoding step this processor computes the full-vocabulary
+next-token entropy (nats, raw logits, before temperature) of each opted-in row; once the row has
+written at least ``min_tokens`` tokens and the entropy reaches the threshold, the row is masked
+to the sentinel, so the engine samples it and stops. The uncertain token is never written: the
+segment ends *before* it, exactly where the published algorithm cuts, and no token is generated
+and thrown away past the cut (the one sentinel step replaces what would have been the first token
+of the next segment, which the next call recomputes from the prefix cache).
 
 The sentinel must be a token the model never emits on its own (SmolLM2: ``<empty_output>``,
 id 16); :func:`pick_sentinel` chooses one per tokenizer.
@@ -23,8 +23,9 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.args import answer_probe, request_args
 from winnow.engine.processors.rows import RowRules
-from winnow.engine.processors.specs import SEGMENT_KEY
+from winnow.engine.processors.specs import SEGMENT, SEGMENT_KEY, SENTINEL_CANDIDATES
 from winnow.kernels.dispatch import next_token_entropy
 
 
@@ -41,11 +42,12 @@ class SegmentRule:
 
 
 def parse_rule(params: SamplingParams | None) -> dict[str, Any] | None:
-    extra = params.extra_args if params is not None else None
-    if not extra or SEGMENT_KEY not in extra:
+    """The row's arguments (an object, or the same as a JSON string), or None; ``ValueError``
+    (a 400) if they are malformed."""
+    args = request_args(params, SEGMENT_KEY)
+    if args is None:
         return None
-    args = extra[SEGMENT_KEY]
-    if not isinstance(args, dict) or not isinstance(args.get("sentinel"), int):
+    if not isinstance(args.get("sentinel"), int):
         raise ValueError(f"extra_args.{SEGMENT_KEY} needs an integer 'sentinel' token id")
     if args["sentinel"] not in (params.stop_token_ids or []):  # type: ignore[union-attr]
         raise ValueError(
@@ -75,6 +77,7 @@ class UncertaintySegmenter(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
+        answer_probe(sampling_params, SEGMENT)
         parse_rule(sampling_params)
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
@@ -96,9 +99,6 @@ class UncertaintySegmenter(LogitsProcessor):
         if self.rows:
             cut_rows(logits, self.rows)
         return logits
-
-
-SENTINEL_CANDIDATES = ("<empty_output>", "<|reserved_special_token_0|>", "<unused0>")
 
 
 def pick_sentinel(tokenizer: Any) -> int | None:

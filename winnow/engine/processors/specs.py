@@ -2,14 +2,20 @@
 the key that carries it.
 
 A processor reads its request from ``SamplingParams.extra_args[key]`` (plain JSON: vLLM pickles
-it into the engine core, and a remote server could only pass it as ``vllm_xargs``). Each spec
-owns its key and writes its own arguments (``extra_args``); the processor
-(:mod:`.segment`, :mod:`.vas`) reads them back and checks them when the request arrives. Nothing
-here imports vLLM or torch: strategies and the engine seam import it.
+it into the engine core). Each spec owns its key and writes its own arguments: ``extra_args``
+for the local engine, ``xargs`` for a remote worker (the same object as a JSON string under the
+same key: vLLM's ``vllm_xargs`` carries no nesting). The processor (:mod:`.segment`, :mod:`.vas`)
+reads either form back (:func:`.args.request_args`) and checks it when the request arrives.
+Nothing here imports vLLM or torch: strategies and the engine seam import it.
+
+A remote backend learns which processors a worker runs by asking each by name
+(:data:`PROBE_KEY`, :func:`probe_answer`): see :mod:`.args`.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +23,29 @@ from pydantic import BaseModel, ConfigDict, Field
 SEGMENT_KEY = "winnow_segment"
 VAS_KEY = "winnow_vas"
 TAP_KEY = "winnow_tap"
+PROBE_KEY = "winnow_probe"
 VAS_MAX_TOP_K = 100
+
+SEGMENT, VAS, TAP = "segment", "vas", "tap"
+"""The processors' names, as the capability probe asks for them."""
+
+SENTINEL_CANDIDATES = ("<empty_output>", "<|reserved_special_token_0|>", "<unused0>")
+"""Tokens that can end an uncertainty segment, in order of preference: the first one the
+tokenizer has is the sentinel (:func:`.segment.pick_sentinel`; a remote backend asks the worker's
+tokenizer for the same ones in the same order)."""
+
+
+def probe_answer(name: str) -> str:
+    """What a worker running processor ``name`` answers (a 400) to ``{PROBE_KEY: name}``."""
+    return f"winnow processor: {name}"
+
+
+def as_xargs(extra_args: Mapping[str, Any]) -> dict[str, str]:
+    """The same arguments for a remote vLLM's ``vllm_xargs``: each value as a JSON string."""
+    return {
+        key: json.dumps(value, separators=(",", ":"), sort_keys=True)
+        for key, value in extra_args.items()
+    }
 
 
 class SegmentSpec(BaseModel):
@@ -34,6 +62,10 @@ class SegmentSpec(BaseModel):
         """The segmenter's arguments: the row is masked to ``sentinel`` (a stop token) to end."""
         return {SEGMENT_KEY: {**self.model_dump(), "sentinel": sentinel}}
 
+    def xargs(self, sentinel: int) -> dict[str, str]:
+        """The same for a remote worker's ``vllm_xargs`` (a JSON string under the key)."""
+        return as_xargs(self.extra_args(sentinel))
+
 
 class VasSpec(BaseModel):
     """Value-augmented sampling: add ``beta * (Q - mean Q)`` of each value model to the top-k
@@ -46,6 +78,10 @@ class VasSpec(BaseModel):
 
     def extra_args(self) -> dict[str, Any]:
         return {VAS_KEY: {"values": dict(self.values), "top_k": self.top_k}}
+
+    def xargs(self) -> dict[str, str]:
+        """The same for a remote worker's ``vllm_xargs`` (a JSON string under the key)."""
+        return as_xargs(self.extra_args())
 
 
 class TapSpec(BaseModel):

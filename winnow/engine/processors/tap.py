@@ -34,9 +34,10 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.args import answer_probe, request_args
 from winnow.engine.processors.inverse import ready_inverse, warm
 from winnow.engine.processors.rows import RowRules
-from winnow.engine.processors.specs import TAP_KEY, TAP_RECORD_FLAG, tap_record_size
+from winnow.engine.processors.specs import TAP, TAP_KEY, TAP_RECORD_FLAG, tap_record_size
 from winnow.probe_heads import PROBE_META, RowScorer, has_sigmoid, head_scorer, load_head
 
 log = logging.getLogger("winnow.engine.tap")
@@ -55,11 +56,10 @@ class TapRule:
 
 def parse_args(params: SamplingParams | None) -> tuple[tuple[str, ...], str] | None:
     """The row's (heads, file), or None; ``ValueError`` (a 400) if they are malformed."""
-    extra = params.extra_args if params is not None else None
-    if not extra or TAP_KEY not in extra:
+    args = request_args(params, TAP_KEY)  # an object, or the same as a JSON string
+    if args is None:
         return None
-    args = extra[TAP_KEY]
-    heads, file = (args.get("heads"), args.get("file")) if isinstance(args, dict) else (0, 0)
+    heads, file = args.get("heads"), args.get("file")
     if not isinstance(heads, list) or not heads or not all(isinstance(h, str) for h in heads):
         raise ValueError(f"extra_args.{TAP_KEY}.heads must be a list of probe directories")
     if not isinstance(file, str) or not file:
@@ -77,6 +77,7 @@ class RewardTap(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
+        answer_probe(sampling_params, TAP)
         parse_args(sampling_params)
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:

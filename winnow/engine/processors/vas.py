@@ -1,7 +1,8 @@
 """Value-augmented sampling inside the engine: ``logits[top-k] += sum_i beta_i (Q_i - mean Q_i)``.
 
 A request opts in with :class:`~winnow.engine.processors.specs.VasSpec` (``extra_args``
-``{"winnow_vas": {"values": {"/path/to/value_model": 3.0, ...}, "top_k": 20}}``). On every
+``{"winnow_vas": {"values": {"/path/to/value_model": 3.0, ...}, "top_k": 20}}``, or that object
+as a JSON string from a remote worker's ``vllm_xargs``). On every
 decoding step this processor takes each opted-in row's raw logits (before temperature and
 penalties), recovers the policy's final hidden state from them (``h = pinv(E_S) l_S``, see
 :class:`winnow.values.EmbeddingInverse`), computes Q of the row's top-k tokens with each
@@ -33,9 +34,10 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.args import answer_probe, request_args
 from winnow.engine.processors.inverse import inverse_error, shared_inverse
 from winnow.engine.processors.rows import RowRules
-from winnow.engine.processors.specs import SEGMENT_KEY, VAS_KEY, VAS_MAX_TOP_K
+from winnow.engine.processors.specs import SEGMENT_KEY, VAS, VAS_KEY, VAS_MAX_TOP_K
 from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model
 
 log = logging.getLogger("winnow.engine.vas")
@@ -53,11 +55,10 @@ class VasRule:
 
 def parse_rule(params: SamplingParams | None) -> VasRule | None:
     """The row's VAS arguments, or None; ``ValueError`` (a 400) if they are malformed."""
-    extra = params.extra_args if params is not None else None
-    if not extra or VAS_KEY not in extra:
+    args = request_args(params, VAS_KEY)  # an object, or the same as a JSON string
+    if args is None:
         return None
-    args = extra[VAS_KEY]
-    if not isinstance(args, dict) or not isinstance(args.get("values"), dict):
+    if not isinstance(args.get("values"), dict):
         raise ValueError(f"extra_args.{VAS_KEY} needs 'values': {{value model path: beta}}")
     values: dict[str, float] = {}
     for path, beta in args["values"].items():
@@ -138,6 +139,7 @@ class ValueGuide(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
+        answer_probe(sampling_params, VAS)
         rule = parse_rule(sampling_params)
         if rule is None:
             return

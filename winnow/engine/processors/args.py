@@ -1,0 +1,46 @@
+"""How a processor reads its request from ``SamplingParams.extra_args``, and answers the probe.
+
+The local engine hands a spec's ``extra_args`` to vLLM as they are: the processor's key holds an
+object. A remote worker (``winnow worker``) gets them through ``vllm_xargs``, which carries only
+strings, numbers and flat lists: the same object arrives as a JSON string under the same key
+(``SegmentSpec.xargs``, ``VasSpec.xargs``). :func:`request_args` reads both the same way, for
+every processor.
+
+The capability probe: a request whose ``extra_args[PROBE_KEY]`` names a processor is refused by
+that processor's ``validate_params`` with :func:`~.specs.probe_answer` (vLLM answers 400 with the
+message, before any generation). A plain vLLM server ignores the unknown argument and answers
+200, so a remote backend learns per worker which processors run there.
+
+Nothing here imports vLLM or torch (``params`` is a ``vllm.SamplingParams``, read duck-typed).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from winnow.engine.processors.specs import PROBE_KEY, probe_answer
+
+
+def request_args(params: Any, key: str) -> dict[str, Any] | None:
+    """``extra_args[key]`` of a request as an object, or None when the request does not carry
+    the key. A JSON string is decoded (a remote worker's form); a value that is not an object
+    reads as ``{}``, so the processor's own checks say what is missing. ``ValueError`` (a 400)
+    for a string that is not JSON."""
+    extra = getattr(params, "extra_args", None) if params is not None else None
+    if not extra or key not in extra:
+        return None
+    value = extra[key]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"extra_args.{key}: a string here must be JSON ({exc})") from None
+    return value if isinstance(value, dict) else {}
+
+
+def answer_probe(params: Any, name: str) -> None:
+    """Refuse the capability probe that names processor ``name`` (see the module docstring)."""
+    extra = getattr(params, "extra_args", None) if params is not None else None
+    if extra and extra.get(PROBE_KEY) == name:
+        raise ValueError(probe_answer(name))
