@@ -71,11 +71,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "wv8": {"name": "best_of_n", "n": 8, "reward": "default", "selection": "weighted_vote"},
     "cards": {"name": "cards", "reward": "default"},
     "cards_hard": {"name": "cards", "reward": "default", "acceptance": "hard"},
-    # speculative rejection: N started, half the running ones aborted every 16 tokens
-    "sr8": {"name": "speculative_rejection", "n": 8, "interval": 16},
-    "sr16": {"name": "speculative_rejection", "n": 16, "interval": 16},
-    "sr32": {"name": "speculative_rejection", "n": 32, "interval": 16},
-    "sr16_i32": {"name": "speculative_rejection", "n": 16, "interval": 32},
+    # speculative rejection: N started, half the running ones aborted every 8 tokens (answers
+    # here are ~30 tokens long)
+    "sr8": {"name": "speculative_rejection", "n": 8, "interval": 8},
+    "sr16": {"name": "speculative_rejection", "n": 16, "interval": 8},
+    "sr32": {"name": "speculative_rejection", "n": 32, "interval": 8},
+    "sr16_i16": {"name": "speculative_rejection", "n": 16, "interval": 16},
     "vas1": {"name": "vas", "values": {"default": 1.0}},
     "vas3": {"name": "vas", "values": {"default": 3.0}},
     "vas10": {"name": "vas", "values": {"default": 10.0}},
