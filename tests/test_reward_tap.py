@@ -273,9 +273,9 @@ def test_cards_scores_every_prefix_from_the_engine(live_server):
     headers = {"Authorization": f"Bearer {live_server.api_key}"}
     body = {
         "model": live_server.engine.info.name,
-        "prompt": "Question: What is 6 * 7? Explain briefly.\nAnswer:",
-        "max_tokens": 48, "temperature": 0.8, "seed": 4,
-        "strategy": {"name": "cards", "max_rejections": 3},
+        "prompt": "Question: What is 6 * 7? Explain step by step.\nAnswer:",
+        "max_tokens": 64, "temperature": 0.8, "seed": 4,
+        "strategy": {"name": "cards", "max_rejections": 3, "entropy_threshold": 1.0},
     }  # fmt: skip
     r = httpx.post(f"{live_server.base_url}/completions", json=body, headers=headers, timeout=300)
     assert r.status_code == 200, r.text
