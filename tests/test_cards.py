@@ -269,3 +269,19 @@ def test_an_unscored_prompt_is_a_clear_400_not_a_pinned_threshold():
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "strategy.reward"
     assert "NaN" in r.json()["error"]["message"]
+
+
+class FailsAfterPrompt(LastWordReward):
+    """Scores RM(prompt), then its backend fails on the first segment."""
+
+    async def score(self, items: Sequence[OutcomeItem]) -> Scored:
+        if any(i.response for i in items):
+            raise RuntimeError("reward backend exploded")
+        return await super().score(items)
+
+
+def test_a_reward_failure_inside_a_chain_is_the_reward_error_not_an_exception_group():
+    r, _, _ = run(["one good ¦ two"], {}, FailsAfterPrompt(), n=2)
+    assert r.status_code == 500, r.text
+    error = r.json()["error"]
+    assert error["code"] == "reward_error" and "exploded" in error["message"]

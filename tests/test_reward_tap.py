@@ -334,3 +334,29 @@ def test_tree_search_reads_step_scores_from_the_engine(live_server):
     for a, b in zip(with_tap, without, strict=True):
         assert a["step_scores"] == pytest.approx(b["step_scores"], abs=1e-4)
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_a_failed_tapped_request_raises_its_own_error_and_cancels_the_rest():
+    """One of the n requests fails: the others are cancelled (their engine work aborted) and
+    the caller sees that request's error, not an exception group (a 400 stays a 400)."""
+    from winnow.engine.base import EngineRequestError
+    from winnow.engine.tapped import _all
+
+    cancelled: list[int] = []
+
+    async def slow(i: int) -> Any:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+
+    async def bad() -> Any:
+        raise EngineRequestError("prompt too long")
+
+    async def run() -> None:
+        await _all([slow(0), bad(), slow(2)])
+
+    with pytest.raises(EngineRequestError, match="prompt too long"):
+        asyncio.run(run())
+    assert sorted(cancelled) == [0, 2]

@@ -16,30 +16,24 @@ counts as generated (``unseen_tokens``); its prefill is not counted as a separat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from winnow.engine.base import Completion, Generation, SamplingSpec, StreamEvent, TapScores
 from winnow.engine.processors.specs import TapSpec
 from winnow.engine.tap_files import RecordReader, read_records, tap_files
 
-if TYPE_CHECKING:
-    from winnow.engine.vllm_local import VllmEngine
+OneCall = Callable[[SamplingSpec, TapSpec], Awaitable[Generation]]
+"""The local engine's single vLLM request with a tap (``VllmEngine._generate``)."""
+OneStream = Callable[[SamplingSpec, TapSpec], AsyncIterator[StreamEvent]]
 
 
-async def generate_tapped(engine: VllmEngine, spec: SamplingSpec) -> Generation:
+async def generate_tapped(call: OneCall, spec: SamplingSpec, max_model_len: int) -> Generation:
     heads, one = spec.tap, spec.replace(n=1)
     with tap_files(spec.n) as files:
-        async with asyncio.TaskGroup() as group:
-            calls = [
-                group.create_task(
-                    engine._generate(
-                        one.replace(seed=_seed(spec, i)), TapSpec(heads=heads, file=file)
-                    )
-                )
-                for i, file in enumerate(files)
-            ]
-        generations = [call.result() for call in calls]
+        generations = await _all(
+            call(one.replace(seed=_seed(spec, i)), TapSpec(heads=heads, file=file))
+            for i, file in enumerate(files)
+        )
         completions = []
         for i, (generation, file) in enumerate(zip(generations, files, strict=True)):
             completion = generation.completions[0]
@@ -47,7 +41,7 @@ async def generate_tapped(engine: VllmEngine, spec: SamplingSpec) -> Generation:
             completion.tap = token_scores(read_records(file, heads), heads, completion)
             completions.append(completion)
     first = generations[0]
-    await _score_last_tokens(engine, spec, first.prompt_token_ids, completions)
+    await _score_last_tokens(call, spec, max_model_len, first.prompt_token_ids, completions)
     return Generation(
         prompt_token_ids=first.prompt_token_ids,
         completions=completions,
@@ -56,16 +50,31 @@ async def generate_tapped(engine: VllmEngine, spec: SamplingSpec) -> Generation:
     )
 
 
-async def stream_tapped(engine: VllmEngine, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
+async def stream_tapped(stream: OneStream, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
     """One tapped sample, streamed: each delta carries the scores written since the previous
     one (those of the tokens it has, as the engine scores a token's state when it samples the
     next). The last token's state is not scored (no one-token continuation here)."""
     with tap_files(1) as (file,):
         reader = RecordReader(file, spec.tap)
-        async for event in engine._stream(spec, TapSpec(heads=spec.tap, file=file)):
+        async for event in stream(spec, TapSpec(heads=spec.tap, file=file)):
             for delta in event.deltas:
                 delta.tap = reader.new_scores()
             yield event
+
+
+async def _all(calls: Iterable[Awaitable[Generation]]) -> list[Generation]:
+    """Run the calls at once (the engine batches them); if one fails the others are cancelled
+    (their requests aborted) and its error is raised as a single call would raise it."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_awaited(c)) for c in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+async def _awaited(call: Awaitable[Generation]) -> Generation:
+    return await call
 
 
 def _seed(spec: SamplingSpec, index: int) -> int | None:
@@ -85,11 +94,15 @@ def token_scores(
 
 
 async def _score_last_tokens(
-    engine: VllmEngine, spec: SamplingSpec, prompt: list[int], completions: list[Completion]
+    call: OneCall,
+    spec: SamplingSpec,
+    max_model_len: int,
+    prompt: list[int],
+    completions: list[Completion],
 ) -> None:
     """Continue every ``length``-finished candidate by one token so the tap reads the state of
     its last one (see the module docstring)."""
-    room = engine.info.max_model_len
+    room = max_model_len
     ends = [
         c
         for c in completions
@@ -99,10 +112,10 @@ async def _score_last_tokens(
         return
     step = SamplingSpec(prompt=(0,), max_tokens=1, temperature=0.0)
     with tap_files(len(ends)) as files:
-        async with asyncio.TaskGroup() as group:
-            for c, file in zip(ends, files, strict=True):
-                call = step.replace(prompt=(*prompt, *c.token_ids))
-                group.create_task(engine._generate(call, TapSpec(heads=spec.tap, file=file)))
+        await _all(
+            call(step.replace(prompt=(*prompt, *c.token_ids)), TapSpec(heads=spec.tap, file=file))
+            for c, file in zip(ends, files, strict=True)
+        )
         for c, file in zip(ends, files, strict=True):
             records = read_records(file, spec.tap)
             c.unseen_tokens += 1

@@ -205,7 +205,7 @@ class VllmEngine(Engine):
 
     async def generate(self, spec: SamplingSpec) -> Generation:
         if spec.tap:
-            return await generate_tapped(self, spec)
+            return await generate_tapped(self._generate, spec, self.info.max_model_len)
         return await self._generate(spec)
 
     async def _generate(self, spec: SamplingSpec, tap: TapSpec | None = None) -> Generation:
@@ -235,7 +235,7 @@ class VllmEngine(Engine):
 
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
         if spec.tap and spec.n == 1:  # a tapped stream carries its scores (n > 1: untapped)
-            async for event in stream_tapped(self, spec):
+            async for event in stream_tapped(self._stream, spec):
                 yield event
             return
         async for event in self._stream(spec):

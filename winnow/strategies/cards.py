@@ -192,11 +192,24 @@ async def cards(
     r0 = (1 - params.alpha) * scale(r_prompt) + params.alpha * r_star
     chains = [Chain(i) for i in range(request.spec.n)]
     trace = Trace(strategy="cards", r0=r0, r_star=r_star) if params.trace else None
-    async with asyncio.TaskGroup() as group:
-        for chain in chains:
-            group.create_task(
-                grow(chain, request, prompt_ids, (r0, r_star), scale, engine, rewards, trace, heads)
-            )
+    try:
+        async with asyncio.TaskGroup() as group:
+            for chain in chains:
+                group.create_task(
+                    grow(
+                        chain,
+                        request,
+                        prompt_ids,
+                        (r0, r_star),
+                        scale,
+                        engine,
+                        rewards,
+                        trace,
+                        heads,
+                    )
+                )
+    except BaseExceptionGroup as failed:  # a chain's error as a single call would raise it
+        raise failed.exceptions[0] from None
     stats = [c.stats for c in chains]
     if trace is not None:
         trace.winner = [c.index for c in chains]
