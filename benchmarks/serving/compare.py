@@ -241,7 +241,9 @@ def vllm_flags(engine_args: Mapping[str, Any]) -> list[str]:
     return flags
 
 
-def servers(model_dir: Path, kv_cache_gib: int, data_dir: Path) -> tuple[Server, Server, dict]:
+def servers(
+    model_dir: Path, kv_cache_gib: int, data_dir: Path, winnow_flags: Sequence[str] = ()
+) -> tuple[Server, Server, dict]:
     from winnow.engine.vllm_local import default_engine_args
 
     py = sys.executable
@@ -261,7 +263,7 @@ def servers(model_dir: Path, kv_cache_gib: int, data_dir: Path) -> tuple[Server,
         [py, "-m", "winnow.cli", "serve", "--port", str(wport), "--kv-cache-gib",
          str(kv_cache_gib), "--max-model-len", str(MAX_MODEL_LEN), "--log-level", "warning",
          # timeouts are not what is measured: a loaded machine must not turn waits into errors
-         "--request-timeout", "1800", "--reward-timeout", "900"],
+         "--request-timeout", "1800", "--reward-timeout", "900", *winnow_flags],
         env, wport,
     )  # fmt: skip
     vllm = Server(
@@ -802,6 +804,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the same candidates; writes serving_compare_natural.*",
     )  # fmt: skip
     p.add_argument(
+        "--no-reward-tap", action="store_true",
+        help="winnow re-encodes every score (serve --no-reward-tap): the tap's A/B; writes *_notap",
+    )  # fmt: skip
+    p.add_argument(
         "--best-of-n-only", action="store_true", help="comparisons 2 and 3 only (no sample levels)"
     )
     p.add_argument(
@@ -848,7 +854,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = default_data_dir()
     model_dir = build_default_model(data_dir)
     prompts = winnow_task_prompts(TASK, plan.num_prompts, seed=0)
-    winnow, vllm, engine_args = servers(model_dir, args.kv_cache_gib, data_dir)
+    winnow, vllm, engine_args = servers(
+        model_dir, args.kv_cache_gib, data_dir, ["--no-reward-tap"] if args.no_reward_tap else []
+    )
     groups = build_groups(plan, winnow, vllm, args.reward, args.sequential_naive, args.natural_stop)
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="serving-compare-"))
@@ -866,6 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     name = (
         "serving_compare"
         + ("_natural" if args.natural_stop else "")
+        + ("_notap" if args.no_reward_tap else "")
         + ("_quick" if args.quick else "")
     )
     settings = {k: v for k, v in engine_args.items() if k not in ("model", "logits_processors")}
@@ -879,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "model_dir": str(model_dir), "task": TASK, "seed": 0, "max_tokens": plan.max_tokens,
             "temperature": TEMPERATURE, "ignore_eos": not args.natural_stop,
+            "reward_tap": not args.no_reward_tap,
             "request_seed": REQUEST_SEED if args.natural_stop else None, "endpoint": "chat", "n": N,
             "reward": args.reward, "rounds": plan.rounds, "kv_cache_gib": args.kv_cache_gib,
             "sample_levels": plan.sample_levels, "bon_levels": plan.bon_levels,

@@ -106,11 +106,11 @@ async def reward_samples(
 ) -> None:
     """Fill ``sample.rewards[name]`` for every requested reward.
 
-    An outcome probe on the policy itself (``default``) reads the hidden state after the last
-    text token, which the feature pass has already computed (``last_hidden``): it is scored
-    from there, on the engine's own tokens, instead of in a second forward pass. (That state is
-    the last text token's whatever the probe's ``position``: a probe that reads its answer's
-    last token is read at the response's last token here.)
+    An outcome probe on the policy itself that reads the response's last token (``position``
+    "last") is scored from the state the feature pass already computed there (``last_hidden``),
+    on the engine's own tokens, instead of in a second forward pass. A probe that reads
+    elsewhere (the shipped ``default`` reads its final answer's last token) is scored as it is
+    served, so the values learn the reward the server gives.
     """
     from winnow.rewards.base import OutcomeItem
     from winnow.rewards.probe import ProbeReward
@@ -127,7 +127,11 @@ async def reward_samples(
     try:
         for name in configured:
             reward = rewards.get(name)
-            if isinstance(reward, ProbeReward) and reward.reads_final_states_of(model):
+            if (
+                isinstance(reward, ProbeReward)
+                and reward.reads_final_states_of(model)
+                and reward.position == "last"
+            ):
                 scores = reward.score_states(last_hidden)
             else:
                 if not started:
