@@ -39,6 +39,7 @@ from winnow.engine.processors.inverse import ready_inverse, warm
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import TAP, TAP_KEY, TAP_RECORD_FLAG, tap_record_size
 from winnow.probe_heads import PROBE_META, RowScorer, has_sigmoid, head_scorer, load_head
+from winnow.values import EmbeddingInverse
 
 log = logging.getLogger("winnow.engine.tap")
 
@@ -88,6 +89,7 @@ class RewardTap(LogitsProcessor):
         if self.model:
             warm(self.model)
         self._logged: set[str] = set()
+        self._inverse: EmbeddingInverse | None = None  # on the logits' device
 
     def is_argmax_invariant(self) -> bool:
         return False  # so vLLM calls it before temperature, penalties and other processors
@@ -135,10 +137,12 @@ class RewardTap(LogitsProcessor):
         return logits
 
     def _tap(self, logits: torch.Tensor) -> None:
-        inverse = ready_inverse(str(self.model))
-        if inverse is None:
-            return  # still building: these steps go unscored, the seam re-encodes
-        inverse = inverse.to(logits.device)
+        if self._inverse is None or self._inverse.device != logits.device:
+            built = ready_inverse(str(self.model))
+            if built is None:
+                return  # still building: these steps go unscored, the seam re-encodes
+            self._inverse = built.to(logits.device)  # moved once, not every step
+        inverse = self._inverse
         rows = list(self.rows.items())
         index = torch.tensor([i for i, _ in rows], dtype=torch.long, device=logits.device)
         hidden = inverse.hidden(logits, index)  # [B, H] float32
