@@ -86,8 +86,10 @@ def test_vllm_reads_the_command_as_meant(tmp_path: Path) -> None:
 def test_environment_is_winnow_engine_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "5")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    # an engine started earlier in this process set it (configure_environment): not ours to keep
-    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    # an engine started earlier in this process set these (configure_environment)
+    for key in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR",
+                "VLLM_NO_USAGE_STATS"):  # fmt: skip
+        monkeypatch.delenv(key, raising=False)
     env = worker_environment(tmp_path, 3, cpu=True)
     assert "VLLM_CPU_KVCACHE_SPACE" not in env  # already set: kept
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
