@@ -75,12 +75,16 @@ class SelectionParams(StrategyParams):
         return self.n
 
     def check(self, request: GenerationRequest) -> None:
-        if request.spec.n > self.n:
-            raise StrategyError(
-                f"n={request.spec.n} choices asked from strategy.n={self.n} candidates", "n"
-            )
-        if self.n > 1 and request.spec.temperature == 0:
-            raise StrategyError("sampling N > 1 candidates needs temperature > 0", "temperature")
+        check_candidates(request, self.n)
+
+
+def check_candidates(request: GenerationRequest, n: int) -> None:
+    """``n`` sampled candidates can serve ``request``: it asks for no more choices than that, and
+    samples (N > 1 identical greedy answers would be one)."""
+    if request.spec.n > n:
+        raise StrategyError(f"n={request.spec.n} choices asked from strategy.n={n} candidates", "n")
+    if n > 1 and request.spec.temperature == 0:
+        raise StrategyError("sampling N > 1 candidates needs temperature > 0", "temperature")
 
 
 @dataclass(slots=True)

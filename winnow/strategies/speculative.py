@@ -34,6 +34,7 @@ from winnow.strategies.selection import (
     RewardField,
     as_choices,
     candidate_report,
+    check_candidates,
     rank_best,
 )
 
@@ -52,12 +53,7 @@ class SpeculativeRejectionParams(StrategyParams):
         return self.n
 
     def check(self, request: GenerationRequest) -> None:
-        if request.spec.n > self.n:
-            raise StrategyError(
-                f"n={request.spec.n} choices asked from strategy.n={self.n} candidates", "n"
-            )
-        if self.n > 1 and request.spec.temperature == 0:
-            raise StrategyError("sampling N > 1 candidates needs temperature > 0", "temperature")
+        check_candidates(request, self.n)
 
 
 @dataclass(slots=True)
