@@ -40,9 +40,11 @@ def texts() -> list[str]:
     return [f"#{tag}{PAD} The answer is {i}." for i, tag in enumerate("dafbec")]
 
 
-def run(strategy: dict, n: int = 1) -> tuple[dict, FakeEngine, LeadingTag]:
+def run(
+    strategy: dict, n: int = 1, script: Sequence[str] | None = None
+) -> tuple[dict, FakeEngine, LeadingTag]:
     reward = LeadingTag()
-    engine = FakeEngine(cycle_script(texts()), delay=0.3)
+    engine = FakeEngine(cycle_script(script or texts()), delay=0.3)
     app = create_app(Settings(max_n=16), engine, RewardSet({"lead": reward}))
     with TestClient(app) as client:
         r = client.post(
@@ -74,6 +76,28 @@ def test_lowest_partial_scores_are_aborted_and_the_best_survivor_returned():
     assert usage["reward_calls"] == 4  # three decisions and the final score
 
 
+def test_a_late_first_decision_aborts_every_long_run():
+    # c and e finish (6 characters) before the first decision at 12 tokens; the four long runs,
+    # a included, are all aborted there, so the best of the finished ones (c) is returned
+    short = {"c", "e"}
+    script = [f"#{t}. 42" if t in short else f"#{t}{PAD} 42." for t in "dafbec"]
+    body, engine, reward = run(
+        {"n": 6, "first_decision": 12, "interval": 4, "rejection_rate": 1.0}, script=script
+    )
+    details = body["winnow"]["details"]
+    assert details["decisions"] == [{"tokens": 12, "running": 4, "aborted": 4}]
+    assert details["finished"] == 2 and engine.aborted == 4
+    assert body["choices"][0]["text"] == "#c. 42"
+    assert all(len(t) == 12 for t in reward.seen[0])
+
+
+def test_rejecting_all_keeps_the_clients_n_when_too_few_finished():
+    body, _, _ = run({"n": 6, "first_decision": 4, "rejection_rate": 1.0}, n=2)
+    details = body["winnow"]["details"]
+    assert details["decisions"] == [{"tokens": 4, "running": 6, "aborted": 4}]
+    assert [c["text"][:2] for c in body["choices"]] == ["#a", "#b"]  # best partial scores
+
+
 def test_never_fewer_candidates_than_the_client_asks_for():
     body, engine, _ = run({"n": 4, "interval": 8, "rejection_rate": 0.5}, n=3)
     details = body["winnow"]["details"]
@@ -88,7 +112,8 @@ def test_process_reward_and_bad_parameters_are_400():
     with TestClient(app) as client:
         for strategy, param in (
             ({"reward": "lead"}, "strategy.reward"),
-            ({"reward": "lead", "rejection_rate": 1.0}, "strategy.rejection_rate"),
+            ({"reward": "lead", "rejection_rate": 1.5}, "strategy.rejection_rate"),
+            ({"reward": "lead", "first_decision": 0}, "strategy.first_decision"),
             ({"reward": "lead", "n": 2}, "n"),
         ):
             r = client.post(

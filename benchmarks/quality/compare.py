@@ -77,6 +77,33 @@ PRESETS: dict[str, dict[str, Any]] = {
     "sr16": {"name": "speculative_rejection", "n": 16, "interval": 8},
     "sr32": {"name": "speculative_rejection", "n": 32, "interval": 8},
     "sr16_i16": {"name": "speculative_rejection", "n": 16, "interval": 16},
+    # a late first decision (near the answers' length, ~30 tokens here) that aborts every
+    # candidate still running there ("_all": rejection_rate 1) or half of them
+    "sr8_f24_all": {
+        "name": "speculative_rejection",
+        "n": 8,
+        "first_decision": 24,
+        "rejection_rate": 1.0,
+    },
+    "sr16_f24": {"name": "speculative_rejection", "n": 16, "first_decision": 24, "interval": 8},
+    "sr16_f20_all": {
+        "name": "speculative_rejection",
+        "n": 16,
+        "first_decision": 20,
+        "rejection_rate": 1.0,
+    },
+    "sr16_f24_all": {
+        "name": "speculative_rejection",
+        "n": 16,
+        "first_decision": 24,
+        "rejection_rate": 1.0,
+    },
+    "sr32_f24_all": {
+        "name": "speculative_rejection",
+        "n": 32,
+        "first_decision": 24,
+        "rejection_rate": 1.0,
+    },
     "vas1": {"name": "vas", "values": {"default": 1.0}},
     "vas3": {"name": "vas", "values": {"default": 3.0}},
     "vas10": {"name": "vas", "values": {"default": 10.0}},

@@ -2,11 +2,12 @@
 reward already dislikes.
 
 ``n`` candidates start as separate engine streams (the prompt is prefilled once and shared
-through the prefix cache). At each decision point (every ``interval`` tokens, once every running
-candidate has written that many) the running candidates' partial responses, cut at that many
-tokens, are scored and the lowest ``rejection_rate`` share of them is aborted, which frees their
-KV blocks at once, never leaving fewer candidates than the client's ``n``. Survivors run to the
-end, and the best by the reward's score of the whole response are returned.
+through the prefix cache). At each decision point (after ``first_decision`` tokens, then every
+``interval``, once every running candidate has written that many) the running candidates'
+partial responses, cut at that many tokens, are scored and the lowest ``rejection_rate`` share
+of them is aborted, which frees their KV blocks at once, never leaving fewer candidates than the
+client's ``n``. Candidates that finished before a decision point are never aborted. Survivors run
+to the end, and the best by the reward's score of the whole response are returned.
 
 Partial scores cost nothing when the engine taps the reward (an outcome probe on this engine's
 final layer, the shipped ``default``: the state at the decision point was scored while it was
@@ -43,9 +44,20 @@ class SpeculativeRejectionParams(StrategyParams):
     n: int = Field(16, ge=1, le=1024, description="Candidates started.")
     reward: str | dict[str, float] = RewardField
     rejection_rate: float = Field(
-        0.5, gt=0.0, lt=1.0, description="Share of the running candidates aborted per decision."
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Share of the running candidates aborted per decision (1: all of them that "
+        "may go, keeping the client's n best by partial score if too few have finished).",
     )
     interval: int = Field(32, ge=1, description="Tokens between decision points.")
+    first_decision: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens before the first decision point (default: `interval`). Candidates "
+        "that finish before it are never aborted: with short answers, a first decision near the "
+        "answers' length aborts the long runs, which are rarely right.",
+    )
     reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
 
@@ -135,10 +147,10 @@ async def speculative_rejection(
     tasks = [asyncio.create_task(drive(run)) for run in runs]
     decisions: list[dict[str, object]] = []
     try:
-        point = params.interval
+        point = params.first_decision or params.interval
         while True:
-            running = [r for r in runs if not r.done]
             alive = [r for r in runs if r.rejected_at is None]
+            running = [r for r in alive if not r.done]  # aborted ones may not have stopped yet
             if not running:
                 break
             # score at `point` tokens once each running candidate is past it (the tap has
@@ -147,7 +159,7 @@ async def speculative_rejection(
                 changed.clear()
                 await changed.wait()
                 _raise_failed(runs)
-            running = [r for r in runs if not r.done]
+            running = [r for r in alive if not r.done]
             reject = min(
                 math.floor(params.rejection_rate * len(running)), len(alive) - request.spec.n
             )
