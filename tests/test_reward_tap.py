@@ -360,3 +360,15 @@ def test_a_failed_tapped_request_raises_its_own_error_and_cancels_the_rest():
     with pytest.raises(EngineRequestError, match="prompt too long"):
         asyncio.run(run())
     assert sorted(cancelled) == [0, 2]
+
+
+def test_heads_are_placed_on_the_processors_device(default_model_dir: str):
+    """The heads go where the logits are (on a GPU engine, the GPU), loaded once per device."""
+    on_cpu = RewardTap(_Config(default_model_dir), torch.device("cpu"), False)
+    on_meta = RewardTap(_Config(default_model_dir), torch.device("meta"), False)
+    cpu_scorer, meta_scorer = on_cpu._scorer(str(DEFAULT_HEAD)), on_meta._scorer(str(DEFAULT_HEAD))
+    assert cpu_scorer is not None and meta_scorer is not None and cpu_scorer is not meta_scorer
+    hidden = torch.zeros(2, 576)
+    assert cpu_scorer(hidden, torch.arange(2)).shape[0] == 2
+    with pytest.raises((RuntimeError, ValueError, NotImplementedError)):
+        meta_scorer(hidden, torch.arange(2))  # its weights are not on the CPU

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -174,3 +176,25 @@ def test_invalid_heads_and_inputs_are_rejected() -> None:
         reward_head_triton(torch.randn(4, HIDDEN + 1), torch.tensor([0]), make_head("linear", 1))
     with pytest.raises(TypeError, match="positions"):
         reward_head_triton(torch.randn(4, HIDDEN), torch.tensor([0.0]), make_head("linear", 1))
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_to_moves_every_tensor_and_keeps_the_head(kind: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    head: RewardHead = (
+        LinearHead(torch.randn(8, generator=g), None)
+        if kind == "linear"
+        else MLPHead(
+            torch.randn(8, 4, generator=g),
+            torch.randn(4, generator=g),
+            torch.randn(4, generator=g),
+            None,
+        )
+    )
+    assert head.to("cpu") is head  # already there: no copy
+    moved = head.to("meta")
+    assert type(moved) is type(head)
+    tensors = [getattr(moved, f.name) for f in dataclasses.fields(moved)]
+    assert all(t is None or t.device.type == "meta" for t in tensors)
+    assert sum(t is not None for t in tensors) == (1 if kind == "linear" else 3)
+    assert moved.in_features == head.in_features and moved.out_features == head.out_features

@@ -5,7 +5,7 @@ strides are honoured). Construction checks dtypes, shapes and devices, so the ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -52,6 +52,16 @@ class _Head:
     def scalar(self) -> bool:
         """Whether the head returns ``[P]`` rather than ``[P, C]``."""
         return self.last_weight.dim() == 1
+
+    def to(self, device: torch.device | str) -> RewardHead:
+        """The same head with its tensors on ``device`` (itself if they are there already)."""
+        moved = {
+            f.name: t.to(device)
+            for f in fields(self)  # type: ignore[arg-type]
+            if isinstance(t := getattr(self, f.name), torch.Tensor)
+            and t.device != torch.device(device)
+        }
+        return replace(self, **moved) if moved else self  # type: ignore[type-var,return-value]
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous: compare by identity

@@ -74,7 +74,7 @@ def parse_args(params: SamplingParams | None) -> tuple[tuple[str, ...], str] | N
 class RewardTap(LogitsProcessor):
     """Batch-level vLLM logits processor; inert for rows without ``extra_args.winnow_tap``."""
 
-    _scorers: dict[str, RowScorer | None] = {}  # by probe directory, shared in the process
+    _scorers: dict[tuple[str, str], RowScorer | None] = {}  # by (probe directory, device)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -89,20 +89,22 @@ class RewardTap(LogitsProcessor):
         if self.model:
             warm(self.model)
         self._logged: set[str] = set()
+        self.device = device  # the logits' device: the heads are placed there once, at load
         self._inverse: EmbeddingInverse | None = None  # on the logits' device
 
     def is_argmax_invariant(self) -> bool:
         return False  # so vLLM calls it before temperature, penalties and other processors
 
     def _scorer(self, head: str) -> RowScorer | None:
-        if head not in self._scorers:
+        key = (head, str(self.device))
+        if key not in self._scorers:
             try:
                 loaded, meta = load_head(Path(head))
-                self._scorers[head] = head_scorer(loaded, has_sigmoid(meta))
+                self._scorers[key] = head_scorer(loaded.to(self.device), has_sigmoid(meta))
             except Exception as exc:
                 log.error("probe head %s not usable, rows left untapped: %s", head, exc)
-                self._scorers[head] = None
-        return self._scorers[head]
+                self._scorers[key] = None
+        return self._scorers[key]
 
     def _rule(self, params: SamplingParams, output: list[int]) -> TapRule | None:
         try:
