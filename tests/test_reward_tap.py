@@ -26,7 +26,7 @@ from winnow.engine.base import Completion, SamplingSpec
 from winnow.engine.processors.inverse import shared_inverse
 from winnow.engine.processors.specs import TAP_KEY, TAP_RECORD_FLAG, tap_record_size
 from winnow.engine.processors.tap import RewardTap, parse_args
-from winnow.engine.tap_files import read_records, tap_dir, tap_files
+from winnow.engine.tap_files import RecordReader, read_records, tap_dir, tap_files
 from winnow.engine.tapped import token_scores
 from winnow.probe_heads import has_sigmoid, head_scorer, load_head
 from winnow.rewards.base import OutcomeItem, Tapped
@@ -129,6 +129,23 @@ def test_records_map_to_the_prompt_state_then_each_token(tmp_path: Path):
     assert len(scores["h1"]) == 4  # the prompt's state, then the three tokens
     assert scores["h1"][1] is None and scores["h1"][3] is None
     assert math.isclose(scores["h2"][2] or 0, 0.6, rel_tol=1e-6)
+
+
+def test_a_growing_file_is_read_up_to_its_first_unwritten_record(tmp_path: Path):
+    heads, path = ("h1", "h2"), tmp_path / "t"
+    size = tap_record_size(2)
+    path.write_bytes(
+        struct.pack("<3f", 1.0, 0.1, 0.2) + bytes(size) + struct.pack("<3f", 1.0, 0.5, 0.6)
+    )
+    reader = RecordReader(str(path), heads)
+    first = reader.new_scores()
+    assert [round(v or 0, 6) for v in first["h1"]] == [0.1] and len(first["h2"]) == 1
+    assert reader.new_scores() == {"h1": [], "h2": []}  # record 1 not written yet
+    with path.open("r+b") as f:  # the engine writes it
+        f.seek(size)
+        f.write(struct.pack("<3f", 1.0, 0.3, 0.4))
+    later = reader.new_scores()
+    assert [round(v or 0, 6) for v in later["h2"]] == [0.4, 0.6]
 
 
 # ---- the probe reward reads a tap only for the tokens it would encode ---------------------------

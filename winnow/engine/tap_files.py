@@ -72,12 +72,24 @@ def tap_files(count: int) -> Iterator[list[str]]:
 def read_records(path: str, heads: Sequence[str]) -> list[list[float] | None]:
     """Every record of a tap file (``[k]``: the state of the request's k-th sequence token from
     its prompt's last one, one score per head), None where the engine wrote nothing."""
-    data = Path(path).read_bytes()
-    size = tap_record_size(len(heads))
+    return parse_records(Path(path).read_bytes(), len(heads))
+
+
+def parse_records(
+    data: bytes, heads: int, *, stop_at_hole: bool = False
+) -> list[list[float] | None]:
+    """The records in ``data`` (one flag and ``heads`` scores each): None for one not written,
+    or, with ``stop_at_hole``, the records before the first not written."""
+    size = tap_record_size(heads)
     records: list[list[float] | None] = []
     for start in range(0, len(data) - size + 1, size):
-        values = struct.unpack_from(f"<{len(heads) + 1}f", data, start)
-        records.append(list(values[1:]) if values[0] == TAP_RECORD_FLAG else None)
+        values = struct.unpack_from(f"<{heads + 1}f", data, start)
+        if values[0] != TAP_RECORD_FLAG:
+            if stop_at_hole:
+                break
+            records.append(None)
+        else:
+            records.append(list(values[1:]))
     return records
 
 
@@ -90,16 +102,9 @@ class RecordReader:
         self.done = 0  # records already returned
 
     def new_scores(self) -> dict[str, list[float | None]]:
-        size = tap_record_size(len(self.heads))
         with open(self.path, "rb") as f:
-            f.seek(self.done * size)
+            f.seek(self.done * tap_record_size(len(self.heads)))
             data = f.read()
-        scores: dict[str, list[float | None]] = {h: [] for h in self.heads}
-        for start in range(0, len(data) - size + 1, size):
-            values = struct.unpack_from(f"<{len(self.heads) + 1}f", data, start)
-            if values[0] != TAP_RECORD_FLAG:
-                break
-            for head, value in zip(self.heads, values[1:], strict=True):
-                scores[head].append(value)
-            self.done += 1
-        return scores
+        records = parse_records(data, len(self.heads), stop_at_hole=True)
+        self.done += len(records)
+        return {head: [r[h] for r in records if r is not None] for h, head in enumerate(self.heads)}
