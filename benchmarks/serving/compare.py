@@ -227,18 +227,11 @@ class Server:
 def vllm_flags(engine_args: Mapping[str, Any]) -> list[str]:
     """winnow's engine arguments as ``vllm.entrypoints.openai.api_server`` options (its logits
     processors are winnow's own and stay out: they are part of what is measured)."""
-    flags: list[str] = []
-    for key, value in engine_args.items():
-        if key in ("model", "logits_processors"):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is False:
-            flags.append("--no-" + key.replace("_", "-"))
-        else:
-            flags += [flag, str(value)]
-    return flags
+    from winnow.engine.worker import engine_flags
+
+    return engine_flags(
+        {k: v for k, v in engine_args.items() if k not in ("model", "logits_processors")}
+    )
 
 
 def servers(
