@@ -54,3 +54,22 @@ def test_rules_on_one_problem():
     assert out["accuracy"]["majority"]["1"]["accuracy"] == 1.0
     assert out["server_choice_matches_offline_best"] == 1.0
     assert out["generated_tokens_per_problem"]["4"] == 20
+
+
+def test_late_rejection_keeps_only_what_finished_within_the_cut():
+    spec = importlib.util.spec_from_file_location(
+        "late_rejection_offline",
+        Path(__file__).parents[1] / "benchmarks" / "quality" / "late_rejection_offline.py",
+    )
+    assert spec and spec.loader
+    late = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(late)
+    lengths, scores, right = (10, 30, 15), (0.2, 0.9, 0.5), [False, True, False]
+    pairs = enumerate(zip(lengths, scores, strict=True))
+    cands = run.to_candidates([dict(_candidate(i, i, s, i), tokens=t) for i, (t, s) in pairs])
+    problem = argparse.Namespace(cands=cands, right=right)
+    assert late.late_rejection(problem, 3, None) == (True, 55, False)  # best_of_n: the 0.9 one
+    # the 30-token one is aborted at 21 tokens; the best that finished (0.5) is wrong
+    assert late.late_rejection(problem, 3, 20) == (False, 10 + 21 + 15, False)
+    assert late.late_rejection(problem, 3, 5) == (False, 18, True)  # none finished within 5
+    assert late.late_rejection(problem, 1, 20) == (False, 10, False)  # the first n only
