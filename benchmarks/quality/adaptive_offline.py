@@ -145,7 +145,12 @@ class Problem:
         return [dataclasses.replace(c, score=None) for c in self.cands]
 
 
-def load(rows: Path, run: Any, tasks: Sequence[str], count: int) -> list[Problem]:
+def load(
+    rows: Path, run: Any, tasks: Sequence[str], count: int, cut: int | None = None
+) -> list[Problem]:
+    """The stored problems; with ``cut``, every answer longer than ``cut`` tokens is stopped
+    there (as speculative_rejection's late decision aborts it): it costs ``cut`` tokens, has no
+    answer and no score, and is never right."""
     items = run.problem_set(argparse.Namespace(tasks=list(tasks), problems=count))
     out = []
     for line in rows.read_text().splitlines():
@@ -155,9 +160,18 @@ def load(rows: Path, run: Any, tasks: Sequence[str], count: int) -> list[Problem
         problem = items[row["i"]]
         assert problem.question == row["question"], (problem.question, row["question"])
         cands = run.to_candidates(row["body"]["winnow"]["candidates"])
+        if cut is not None:
+            cands = [c if len(c.completion.token_ids) <= cut else _stopped(c, cut) for c in cands]
         out.append(Problem(row["i"], cands, [run.correct(c, problem.answer) for c in cands]))
     out.sort(key=lambda p: p.i)
     return out
+
+
+def _stopped(candidate: Candidate, cut: int) -> Candidate:
+    completion = dataclasses.replace(
+        candidate.completion, text="", token_ids=[0] * cut, finish_reason="length"
+    )
+    return Candidate(completion, 0.0, None, None)
 
 
 def _shown(path: Path) -> str:
@@ -316,7 +330,7 @@ def judge(
 
 async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     quality = _quality_run()
-    problems = load(args.rows, quality, args.tasks, args.problems)
+    problems = load(args.rows, quality, args.tasks, args.problems, args.cut)
     assert all(len(p.cands) >= N_MAX for p in problems), "every problem needs 32 answers"
     reading = reading_for(problems, args.reading)
     fixed = fixed_n(problems, reading)
@@ -361,6 +375,7 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "problems": len(problems),
         "reading": "as they are" if reading is as_is else "through a sigmoid",
         "max_tokens": args.max_tokens,
+        "cut": args.cut,
         "reference": {k: v for k, v in ref.items() if k != "right"},
         "fixed": fixed_table,
         "adaptive": judged,
@@ -476,7 +491,14 @@ def report(summary: dict[str, Any], out: Path) -> str:
         "(`winnow.strategies.stopping.run_waves`, `adaptive.stopping_for / votes_of / choose`); "
         f"scores read as probabilities {summary['reading']}; max_tokens "
         f"{summary['max_tokens']} (what the budget sizes waves by). Judged by the verifier "
-        "against the gold answers; 95% bootstrap intervals over problems.",
+        "against the gold answers; 95% bootstrap intervals over problems."
+        + (
+            f" **Every answer longer than {summary['cut']} tokens is stopped there** (no answer, "
+            f"{summary['cut']} tokens: speculative_rejection's late decision), for the fixed-N "
+            "rules and the adaptive ones alike."
+            if summary.get("cut") is not None
+            else ""
+        ),
         "",
         "Criteria, fixed before any adaptive result was computed (module docstring): reference = "
         "the best fixed rule at N=32; (a) accuracy within the reference's 95% interval at <= "
@@ -590,11 +612,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--problems", type=int, default=200, help="the journal's problem count")
     p.add_argument("--max-tokens", type=int, default=96, help="the journal's max_tokens")
     p.add_argument("--reading", choices=("auto", "probability", "logit"), default="auto")
+    p.add_argument(
+        "--cut",
+        type=int,
+        default=None,
+        help="stop every answer longer than this many tokens there (no answer, no score): "
+        "speculative_rejection's late decision, applied to fixed N and adaptive alike",
+    )
     args = p.parse_args(argv)
     if args.out is None:
         stem = args.rows.name.removesuffix(".jsonl").removesuffix(".rows")
         suffix = "" if args.rows.resolve() == (RESULTS / "quality.rows.jsonl").resolve() else stem
-        args.out = RESULTS / ("adaptive_offline" + (f"_{suffix}" if suffix else ""))
+        suffix = suffix.split(".")[0] + (f"_cut{args.cut}" if args.cut is not None else "")
+        args.out = RESULTS / ("adaptive_offline" + (f"_{suffix.lstrip('_')}" if suffix else ""))
     summary = asyncio.run(evaluate(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
