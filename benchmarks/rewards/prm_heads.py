@@ -45,6 +45,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 CACHE = Path.home() / ".cache" / "winnow" / "prm-features"
 DECAYS = (1e-2, 1e-1, 1.0)
 HIDDEN = (32, 64, 128)
+LABELS = ("hard", "value>0.5")  # MLP pairwise: Math-Shepherd's hard label, or value > 0.5
 FRACTIONS = (0.25, 0.5, 1.0)
 SEEDS = 3  # held-out spread of the chosen MLPs over initialisation / dropout seeds
 DRAWS = 3  # random draws of training questions per learning-curve fraction below 100%
@@ -79,7 +80,9 @@ Fit = Callable[[StepSet, int], Scorer]  # (training steps, seed) -> head
 
 
 def heads(
-    hidden: tuple[int, ...] = HIDDEN, decays: tuple[float, ...] = DECAYS
+    hidden: tuple[int, ...] = HIDDEN,
+    decays: tuple[float, ...] = DECAYS,
+    labels: tuple[str, ...] = LABELS,
 ) -> dict[str, dict[str, Fit]]:
     """Every head's configurations (chosen among by CV), each a fit function."""
 
@@ -101,7 +104,7 @@ def heads(
         "mlp-pointwise": {f"h={h} wd={wd:g}": mlp("pointwise", "value", h, wd) for h, wd in grid},
         "mlp-pairwise": {
             f"{label} h={h} wd={wd:g}": mlp("pairwise", label, h, wd)
-            for label in ("hard", "value>0.5")
+            for label in labels
             for h, wd in grid
         },
     }
@@ -140,7 +143,9 @@ def learning_curve(fit: Fit, train: StepSet, held: StepSet, draws: int = 3) -> d
 def compare(train: StepSet, held: StepSet, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"heads": {}}
     chosen_fits: dict[str, Fit] = {}
-    for name, configs in heads(tuple(args.hidden), tuple(args.decay)).items():
+    for name, configs in heads(tuple(args.hidden), tuple(args.decay), tuple(args.labels)).items():
+        if name not in args.heads:
+            continue
         t0 = time.monotonic()
         cv = {cfg: cross_validate(train, fit) for cfg, fit in configs.items()}
         best = max(cv, key=cv.__getitem__)
@@ -160,7 +165,9 @@ def compare(train: StepSet, held: StepSet, args: argparse.Namespace) -> dict[str
     out["best_by_cv"] = best_head
     out["learning_curve"] = {
         name: learning_curve(chosen_fits[name], train, held, args.draws)
-        for name in dict.fromkeys(("linear-pointwise", best_head))
+        for name in dict.fromkeys(
+            (*(h for h in ("linear-pointwise",) if h in chosen_fits), best_head)
+        )
     }
     return out
 
@@ -169,8 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--position", nargs="+", choices=process.POSITIONS, default=["answer"])
     p.add_argument("--extract-only", action="store_true", help="fill the feature cache, no fits")
+    p.add_argument("--heads", nargs="+", choices=list(heads()), default=list(heads()))
     p.add_argument("--hidden", nargs="+", type=int, default=list(HIDDEN), help="MLP widths")
     p.add_argument("--decay", nargs="+", type=float, default=list(DECAYS), help="MLP decays")
+    p.add_argument("--labels", nargs="+", choices=LABELS, default=list(LABELS),
+                   help="MLP pairwise: which steps count as good")  # fmt: skip
     p.add_argument("--seeds", type=int, default=SEEDS, help="MLP held-out seeds (spread)")
     p.add_argument("--draws", type=int, default=DRAWS, help="learning-curve draws below 100%%")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -196,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     results["train_steps"], results["held_steps"] = len(train), len(held)
     results["train_questions"] = len(torch.unique(train.qid))
     results["held_questions"] = len(torch.unique(held.qid))
-    results["grid"] = {"hidden": args.hidden, "decay": args.decay, "seeds": args.seeds,
-                       "draws": args.draws}  # fmt: skip
+    results["grid"] = {"hidden": args.hidden, "decay": args.decay, "labels": args.labels,
+                       "seeds": args.seeds, "draws": args.draws}  # fmt: skip
     results["seconds"] = round(time.monotonic() - started, 1)
     results["command"] = " ".join(["python", "benchmarks/rewards/prm_heads.py", *sys.argv[1:]])
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
