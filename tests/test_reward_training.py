@@ -108,6 +108,43 @@ def test_the_mlp_head_learns_the_direction_and_is_what_the_served_probe_computes
     assert abs(float(p.mean()) - float(y.float().mean())) < 0.05
 
 
+def _xor(n: int = 800, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two informative features whose product's sign is the label (no linear head separates
+    them) plus two noise columns on their own scales; soft labels as the step values are."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g) * torch.tensor([1.0, 1.0, 5.0, 0.1]) + 3.0
+    value = torch.sigmoid(6 * (x[:, 0] - 3) * (x[:, 1] - 3))
+    return x, value
+
+
+def test_the_pointwise_mlp_learns_soft_labels_a_linear_head_cannot() -> None:
+    x, value = _xor()
+    qid = torch.arange(len(x)) // 8
+    held, held_value = _xor(seed=1)
+    hard, held_hard = (value > 0.5).long(), (held_value > 0.5).long()
+    mlp = ranking.fit_mlp(x, value, qid, objective="pointwise", hidden=32, dropout=0.0,
+                          weight_decay=1e-2, epochs=600)  # fmt: skip
+    linear = ranking.fit(x, hard, qid, "pointwise", 1e-3)
+    assert ranking.auc(mlp(held).tolist(), held_hard.tolist()) > 0.95
+    assert ranking.auc(linear(held).tolist(), held_hard.tolist()) < 0.7
+    # BCE on soft labels: the mean probability matches the mean value
+    assert abs(float(torch.sigmoid(mlp(x)).mean() - value.mean())) < 0.05
+
+
+def test_the_mlp_fold_back_to_raw_inputs_is_exact() -> None:
+    """Standardisation makes the net the same for any affine rescaling of the features (same
+    seed), so the folded heads must agree on correspondingly rescaled inputs."""
+    x, value = _xor()
+    qid = torch.arange(len(x)) // 8
+    scale, shift = torch.tensor([3.0, 0.5, 10.0, 2.0]), torch.tensor([-7.0, 2.0, 0.0, 10.0])
+    for objective, y in (("pointwise", value), ("pairwise", (value > 0.5).long())):
+        a = ranking.fit_mlp(x, y, qid, objective=objective, epochs=20)
+        b = ranking.fit_mlp(x * scale + shift, y, qid, objective=objective, epochs=20)
+        assert torch.allclose(a(held := _xor(seed=2)[0]), b(held * scale + shift), atol=1e-2)
+    with pytest.raises(ValueError, match="objective"):
+        ranking.fit_mlp(x, value, qid, objective="listwise")
+
+
 def test_calibration_keeps_the_order_and_gives_probabilities() -> None:
     x, y, qid = _synthetic()
     head = ranking.fit(x, y, qid, "pairwise", 1e-3)

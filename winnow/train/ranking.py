@@ -75,30 +75,45 @@ def fit_mlp(
     y: torch.Tensor,
     qid: torch.Tensor,
     *,
+    objective: str = "pairwise",
     hidden: int = 64,
     weight_decay: float = 0.1,
     dropout: float = 0.5,
     epochs: int = 150,
     seed: int = 0,
 ) -> MLP:
-    """A ReLU MLP with the pairwise (Bradley-Terry) objective inside each question: full-batch
-    AdamW on standardised features with input dropout, folded back to raw inputs."""
+    """A ReLU MLP, full-batch AdamW on standardised features with input dropout, folded back to
+    raw inputs. ``objective`` "pairwise": Bradley-Terry on each question's (y > 0.5, y < 0.5)
+    pairs; "pointwise": binary cross-entropy on ``y`` pooled over every row (soft labels in
+    [0, 1] allowed; ``qid`` unused)."""
     torch.manual_seed(seed)
     z, mean, std = standardised(x)
-    zq, mask = _padded(z, qid)
-    yq, _ = _padded(y.float(), qid)
-    pos, neg = (yq > 0.5) & mask, (yq < 0.5) & mask
-    useful = pos.any(1) & neg.any(1)
-    if not bool(useful.any()):
-        raise ValueError("no question has both a right and a wrong answer")
-    zq, pairs = zq[useful], (pos.unsqueeze(2) & neg.unsqueeze(1))[useful]
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    if objective == "pairwise":
+        zq, mask = _padded(z, qid)
+        yq, _ = _padded(y.float(), qid)
+        pos, neg = (yq > 0.5) & mask, (yq < 0.5) & mask
+        useful = pos.any(1) & neg.any(1)
+        if not bool(useful.any()):
+            raise ValueError("no question has both a right and a wrong answer")
+        inputs, pairs = zq[useful], (pos.unsqueeze(2) & neg.unsqueeze(1))[useful]
+
+        def loss(s: torch.Tensor) -> torch.Tensor:
+            return pair_loss(s, pairs)
+    elif objective == "pointwise":
+        inputs, target = z, y.float()
+
+        def loss(s: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.binary_cross_entropy_with_logits(s, target)
+    else:
+        raise ValueError(f"unknown MLP objective {objective!r}")
     first, second = torch.nn.Linear(x.shape[1], hidden), torch.nn.Linear(hidden, 1)
     net = torch.nn.Sequential(torch.nn.Dropout(dropout), first, torch.nn.ReLU(), second)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=weight_decay)
     net.train()
     for _ in range(epochs):
         optimizer.zero_grad()
-        pair_loss(net(zq).squeeze(-1), pairs).backward()
+        loss(net(inputs).squeeze(-1)).backward()
         optimizer.step()
     with torch.no_grad():
         w1 = first.weight.T / std.unsqueeze(1)
