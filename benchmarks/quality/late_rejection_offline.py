@@ -83,7 +83,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 "vs_best_of_n": [diff, lo, hi],
                 "none_finished": sum(1 for _, _, none in rows if none),
             }
+    by_length: dict[str, list[int]] = {}  # tokens bucket -> [answers, right]
+    for p in problems:
+        for c, right in zip(p.cands, p.right, strict=True):
+            t = len(c.completion.token_ids)
+            key = f"{16 * (t // 16)}-{16 * (t // 16) + 15}" if t < 96 else ">=96"
+            cell = by_length.setdefault(key, [0, 0])
+            cell[0], cell[1] = cell[0] + 1, cell[1] + int(right)
     return {
+        "right_by_length": by_length,
         "rows": str(args.rows.resolve().relative_to(HERE.parent.parent))
         if args.rows.resolve().is_relative_to(HERE.parent.parent)
         else str(args.rows),
@@ -124,6 +132,16 @@ def report(summary: dict[str, Any]) -> str:
                 f"{c['fewer_tokens']:.2f}x | {pts(d)} [{pts(lo)}, {pts(hi)}] | "
                 f"{c['none_finished']} |"
             )
+    lines += ["", "Single answers right, by their length in tokens (all 32 x problems):", "",
+              "| tokens | answers | right |", "|---|---|---|"]  # fmt: skip
+
+    def start(key: str) -> int:
+        return int(key.split("-")[0]) if "-" in key else 96
+
+    for key, (count, right) in sorted(
+        summary["right_by_length"].items(), key=lambda kv: start(kv[0])
+    ):
+        lines.append(f"| {key} | {count} | {100 * right / count:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
