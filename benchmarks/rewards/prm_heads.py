@@ -28,6 +28,7 @@ position, ~7 min each on 2 cores), so re-runs take seconds plus the fits.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -53,11 +54,11 @@ DRAWS = 3  # random draws of training questions per learning-curve fraction belo
 
 def features(name: str, journal: Path, position: str) -> StepSet:
     """The journal's multi-step solutions' steps with the final-layer states the served probe
-    reads at ``position``, cached (keyed by the journal's size and mtime)."""
+    reads at ``position``, cached (keyed by the journal's content: a fresh clone's copy hits)."""
     rows = process.step_rows(read_steps(journal))
     data = process.step_labels(rows)
-    stat = journal.stat()
-    key = f"{journal.name}:{stat.st_size}:{stat.st_mtime_ns}:{len(data)}"
+    digest = hashlib.sha256(journal.read_bytes()).hexdigest()[:16]
+    key = f"{journal.name}:{digest}:{len(data)}"
     path = CACHE / f"{name}-{position}.pt"
     if path.exists():
         cached = torch.load(path)
