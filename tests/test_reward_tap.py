@@ -22,7 +22,7 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
-from winnow.engine.base import Completion, SamplingSpec
+from winnow.engine.base import Completion, Generation, ModelInfo, SamplingSpec
 from winnow.engine.processors.inverse import shared_inverse
 from winnow.engine.processors.specs import TAP_KEY, TAP_RECORD_FLAG, tap_record_size
 from winnow.engine.processors.tap import RewardTap, parse_args
@@ -181,6 +181,53 @@ def test_probe_reads_the_tap_when_tokens_match_and_encodes_otherwise(probe: Prob
     assert missing.scores[0] != pytest.approx(0.123456)
 
 
+class PrefillEngine:
+    """Stands in for the engine that tapped a response: a one-token call's tap gives ``value``
+    (None: it could not score) for its prompt's last token; records the prompts it saw."""
+
+    def __init__(self, tap_model: str, head: str, value: float | None) -> None:
+        self.info = ModelInfo(name="m", max_model_len=4096, tap_model=tap_model)
+        self.head, self.value, self.prompts = head, value, []
+
+    async def generate(self, spec: SamplingSpec) -> Generation:
+        assert spec.tap == (self.head,) and spec.max_tokens == 1 and not spec.tap_last
+        self.prompts.append(tuple(spec.prompt))
+        tap = {self.head: [self.value, None]}
+        completion = Completion(0, "x", [7], "length", tap=tap)
+        return Generation(
+            list(spec.prompt), [completion], cached_prompt_tokens=len(spec.prompt) - 2
+        )
+
+
+def test_what_the_tap_cannot_serve_is_asked_of_the_engine_that_tapped(probe: ProbeReward):
+    prompt, response = "What is 2 + 3?\n", "2 + 3 = 5. The answer is 5."
+    backbone = probe.backbone
+    prompt_ids, ids = tuple(backbone.encode(prompt)), tuple(backbone.encode(response))
+    job = probe.outcome_job(OutcomeItem(prompt, response))
+    other = (*ids[:2], ids[2] + 1, *ids[3:])  # the engine wrote another token early on
+    tapped = Tapped(prompt_ids, other, {probe.tap_head: [0.5] * (len(ids) + 1)})
+
+    async def run(item: OutcomeItem) -> Any:
+        return await probe.score([item])
+
+    try:
+        probe.engine = PrefillEngine(str(backbone.model_dir), probe.tap_head, 0.25)
+        scored = asyncio.run(run(OutcomeItem(prompt, response, tapped=tapped)))
+        assert scored.scores == [pytest.approx(0.25)] and scored.tapped == 0
+        assert probe.engine.prompts == [job.ids[: job.positions[0] + 1]]  # the text's own tokens
+        assert (scored.tokens, scored.cached_tokens) == (2, job.positions[0] - 1)
+        untapped = asyncio.run(run(OutcomeItem(prompt, response)))  # /v1/rewards: the backbone
+        assert len(probe.engine.prompts) == 1 and untapped.scores[0] != pytest.approx(0.25)
+        probe.engine = PrefillEngine(str(backbone.model_dir), probe.tap_head, None)
+        fallback = asyncio.run(run(OutcomeItem(prompt, response, tapped=tapped)))
+        assert fallback.scores[0] == pytest.approx(untapped.scores[0], abs=1e-6)
+        probe.engine = PrefillEngine("/another/model", probe.tap_head, 0.25)
+        asyncio.run(run(OutcomeItem(prompt, response, tapped=tapped)))
+        assert probe.engine.prompts == []  # an engine of another model cannot score this probe
+    finally:
+        probe.engine = None
+
+
 # ---- the real engine ----------------------------------------------------------------------------
 
 
@@ -211,6 +258,47 @@ def test_tap_equals_reencoding_for_every_finish_reason(live_server):
     assert {r[0] for r in rows} >= {"stop", "length"}
     assert all(r[3] == 1 for r in rows), rows  # every score came from the tap
     assert max(abs(a - b) for _, a, b, _ in rows) < 1e-4, rows
+
+
+@pytest.mark.engine
+def test_what_the_tap_cannot_serve_the_engine_scores(live_server):
+    """Candidates that ignore EOS write past a skipped <|im_end|>, so the text's tokens differ
+    from the engine's before the answer the probe reads: the tap cannot serve them, and the
+    engine that tapped them scores the text's own tokens (a one-token prefill per position)
+    instead of the server's backbone. Equal to the backbone's score within 1e-4."""
+    engine, probe = live_server.engine, live_server.rewards.get("default")
+    heads = probe.tap_heads(engine.info.tap_model)
+
+    async def run() -> tuple[list[tuple[float, float, int]], int]:
+        prompt = await engine.apply_chat_template([{"role": "user", "content": "Calculate 7 - 9."}])
+        ids = tuple(await engine.tokenize(prompt, add_special_tokens=False))
+        spec = SamplingSpec(prompt=ids, n=8, max_tokens=64, temperature=0.7, seed=0,
+                            ignore_eos=True, tap=heads)  # fmt: skip
+        generation = await engine.generate(spec)
+        submitted = 0
+        real = probe.batcher.submit
+
+        async def counted(jobs):
+            nonlocal submitted
+            submitted += len(jobs)
+            return await real(jobs)
+
+        rows = []
+        for c in generation.completions:
+            tapped = Tapped(tuple(generation.prompt_token_ids), tuple(c.token_ids), c.tap)
+            probe.batcher.submit = counted
+            try:
+                a = await probe.score([OutcomeItem(prompt, c.text, tapped=tapped)])
+            finally:
+                probe.batcher.submit = real
+            b = await probe.score([OutcomeItem(prompt, c.text)])
+            rows.append((a.scores[0], b.scores[0], a.tapped))
+        return rows, submitted
+
+    rows, submitted = live_server.run(run())
+    assert any(t == 0 for _, _, t in rows), rows  # some the tap could not serve...
+    assert submitted == 0  # ...and none went to the server's backbone
+    assert max(abs(a - b) for a, b, _ in rows) < 1e-4, rows
 
 
 @pytest.mark.engine

@@ -67,6 +67,11 @@ class SamplingSpec(BaseModel):
         description="Probe directories to score on every generated token's final hidden state "
         "inside the engine (Completion.tap); an engine that cannot tap returns none.",
     )
+    tap_last: bool = Field(
+        True,
+        description="With ``tap``: continue a candidate that stops on the token limit by one "
+        "token so its last token's state is scored too (off when only the prompt's is wanted).",
+    )
     vas: VasSpec | None = Field(None, description="Steer every token by value models (VAS).")
 
     @model_validator(mode="after")
@@ -89,7 +94,9 @@ class SamplingSpec(BaseModel):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-_BACKEND_OWN = {"prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap"}
+_BACKEND_OWN = {
+    "prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap", "tap_last"
+}  # fmt: skip
 
 TapScores = dict[str, list[float | None]]
 """Probe directory -> its scores of the final hidden states from the prompt's last token on

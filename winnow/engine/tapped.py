@@ -41,7 +41,8 @@ async def generate_tapped(call: OneCall, spec: SamplingSpec, max_model_len: int)
             completion.tap = token_scores(read_records(file, heads), heads, completion)
             completions.append(completion)
     first = generations[0]
-    await _score_last_tokens(call, spec, max_model_len, first.prompt_token_ids, completions)
+    if spec.tap_last:
+        await _score_last_tokens(call, spec, max_model_len, first.prompt_token_ids, completions)
     return Generation(
         prompt_token_ids=first.prompt_token_ids,
         completions=completions,

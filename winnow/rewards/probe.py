@@ -16,12 +16,14 @@ batch, flattened, so only the probed rows are gathered.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from winnow.engine.base import Engine
 from winnow.kernels.heads import RewardHead
 from winnow.probe_heads import has_sigmoid, head_scorer, load_head, save_head
 from winnow.rewards.backbone import (
@@ -108,8 +110,10 @@ class ProbeReward(Reward):
         observer: BatchObserver | None = None,
         max_batch: int = 64,
         max_wait: float = 0.005,
+        engine: Engine | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.engine = engine  # the policy engine: it scores what its tap saw but cannot serve
         self.head, self.meta = load_head(self.directory)
         self.backbone = backbone
         kind: RewardKind = self.meta.get("kind", "outcome")
@@ -227,14 +231,46 @@ class ProbeReward(Reward):
     async def _tapped_or_encoded(
         self, tapped: Sequence[Tapped | None], jobs: list[ProbeJob]
     ) -> tuple[list[list[float]], int, int, int]:
-        """Each job's scores from the engine's tap where it has them, the rest encoded in one
-        batch; with (tokens computed, tokens reused, jobs tapped)."""
+        """Each job's scores from the engine's tap where it has them; a job the engine tapped
+        but whose tokens differ from the ones it scored is scored by that engine's prefill
+        (:mod:`winnow.rewards.engine_prefill`); the rest are encoded in one batch. With (tokens
+        computed, tokens reused, jobs tapped)."""
         found = [self.tapped_scores(t, job) for t, job in zip(tapped, jobs, strict=True)]
+        n_tapped = sum(f is not None for f in found)
+        engine_tokens, engine_cached = await self._engine_prefill(tapped, jobs, found)
         todo = [job for job, f in zip(jobs, found, strict=True) if f is None]
         results = list(await self.batcher.submit(todo) if todo else [])
         encoded = iter(results)
         scores = [f if f is not None else list(next(encoded).scores) for f in found]
-        return scores, *cost(results), len(jobs) - len(todo)
+        tokens, cached = cost(results)
+        return scores, tokens + engine_tokens, cached + engine_cached, n_tapped
+
+    async def _engine_prefill(
+        self,
+        tapped: Sequence[Tapped | None],
+        jobs: list[ProbeJob],
+        found: list[list[float] | None],
+    ) -> tuple[int, int]:
+        """Fill ``found`` for the tapped jobs the tap could not serve, through the engine."""
+        missing = [i for i, f in enumerate(found) if f is None and tapped[i] is not None]
+        if not missing or self.engine is None:
+            return 0, 0
+        tap_model = self.engine.info.tap_model
+        heads = self.tap_heads(tap_model) if tap_model else ()
+        if not heads:
+            return 0, 0
+        from winnow.rewards.engine_prefill import prefill_scores
+
+        engine = self.engine
+        results = await asyncio.gather(
+            *(prefill_scores(engine, heads[0], jobs[i]) for i in missing)
+        )
+        tokens = cached = 0
+        for i, result in zip(missing, results, strict=True):
+            if result is not None:
+                found[i], computed, reused = result
+                tokens, cached = tokens + computed, cached + reused
+        return tokens, cached
 
     async def score_steps(self, items: Sequence[ProcessItem]) -> StepScored:
         if self.info.kind != "process":

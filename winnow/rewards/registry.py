@@ -246,7 +246,9 @@ def _build_one(
         directory = Path(config.path) if config.path else ASSETS / config.name
         if not (directory / "probe.json").exists():
             raise RewardConfigError(f"reward {config.name!r}: no probe.json in {directory}")
-        return ProbeReward(config.name, directory, backbone(config.backbone), observer=observer)
+        return ProbeReward(
+            config.name, directory, backbone(config.backbone), observer=observer, engine=engine
+        )
     if isinstance(config, VerifierConfig):
         from winnow.rewards.verifier import VerifierReward
 

@@ -1,0 +1,55 @@
+"""A probe's scores computed by the engine instead of the reward's own backbone.
+
+When the reward tap scored a generated response but the tokens a probe would encode differ from
+the engine's before the position it reads (an answer after an EOS the detokenized text dropped,
+a partial step with an appended delimiter), the probe must score the text's own tokens. The
+engine that tapped the response can do that too: each position is the last prompt token of a
+one-token engine call whose tap reads that token's state (the prefix cache serves the shared
+prompt and every token before the first difference). The engine batches these prefills with
+its decoding, where the reward's own forward pass in the server process would compete with it
+for the same cores. The score is the same function of the same tokens (fp32 engine vs fp32
+backbone: equal within 1e-4, ``tests/test_reward_tap.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from winnow.engine.base import Engine, Generation, SamplingSpec
+from winnow.rewards.backbone import ProbeJob
+
+
+async def prefill_scores(
+    engine: Engine, head: str, job: ProbeJob
+) -> tuple[list[float], int, int] | None:
+    """The head's score at each of ``job``'s positions, with (tokens computed, tokens the
+    prefix cache served); None if the engine left a position unscored (its inverse not built
+    yet, a failed tap): the caller encodes that job itself."""
+    specs = [
+        SamplingSpec(prompt=job.ids[: p + 1], max_tokens=1, temperature=0.0, tap=(head,),
+                     tap_last=False)
+        for p in job.positions
+    ]  # fmt: skip
+    generations = await _all(specs, engine)
+    scores: list[float] = []
+    computed = cached = 0
+    for spec, generation in zip(specs, generations, strict=True):
+        values = (generation.completions[0].tap or {}).get(head)
+        if not values or values[0] is None:
+            return None
+        scores.append(float(values[0]))
+        prompt = len(spec.prompt)
+        computed += prompt - generation.cached_prompt_tokens
+        cached += generation.cached_prompt_tokens
+    return scores, computed, cached
+
+
+async def _all(specs: Sequence[SamplingSpec], engine: Engine) -> list[Generation]:
+    """The calls at once; if one fails the others are cancelled (their requests aborted)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(engine.generate(s)) for s in specs]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [t.result() for t in tasks]
