@@ -11,6 +11,9 @@ That is the state a candidate that ran out of tokens (``length``) is scored on w
 or its text ends there, so such a candidate is continued by one token (its prefix served from
 the prefix cache, the token discarded) and the tap reads the state from that step. The token
 counts as generated (``unseen_tokens``); its prefill is not counted as a separate engine call.
+``SamplingSpec.tap_last`` False skips that step (a one-token call that wants only its prompt's
+state; or a caller that lets the probe ask the engine for a state only when it reads it,
+:mod:`winnow.rewards.engine_prefill`).
 """
 
 from __future__ import annotations
