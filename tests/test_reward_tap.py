@@ -192,6 +192,8 @@ class PrefillEngine:
     async def generate(self, spec: SamplingSpec) -> Generation:
         assert spec.tap == (self.head,) and spec.max_tokens == 1 and not spec.tap_last
         self.prompts.append(tuple(spec.prompt))
+        if self.value == -1.0:
+            raise RuntimeError("engine down")
         tap = {self.head: [self.value, None]}
         completion = Completion(0, "x", [7], "length", tap=tap)
         return Generation(
@@ -221,6 +223,11 @@ def test_what_the_tap_cannot_serve_is_asked_of_the_engine_that_tapped(probe: Pro
         probe.engine = PrefillEngine(str(backbone.model_dir), probe.tap_head, None)
         fallback = asyncio.run(run(OutcomeItem(prompt, response, tapped=tapped)))
         assert fallback.scores[0] == pytest.approx(untapped.scores[0], abs=1e-6)
+        probe.engine = PrefillEngine(str(backbone.model_dir), probe.tap_head, -1.0)  # it fails
+        failed = asyncio.run(run(OutcomeItem(prompt, response, tapped=tapped)))
+        assert probe.engine.prompts and failed.scores[0] == pytest.approx(
+            untapped.scores[0], abs=1e-6
+        )
         probe.engine = PrefillEngine("/another/model", probe.tap_head, 0.25)
         asyncio.run(run(OutcomeItem(prompt, response, tapped=tapped)))
         assert probe.engine.prompts == []  # an engine of another model cannot score this probe

@@ -14,10 +14,13 @@ backbone: equal within 1e-4, ``tests/test_reward_tap.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from winnow.engine.base import Engine, Generation, SamplingSpec
 from winnow.rewards.backbone import ProbeJob
+
+log = logging.getLogger("winnow.rewards.engine_prefill")
 
 
 async def prefill_scores(
@@ -43,6 +46,31 @@ async def prefill_scores(
         computed += prompt - generation.cached_prompt_tokens
         cached += generation.cached_prompt_tokens
     return scores, computed, cached
+
+
+async def prefill_all(
+    engine: Engine, head: str, jobs: Sequence[ProbeJob]
+) -> list[tuple[list[float], int, int] | None]:
+    """:func:`prefill_scores` of every job at once. A job whose engine calls fail is left to the
+    caller to encode (None; logged once per error type), and the other jobs' calls still
+    finish; cancelling this cancels (aborts) them all."""
+
+    async def one(job: ProbeJob) -> tuple[list[float], int, int] | None:
+        try:
+            return await prefill_scores(engine, head, job)
+        except Exception as exc:  # the backbone can still score it
+            key = type(exc).__name__
+            if key not in _logged:
+                _logged.add(key)
+                log.warning("engine prefill failed (%s: %s); encoding instead", key, exc)
+            return None
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(job)) for job in jobs]
+    return [t.result() for t in tasks]
+
+
+_logged: set[str] = set()
 
 
 async def _all(specs: Sequence[SamplingSpec], engine: Engine) -> list[Generation]:

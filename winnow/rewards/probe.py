@@ -16,7 +16,6 @@ batch, flattened, so only the probed rows are gathered.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,12 +258,9 @@ class ProbeReward(Reward):
         heads = self.tap_heads(tap_model) if tap_model else ()
         if not heads:
             return 0, 0
-        from winnow.rewards.engine_prefill import prefill_scores
+        from winnow.rewards.engine_prefill import prefill_all
 
-        engine = self.engine
-        results = await asyncio.gather(
-            *(prefill_scores(engine, heads[0], jobs[i]) for i in missing)
-        )
+        results = await prefill_all(self.engine, heads[0], [jobs[i] for i in missing])
         tokens = cached = 0
         for i, result in zip(missing, results, strict=True):
             if result is not None:
