@@ -452,7 +452,7 @@ def test_a_failed_tapped_request_raises_its_own_error_and_cancels_the_rest():
     """One of the n requests fails: the others are cancelled (their engine work aborted) and
     the caller sees that request's error, not an exception group (a 400 stays a 400)."""
     from winnow.engine.base import EngineRequestError
-    from winnow.engine.tapped import _all
+    from winnow.engine.tapped import gather_calls
 
     cancelled: list[int] = []
 
@@ -467,7 +467,7 @@ def test_a_failed_tapped_request_raises_its_own_error_and_cancels_the_rest():
         raise EngineRequestError("prompt too long")
 
     async def run() -> None:
-        await _all([slow(0), bad(), slow(2)])
+        await gather_calls([slow(0), bad(), slow(2)])
 
     with pytest.raises(EngineRequestError, match="prompt too long"):
         asyncio.run(run())

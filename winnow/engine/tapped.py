@@ -33,7 +33,7 @@ OneStream = Callable[[SamplingSpec, TapSpec], AsyncIterator[StreamEvent]]
 async def generate_tapped(call: OneCall, spec: SamplingSpec, max_model_len: int) -> Generation:
     heads, one = spec.tap, spec.replace(n=1)
     with tap_files(spec.n) as files:
-        generations = await _all(
+        generations = await gather_calls(
             call(one.replace(seed=_seed(spec, i)), TapSpec(heads=heads, file=file))
             for i, file in enumerate(files)
         )
@@ -66,7 +66,7 @@ async def stream_tapped(stream: OneStream, spec: SamplingSpec) -> AsyncIterator[
             yield event
 
 
-async def _all(calls: Iterable[Awaitable[Generation]]) -> list[Generation]:
+async def gather_calls(calls: Iterable[Awaitable[Generation]]) -> list[Generation]:
     """Run the calls at once (the engine batches them); if one fails the others are cancelled
     (their requests aborted) and its error is raised as a single call would raise it."""
     try:
@@ -116,7 +116,7 @@ async def _score_last_tokens(
         return
     step = SamplingSpec(prompt=(0,), max_tokens=1, temperature=0.0)
     with tap_files(len(ends)) as files:
-        await _all(
+        await gather_calls(
             call(step.replace(prompt=(*prompt, *c.token_ids)), TapSpec(heads=spec.tap, file=file))
             for c, file in zip(ends, files, strict=True)
         )

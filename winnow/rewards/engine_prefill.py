@@ -17,7 +17,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from winnow.engine.base import Engine, Generation, SamplingSpec
+from winnow.engine.base import Engine, SamplingSpec
+from winnow.engine.tapped import gather_calls
 from winnow.rewards.backbone import ProbeJob
 
 log = logging.getLogger("winnow.rewards.engine_prefill")
@@ -34,7 +35,7 @@ async def prefill_scores(
                      tap_last=False)
         for p in job.positions
     ]  # fmt: skip
-    generations = await _all(specs, engine)
+    generations = await gather_calls(engine.generate(s) for s in specs)
     scores: list[float] = []
     computed = cached = 0
     for spec, generation in zip(specs, generations, strict=True):
@@ -71,13 +72,3 @@ async def prefill_all(
 
 
 _logged: set[str] = set()
-
-
-async def _all(specs: Sequence[SamplingSpec], engine: Engine) -> list[Generation]:
-    """The calls at once; if one fails the others are cancelled (their requests aborted)."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(engine.generate(s)) for s in specs]
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return [t.result() for t in tasks]

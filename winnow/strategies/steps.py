@@ -12,7 +12,6 @@ cancelling an engine call aborts its engine request (see :mod:`winnow.engine.bas
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from winnow.engine.base import (
     TapScores,
     TokenLogprob,
 )
+from winnow.engine.tapped import gather_calls
 from winnow.metering import MeteredEngine
 from winnow.rewards.base import OutcomeItem, ProcessItem, Tapped, join_tap
 from winnow.strategies.base import Rewards
@@ -94,12 +94,7 @@ def has_final_answer(text: str) -> bool:
 async def generate_all(engine: MeteredEngine, specs: Sequence[SamplingSpec]) -> list[Generation]:
     """Run ``specs`` concurrently (the engine batches them); cancel all if one fails or the
     caller is cancelled, so no engine request outlives the round."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(engine.generate(spec)) for spec in specs]
-    except BaseExceptionGroup as failed:  # the first failure, as a plain call would raise it
-        raise failed.exceptions[0] from None
-    return [t.result() for t in tasks]
+    return await gather_calls(engine.generate(spec) for spec in specs)
 
 
 async def step_text(
