@@ -147,3 +147,20 @@ def fake_server() -> Iterator[LiveServer]:
     server.should_exit = True
     thread.join(timeout=30)
     loop.close()
+
+
+@pytest.fixture
+def sympy_worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The functions asked of the sympy workers from now on (counted, then run as usual): a
+    count, not a wall-clock bound, says that work was skipped, on a loaded machine too."""
+    from winnow import answer_workers
+
+    calls: list[str] = []
+    real = answer_workers.call
+
+    def counted(function: str, *args: object) -> object:
+        calls.append(function)
+        return real(function, *args)
+
+    monkeypatch.setattr(answer_workers, "call", counted)
+    return calls

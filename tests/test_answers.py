@@ -219,7 +219,7 @@ def test_group_answers_empty() -> None:
     assert group_answers([]) == []
 
 
-def test_group_answers_of_64_long_responses_reuses_its_work(monkeypatch) -> None:
+def test_group_answers_of_64_long_responses_reuses_its_work(sympy_worker_calls: list[str]) -> None:
     """Grouping 64 long responses (six distinct finals) asks the sympy workers nothing once
     those finals have been read: the cost does not grow with the responses' length or number.
     (Counted, not timed: a wall-clock bound fails on a loaded machine.)"""
@@ -227,18 +227,9 @@ def test_group_answers_of_64_long_responses_reuses_its_work(monkeypatch) -> None
     finals = ["12", "12.0", "\\frac{24}{2}", "13", "x+1", "unclear"]
     texts = [f"{steps}\n\nThe answer is **{finals[i % len(finals)]}**." for i in range(64)]
     group_answers(texts)  # warm the caches (and the sympy import)
-    from winnow import answer_workers
-
-    calls: list[str] = []
-    real = answer_workers.call
-
-    def counted(function: str, *args: object) -> object:
-        calls.append(function)
-        return real(function, *args)
-
-    monkeypatch.setattr(answer_workers, "call", counted)
+    sympy_worker_calls.clear()  # count from here
     groups = group_answers(texts)
-    assert calls == []
+    assert sympy_worker_calls == []
     assert groups[:6] == [0, 0, 0, 1, 2, 3]  # "unclear" falls back to the last number, 59 * 8
 
 
