@@ -56,7 +56,7 @@ def late_rejection(problem: Any, n: int, cut: int | None) -> tuple[bool, int, bo
     if not kept:
         return False, tokens, True
     best = rank_best([c for c, _ in kept])[0]
-    return dict((id(c), r) for c, r in kept)[id(best)], tokens, False
+    return next(r for c, r in kept if c is best), tokens, False
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
