@@ -61,7 +61,7 @@ def late_rejection(problem: Any, n: int, cut: int | None) -> tuple[bool, int, bo
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     adaptive, quality = _module("adaptive_offline"), _module("run")
-    problems = adaptive.load(args.rows, quality, args.tasks, args.problems)
+    problems = adaptive.load(args.rows, quality, args.tasks, args.problems)[: args.first]
     table: dict[str, Any] = {}
     for n in NS:
         base = [late_rejection(p, n, None) for p in problems]
@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=Path, default=RESULTS / "quality.rescored.jsonl")
     p.add_argument("--tasks", nargs="+", default=["add_sub_1digit", "mul_1digit"])
     p.add_argument("--problems", type=int, default=200, help="the journal's problem count")
+    p.add_argument(
+        "--first", type=int, default=None, help="only the first K problems (a live run's subset)"
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "late_rejection_offline")
     args = p.parse_args(argv)
     summary = evaluate(args)
