@@ -67,11 +67,6 @@ class SamplingSpec(BaseModel):
         description="Probe directories to score on every generated token's final hidden state "
         "inside the engine (Completion.tap); an engine that cannot tap returns none.",
     )
-    tap_last: bool = Field(
-        True,
-        description="With ``tap``: continue a candidate that stops on the token limit by one "
-        "token so its last token's state is scored too (off when only the prompt's is wanted).",
-    )
     vas: VasSpec | None = Field(None, description="Steer every token by value models (VAS).")
 
     @model_validator(mode="after")
@@ -95,7 +90,7 @@ class SamplingSpec(BaseModel):
 
 
 _BACKEND_OWN = {
-    "prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap", "tap_last"
+    "prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap"
 }  # fmt: skip
 
 TapScores = dict[str, list[float | None]]

@@ -7,13 +7,10 @@ cannot tell the children apart; a tapped call sends the ``n`` requests itself (c
 once and shared through the prefix cache either way.
 
 The engine never computes the state of a candidate's last token (nothing is sampled after it).
-That is the state a candidate that ran out of tokens (``length``) is scored on when its answer
-or its text ends there, so such a candidate is continued by one token (its prefix served from
-the prefix cache, the token discarded) and the tap reads the state from that step. The token
-counts as generated (``unseen_tokens``); its prefill is not counted as a separate engine call.
-``SamplingSpec.tap_last`` False skips that step (a one-token call that wants only its prompt's
-state; or a caller that lets the probe ask the engine for a state only when it reads it,
-:mod:`winnow.rewards.engine_prefill`).
+A reward that reads it (a candidate that ran out of tokens with its answer at the very end) finds
+no score there and has the engine compute it when, and only when, it reads it
+(:mod:`winnow.rewards.engine_prefill`: a one-token prefill, counted as reward tokens), rather
+than every ``length``-finished candidate paying a one-token continuation, read or not.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ OneCall = Callable[[SamplingSpec, TapSpec], Awaitable[Generation]]
 OneStream = Callable[[SamplingSpec, TapSpec], AsyncIterator[StreamEvent]]
 
 
-async def generate_tapped(call: OneCall, spec: SamplingSpec, max_model_len: int) -> Generation:
+async def generate_tapped(call: OneCall, spec: SamplingSpec) -> Generation:
     heads, one = spec.tap, spec.replace(n=1)
     with tap_files(spec.n) as files:
         generations = await gather_calls(
@@ -44,8 +41,6 @@ async def generate_tapped(call: OneCall, spec: SamplingSpec, max_model_len: int)
             completion.tap = token_scores(read_records(file, heads), heads, completion)
             completions.append(completion)
     first = generations[0]
-    if spec.tap_last:
-        await _score_last_tokens(call, spec, max_model_len, first.prompt_token_ids, completions)
     return Generation(
         prompt_token_ids=first.prompt_token_ids,
         completions=completions,
@@ -57,7 +52,7 @@ async def generate_tapped(call: OneCall, spec: SamplingSpec, max_model_len: int)
 async def stream_tapped(stream: OneStream, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
     """One tapped sample, streamed: each delta carries the scores written since the previous
     one (those of the tokens it has, as the engine scores a token's state when it samples the
-    next). The last token's state is not scored (no one-token continuation here)."""
+    next). The last token's state is not scored (see the module docstring)."""
     with tap_files(1) as (file,):
         reader = RecordReader(file, spec.tap)
         async for event in stream(spec, TapSpec(heads=spec.tap, file=file)):
@@ -95,34 +90,3 @@ def token_scores(
             for head, value in zip(heads, record, strict=True):
                 scores[head][k] = value
     return scores
-
-
-async def _score_last_tokens(
-    call: OneCall,
-    spec: SamplingSpec,
-    max_model_len: int,
-    prompt: list[int],
-    completions: list[Completion],
-) -> None:
-    """Continue every ``length``-finished candidate by one token so the tap reads the state of
-    its last one (see the module docstring)."""
-    room = max_model_len
-    ends = [
-        c
-        for c in completions
-        if c.finish_reason == "length" and c.token_ids and len(prompt) + len(c.token_ids) < room
-    ]
-    if not ends:
-        return
-    step = SamplingSpec(prompt=(0,), max_tokens=1, temperature=0.0)
-    with tap_files(len(ends)) as files:
-        await gather_calls(
-            call(step.replace(prompt=(*prompt, *c.token_ids)), TapSpec(heads=spec.tap, file=file))
-            for c, file in zip(ends, files, strict=True)
-        )
-        for c, file in zip(ends, files, strict=True):
-            records = read_records(file, spec.tap)
-            c.unseen_tokens += 1
-            if records and records[0] is not None and c.tap is not None:
-                for head, value in zip(spec.tap, records[0], strict=True):
-                    c.tap[head][-1] = value

@@ -205,7 +205,7 @@ class VllmEngine(Engine):
 
     async def generate(self, spec: SamplingSpec) -> Generation:
         if spec.tap:
-            return await generate_tapped(self._generate, spec, self.info.max_model_len)
+            return await generate_tapped(self._generate, spec)
         return await self._generate(spec)
 
     async def _generate(self, spec: SamplingSpec, tap: TapSpec | None = None) -> Generation:

@@ -31,10 +31,9 @@ async def prefill_scores(
     prefix cache served); None if the engine left a position unscored (its inverse not built
     yet, a failed tap): the caller encodes that job itself."""
     specs = [
-        SamplingSpec(prompt=job.ids[: p + 1], max_tokens=1, temperature=0.0, tap=(head,),
-                     tap_last=False)
+        SamplingSpec(prompt=job.ids[: p + 1], max_tokens=1, temperature=0.0, tap=(head,))
         for p in job.positions
-    ]  # fmt: skip
+    ]
     generations = await gather_calls(engine.generate(s) for s in specs)
     scores: list[float] = []
     computed = cached = 0
