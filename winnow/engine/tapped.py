@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from winnow.engine.base import Completion, Generation, SamplingSpec, StreamEvent, TapScores
 from winnow.engine.processors.specs import TapSpec
@@ -25,6 +26,7 @@ from winnow.engine.tap_files import RecordReader, read_records, tap_files
 OneCall = Callable[[SamplingSpec, TapSpec], Awaitable[Generation]]
 """The local engine's single vLLM request with a tap (``VllmEngine._generate``)."""
 OneStream = Callable[[SamplingSpec, TapSpec], AsyncIterator[StreamEvent]]
+T = TypeVar("T")
 
 
 async def generate_tapped(call: OneCall, spec: SamplingSpec) -> Generation:
@@ -61,7 +63,7 @@ async def stream_tapped(stream: OneStream, spec: SamplingSpec) -> AsyncIterator[
             yield event
 
 
-async def gather_calls(calls: Iterable[Awaitable[Generation]]) -> list[Generation]:
+async def gather_calls(calls: Iterable[Awaitable[T]]) -> list[T]:
     """Run the calls at once (the engine batches them); if one fails the others are cancelled
     (their requests aborted) and its error is raised as a single call would raise it."""
     try:
@@ -72,7 +74,7 @@ async def gather_calls(calls: Iterable[Awaitable[Generation]]) -> list[Generatio
     return [t.result() for t in tasks]
 
 
-async def _awaited(call: Awaitable[Generation]) -> Generation:
+async def _awaited(call: Awaitable[T]) -> T:
     return await call
 
 

@@ -24,7 +24,6 @@ next segment, since a stop may span two segments). ``n`` > 1 runs n independent 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from pydantic import Field
 
 from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, TapScores
 from winnow.engine.processors.specs import SegmentSpec
+from winnow.engine.tapped import gather_calls
 from winnow.metering import MeteredEngine
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 from winnow.rewards.base import OutcomeItem, Tapped, join_tap
@@ -192,24 +192,11 @@ async def cards(
     r0 = (1 - params.alpha) * scale(r_prompt) + params.alpha * r_star
     chains = [Chain(i) for i in range(request.spec.n)]
     trace = Trace(strategy="cards", r0=r0, r_star=r_star) if params.trace else None
-    try:
-        async with asyncio.TaskGroup() as group:
-            for chain in chains:
-                group.create_task(
-                    grow(
-                        chain,
-                        request,
-                        prompt_ids,
-                        (r0, r_star),
-                        scale,
-                        engine,
-                        rewards,
-                        trace,
-                        heads,
-                    )
-                )
-    except BaseExceptionGroup as failed:  # a chain's error as a single call would raise it
-        raise failed.exceptions[0] from None
+    bounds = (r0, r_star)  # chains grow at once; one's error is raised as a single call's
+    await gather_calls(
+        grow(chain, request, prompt_ids, bounds, scale, engine, rewards, trace, heads)
+        for chain in chains
+    )
     stats = [c.stats for c in chains]
     if trace is not None:
         trace.winner = [c.index for c in chains]
