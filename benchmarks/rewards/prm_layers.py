@@ -34,7 +34,7 @@ from winnow.models.default_model import build_default_model
 from winnow.rewards.backbone import Backbone
 from winnow.rewards.probe import process_positions
 from winnow.settings import default_data_dir
-from winnow.train import process
+from winnow.train import process, ranking
 from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         cv = {g: process.cross_validate(train, "pointwise", g) for g in process.GRID}
         l2 = max(cv, key=cv.__getitem__)
         head = process.fit(train, "pointwise", l2)
-        m = process.measures(head(held.x), held)
+        scores = head(held.x)
+        m = process.measures(scores, held)
+        final = ~held.intermediate  # each solution's last step: is its answer right?
+        m["final_step_auc"] = ranking.auc(scores[final].tolist(), held.hard[final].tolist())
         results["layers"][layer] = {"l2": l2, "cv_step_auc": cv[l2], **m}
         print(f"layer {layer:2d}: cv {cv[l2]:.3f}  held-out step AUC {m['step_auc']:.3f}  "
               f"intermediate {m['intermediate_step_auc']:.3f}", flush=True)  # fmt: skip
