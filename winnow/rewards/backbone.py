@@ -2,7 +2,8 @@
 
 Texts are tokenized segment by segment (prompt, then each step) and the ids concatenated, so the
 token ids of a growing prefix never change when a step is appended, and step ends are known
-exactly without offset mapping.
+exactly without offset mapping. The prompt gets the special tokens the tokenizer puts before a
+text (:func:`special_prefix`: BOS for Gemma, none for SmolLM).
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ RowScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DEFAULT_PREFIX_CACHE_BYTES = 512 * 2**20
 
 
+def special_prefix(tokenizer: Any) -> list[int]:
+    """Special tokens the tokenizer puts before a text: BOS for Llama/Mistral/Gemma, none for Qwen
+    or SmolLM."""
+    bare = list(tokenizer.encode("a", add_special_tokens=False))
+    full = list(tokenizer.encode("a", add_special_tokens=True))
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start]
+    return []
+
+
 class Backbone:
     """Loads a causal LM once; ``encode_sequences`` is thread-safe (one forward at a time) and
     reuses the KV cache of recently scored prefixes (:mod:`winnow.rewards.prefix_cache`)."""
@@ -59,6 +71,7 @@ class Backbone:
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._model: Any = None
         self._tokenizer: Any = None
+        self._prefix: list[int] = []
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -67,6 +80,7 @@ class Backbone:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self._prefix = special_prefix(self._tokenizer)
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
         model.eval()
         self._model = model
@@ -90,12 +104,18 @@ class Backbone:
         self.load()
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A sequence's first segment: the tokenizer's special prefix, then ``text``'s ids."""
+        self.load()
+        return [*self._prefix, *self.encode(text)]
+
     def encode_segments(self, segments: Sequence[str]) -> tuple[list[int], list[int]]:
-        """Token ids of the concatenated segments and the index of each segment's last token."""
+        """Token ids of the concatenated segments (the first one as a prompt,
+        :meth:`encode_prompt`) and the index of each segment's last token."""
         ids: list[int] = []
         ends: list[int] = []
-        for segment in segments:
-            ids.extend(self.encode(segment))
+        for k, segment in enumerate(segments):
+            ids.extend(self.encode_prompt(segment) if k == 0 else self.encode(segment))
             ends.append(len(ids) - 1)
         return ids, ends
 

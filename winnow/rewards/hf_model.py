@@ -17,7 +17,12 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from winnow.rewards.backbone import DEFAULT_PREFIX_CACHE_BYTES, Backbone, ProbeJob, ProbeResult
+from winnow.rewards.backbone import (
+    DEFAULT_PREFIX_CACHE_BYTES,
+    Backbone,
+    ProbeJob,
+    ProbeResult,
+)
 from winnow.rewards.base import Reward, RewardInfo
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 from winnow.rewards.configs import SequenceClassifierConfig, StepTagPRMConfig
@@ -87,16 +92,6 @@ class HFModel(Backbone):
     def max_positions(self) -> int | None:
         value = getattr(self.model.config, "max_position_embeddings", None)
         return int(value) if value else None
-
-
-def special_prefix(tokenizer: Any) -> list[int]:
-    """Special tokens the tokenizer puts before a text: BOS for Llama/Mistral, none for Qwen."""
-    bare = list(tokenizer.encode("a", add_special_tokens=False))
-    full = list(tokenizer.encode("a", add_special_tokens=True))
-    for start in range(len(full) - len(bare) + 1):
-        if full[start : start + len(bare)] == bare:
-            return full[:start]
-    return []
 
 
 class HFReward(Reward, Generic[Config]):

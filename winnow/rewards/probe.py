@@ -78,7 +78,7 @@ def process_positions(
     if position == "last":
         ids, ends = backbone.encode_segments([prompt, *steps])
         return ProbeJob(tuple(ids), tuple(ends[1:]))
-    ids = backbone.encode(prompt)
+    ids = backbone.encode_prompt(prompt)
     positions = []
     for step in steps:
         encoded = backbone.tokenizer(step, add_special_tokens=False, return_offsets_mapping=True)
@@ -202,7 +202,7 @@ class ProbeReward(Reward):
 
     def outcome_job(self, item: OutcomeItem) -> ProbeJob:
         if self.position == "answer":  # the last token of the final answer, else the last token
-            prompt_ids = self.backbone.encode(item.prompt)
+            prompt_ids = self.backbone.encode_prompt(item.prompt)
             response = self.backbone.tokenizer(
                 item.response, add_special_tokens=False, return_offsets_mapping=True
             )  # one tokenization gives the ids and where the answer is

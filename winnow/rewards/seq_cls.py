@@ -39,11 +39,12 @@ from winnow.rewards.backbone import (
     ProbeResult,
     cost,
     score_positions,
+    special_prefix,
 )
 from winnow.rewards.base import OutcomeItem, RewardInfo, Scored
 from winnow.rewards.configs import SequenceClassifierConfig
 from winnow.rewards.formats import ChatTemplate, conversation
-from winnow.rewards.hf_model import HFReward, special_prefix
+from winnow.rewards.hf_model import HFReward
 
 
 def outcome_head(score: Any) -> tuple[LinearHead, str]:

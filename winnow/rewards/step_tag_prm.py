@@ -51,11 +51,12 @@ from winnow.rewards.backbone import (
     RowScorer,
     cost,
     score_positions,
+    special_prefix,
 )
 from winnow.rewards.base import ProcessItem, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.configs import StepTagPRMConfig
 from winnow.rewards.formats import ChatTemplate, conversation, covering, question, tokenize
-from winnow.rewards.hf_model import HFModel, HFReward, special_prefix
+from winnow.rewards.hf_model import HFModel, HFReward
 
 
 def single_token(model: HFModel, text: str, what: str) -> int:
