@@ -136,11 +136,14 @@ async def score_rows(
     return out
 
 
-def score_rows_from_features(rows: Sequence[dict[str, Any]], reward_name: str) -> list[list[float]]:
+def score_rows_from_features(
+    rows: Sequence[dict[str, Any]], reward_name: str, head_dir: Path | None = None
+) -> list[list[float]]:
     """The same scores for an outcome probe on the final layer (at the position it reads), from the
     feature cache of `winnow train reward` (``winnow/train/features.py``) instead of a new
     forward pass: equal to the reward runtime's scores within ~2e-6 (checked on the stored
-    scores of the previous default), and seconds instead of half an hour on 2 cores."""
+    scores of the previous default), and seconds instead of half an hour on 2 cores.
+    ``head_dir``: a head not (yet) shipped, e.g. `winnow train reward --out DIR`'s DIR/default."""
     import torch
 
     from winnow.kernels.dispatch import reward_head
@@ -151,7 +154,7 @@ def score_rows_from_features(rows: Sequence[dict[str, Any]], reward_name: str) -
     from winnow.train import datasets
     from winnow.train.features import FeatureReader, extract
 
-    head, meta = load_head(ASSETS / reward_name)
+    head, meta = load_head(head_dir or ASSETS / reward_name)
     if meta.get("kind") != "outcome" or int(meta.get("layer", -1)) != -1:
         raise SystemExit(f"--features reads outcome probes on the last layer; {reward_name} is not")
     bench = datasets.bench_rows()
@@ -197,6 +200,12 @@ def main(argv: list[str] | None = None) -> None:
         help="shipped outcome probes only: score from the training feature cache (seconds)",
     )
     p.add_argument(
+        "--head-dir",
+        type=Path,
+        default=None,
+        help="with --features: read this head directory instead of the shipped reward's",
+    )
+    p.add_argument(
         "--stored",
         action="store_true",
         help="no reward: the scores stored in the journal (the reward of that run), re-judged",
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.stored:
         scores = stored_scores(rows)
     elif args.features:
-        scores = score_rows_from_features(rows, args.reward)
+        scores = score_rows_from_features(rows, args.reward, args.head_dir)
     else:
         scores = asyncio.run(score_rows(rows, args.reward, args.rewards_config))
     out = args.out or RESULTS / f"reward_eval_{args.reward}"
