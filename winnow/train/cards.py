@@ -22,8 +22,11 @@ def _write(out_dir: Path, lines: list[str]) -> Path:
 _OBJECTIVE = {"mlp": "pairwise, a ReLU MLP head (64 hidden; its L2 is the weight decay)"}
 
 
-def reward_card(out_dir: Path) -> Path:
-    """The model card of the shipped reward heads, from their probe.json metrics."""
+def reward_card(out_dir: Path) -> Path | None:
+    """The model card of the shipped reward heads, from their probe.json metrics; None (no card)
+    when ``out_dir`` does not hold both heads (a trainer's ``--out`` elsewhere writes one)."""
+    if not all((out_dir / name / "probe.json").exists() for name in ("default", "default_prm")):
+        return None
     outcome = json.loads((out_dir / "default" / "probe.json").read_text())
     process = json.loads((out_dir / "default_prm" / "probe.json").read_text())
     om, pm = outcome["metrics"], process["metrics"]
@@ -99,8 +102,9 @@ def reward_card(out_dir: Path) -> Path:
         "  from hard ones, so its pooled AUC (across questions) is lower than the first",
         f"  default's ({om.get('heldout_pooled_auc', float('nan')):.3f} vs 0.797 on the same "
         "answers): compare its scores within a question (best-of-N, votes), not across them.",
-        "- Linear heads level off near 0.78 held-out by 400 questions; the MLP head's learning",
-        "  curve is still rising at 400 (above): more sampled questions are the next gain.",
+        "- Linear heads level off near 0.78 held-out by 400 questions, and the MLP head by 400",
+        "  too (learning curve above, 800 questions: 400 to 800 adds nothing held out): more",
+        "  answers of this policy to the same kind of question are not the next gain.",
     ]
     return _write(out_dir, lines)
 
