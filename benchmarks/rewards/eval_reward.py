@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         help="no reward: the scores stored in the journal (the reward of that run), re-judged",
     )
     args = p.parse_args(argv)
+    if args.head_dir and not args.features:
+        p.error("--head-dir reads a head from the feature cache: it needs --features")
     rows = load_rows(args.rows)
     if args.stored:
         scores = stored_scores(rows)
