@@ -520,13 +520,8 @@ def test_offline_evaluation_decides_as_the_strategy_does(tmp_path):
             ]  # fmt: skip
             row = {"i": k, "question": problem.question, "body": {"winnow": {"candidates": cands}}}
             f.write(json.dumps(row) + "\n")
-    out = tmp_path / "adaptive"
-    offline.main(["--rows", str(journal), "--out", str(out), "--problems", "4"])
-    summary = json.loads(out.with_suffix(".json").read_text())
-    assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
-    default = summary["adaptive"][0]
     # the server on the same answers, wave by wave
-    drawn, tokens_used, right = [], [], []
+    drawn, tokens_used, right, served = [], [], [], []
     for problem, texts in zip(items, scripts, strict=True):
         c, _ = client_for(texts)
         with c:
@@ -534,6 +529,20 @@ def test_offline_evaluation_decides_as_the_strategy_does(tmp_path):
         drawn.append(details(body)["candidates"])
         tokens_used.append(body["usage"]["winnow"]["generated_tokens"])
         right.append(body["choices"][0]["text"] == f"The answer is {problem.answer}.")
+        served.append(
+            {"question": problem.question, "correct": right[-1], "usage": body["usage"]["winnow"]}
+        )
+    raw = tmp_path / "served.raw.json"  # compare.py's raw rows for one label
+    raw.write_text(json.dumps({"adaptive": served}))
+    out = tmp_path / "adaptive"
+    served_args = ["--given", "{}", "--served", str(raw), "adaptive"]
+    offline.main(["--rows", str(journal), "--out", str(out), "--problems", "4", *served_args])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
+    default = summary["adaptive"][0]
+    assert summary["given"]["accuracy"] == default["accuracy"]  # "{}" is the default
+    assert summary["served"]["same_verdict"] == 4 and summary["served"]["same_tokens"] == 4
+    assert "fixed in advance" in out.with_suffix(".md").read_text()
     assert drawn == [4, 32, 12, 32]  # 4 of 4; split; 4 + 4 + 4 (8 of 12 agree); nothing parses
     assert default["mean_drawn"] == pytest.approx(statistics.fmean(drawn))
     assert default["tokens"] == pytest.approx(statistics.fmean(tokens_used))

@@ -42,6 +42,11 @@ Stated before any adaptive result was computed:
   reference's tokens). They enter the cross-fitted choice like the rest, are marked "(late)" in
   the report, and being designed after a look at these answers, their figures here are
   optimistic by an unknown amount: fresh problems (the live run) are their test.
+* GRID_BEST was added in session 11, after the report with the 800-question head showed the
+  reference to be best_of_n (selection by best score) while every reward-aware row above
+  selected by weighted_vote: the same stopping rules with ``selection=best``, alone and with
+  ``accept`` (stop once a candidate's probability reaches it). Marked "(late, best)"; the same
+  caveat as GRID_LATE, more so (it was explored on these answers before it was written down).
 
     python benchmarks/quality/adaptive_offline.py
     python benchmarks/quality/adaptive_offline.py \
@@ -125,6 +130,22 @@ GRID_LATE: list[dict[str, Any]] = [  # added after the first pass: see the modul
 ]
 
 
+GRID_BEST: list[dict[str, Any]] = [  # session 11: see the module docstring
+    {
+        "rule": rule,
+        "confidence": c,
+        "max_n": m,
+        "reward": "default",
+        "selection": "best",
+        **({} if a is None else {"accept": a}),
+    }
+    for rule in ("dirichlet", "weighted")
+    for c in (0.8, 0.95)
+    for m in (12, 16, 32)
+    for a in (None, 0.3, 0.4, 0.5)
+]
+
+
 def _quality_run() -> Any:
     spec = importlib.util.spec_from_file_location("quality_run", HERE / "run.py")
     assert spec and spec.loader
@@ -138,6 +159,7 @@ class Problem:
     i: int
     cands: list[Candidate]  # in sampling order
     right: list[bool]
+    question: str = ""
 
     @property
     def unscored(self) -> list[Candidate]:
@@ -146,12 +168,17 @@ class Problem:
 
 
 def load(
-    rows: Path, run: Any, tasks: Sequence[str], count: int, cut: int | None = None
+    rows: Path,
+    run: Any,
+    tasks: Sequence[str],
+    count: int,
+    cut: int | None = None,
+    fresh: bool = False,
 ) -> list[Problem]:
     """The stored problems; with ``cut``, every answer longer than ``cut`` tokens is stopped
     there (as speculative_rejection's late decision aborts it): it costs ``cut`` tokens, has no
     answer and no score, and is never right."""
-    items = run.problem_set(argparse.Namespace(tasks=list(tasks), problems=count))
+    items = run.problem_set(argparse.Namespace(tasks=list(tasks), problems=count, fresh=fresh))
     out = []
     for line in rows.read_text().splitlines():
         if not line.strip():
@@ -162,7 +189,8 @@ def load(
         cands = run.to_candidates(row["body"]["winnow"]["candidates"])
         if cut is not None:
             cands = [c if len(c.completion.token_ids) <= cut else _stopped(c, cut) for c in cands]
-        out.append(Problem(row["i"], cands, [run.correct(c, problem.answer) for c in cands]))
+        right = [run.correct(c, problem.answer) for c in cands]
+        out.append(Problem(row["i"], cands, right, problem.question))
     out.sort(key=lambda p: p.i)
     return out
 
@@ -268,6 +296,18 @@ def _mean(values: Sequence[float], subset: Sequence[int] | None = None) -> float
     return statistics.fmean(values if subset is None else [values[i] for i in subset])
 
 
+def pick_within(
+    runs: list[dict[str, Any]], ref_tokens: list[float], subset: Sequence[int]
+) -> dict[str, Any]:
+    """The most accurate run on ``subset`` with mean tokens <= 35% of the reference's there
+    (ties: fewer tokens); the cheapest run when none is that cheap."""
+    cap = TOKEN_SHARE * _mean(ref_tokens, subset)
+    eligible = [r for r in runs if _mean(r["tokens"], subset) <= cap] or [
+        min(runs, key=lambda r: _mean(r["tokens"], subset))
+    ]
+    return max(eligible, key=lambda r: (_mean(r["right"], subset), -_mean(r["tokens"], subset)))
+
+
 def cross_fitted(
     runs: list[dict[str, Any]], ref_tokens: list[float], problems: int
 ) -> dict[str, Any]:
@@ -277,13 +317,7 @@ def cross_fitted(
     tokens = [0.0] * problems
     picks = []
     for choose_on, score_on in ((halves[0], halves[1]), (halves[1], halves[0])):
-        cap = TOKEN_SHARE * _mean(ref_tokens, choose_on)
-        eligible = [r for r in runs if _mean(r["tokens"], choose_on) <= cap] or [
-            min(runs, key=lambda r: _mean(r["tokens"], choose_on))
-        ]
-        pick = max(
-            eligible, key=lambda r: (_mean(r["right"], choose_on), -_mean(r["tokens"], choose_on))
-        )
+        pick = pick_within(runs, ref_tokens, choose_on)
         picks.append(pick["label"])
         for i in score_on:
             right[i], tokens[i] = pick["right"][i], pick["tokens"][i]
@@ -330,7 +364,7 @@ def judge(
 
 async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     quality = _quality_run()
-    problems = load(args.rows, quality, args.tasks, args.problems, args.cut)
+    problems = load(args.rows, quality, args.tasks, args.problems, args.cut, args.fresh)
     assert all(len(p.cands) >= N_MAX for p in problems), "every problem needs 32 answers"
     reading = reading_for(problems, args.reading)
     fixed = fixed_n(problems, reading)
@@ -345,11 +379,18 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "right": ref_cell["right"],
     }
     runs = []
-    for cfg in [DEFAULT, *GRID, *GRID_LATE]:
+    for cfg in [DEFAULT, *GRID, *GRID_LATE, *GRID_BEST]:
         result = await adaptive_on(problems, cfg, reading, args.max_tokens)
         late = " (late)" if any(cfg is c for c in GRID_LATE) else ""
+        late = " (late, best)" if any(cfg is c for c in GRID_BEST) else late
         runs.append({"label": label(cfg) + late, "config": cfg, **result})
     choice = cross_fitted(runs[1:], ref_cell["tokens"], len(problems))
+    on_all = pick_within(runs[1:], ref_cell["tokens"], range(len(problems)))
+    given = None
+    if args.given is not None:  # a configuration fixed before these answers were seen
+        cfg = json.loads(args.given)
+        result = await adaptive_on(problems, cfg, reading, args.max_tokens)
+        given = {"label": label(cfg), "config": cfg, **result}
     judged = [
         {"label": r["label"], "config": r["config"], **judge(r, ref, fixed, quality)} for r in runs
     ]
@@ -369,7 +410,16 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         }
         for rule, by_n in fixed.items()
     }
+    served = None
+    if given is not None and args.served is not None:
+        served = served_agreement(problems, given, *args.served)
     return {
+        "choice_on_all": {"label": on_all["label"], "config": on_all["config"]},
+        "given": None
+        if given is None
+        else {**judge(given, ref, fixed, quality), **{k: given[k] for k in ("label", "config")}},
+        "served": served,
+        "fresh": args.fresh,
         "after_first_wave": after_first_wave(problems, fixed),
         "rows": _shown(args.rows),
         "problems": len(problems),
@@ -381,6 +431,32 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "adaptive": judged,
         "cross_fitted": chosen,
         "command": " ".join(["python", *sys.argv]),
+    }
+
+
+def served_agreement(
+    problems: Sequence[Problem], given: dict[str, Any], raw: str, label_: str
+) -> dict[str, Any]:
+    """The server's answers (``compare.py``'s raw rows for ``label_``, the same problems and
+    seeds) against this recomputation from the stored answers: per problem, the same verdict and
+    the same generated tokens?"""
+    rows = {r["question"]: r for r in json.loads(Path(raw).read_text())[label_]}
+    same_right = same_tokens = 0
+    served_right, served_tokens = [], []
+    for j, p in enumerate(problems):
+        r = rows[p.question]
+        served_right.append(float(r["correct"]))
+        served_tokens.append(r["usage"]["generated_tokens"])
+        same_right += float(r["correct"]) == given["right"][j]
+        same_tokens += r["usage"]["generated_tokens"] == given["tokens"][j]
+    return {
+        "raw": raw,
+        "label": label_,
+        "problems": len(problems),
+        "same_verdict": same_right,
+        "same_tokens": same_tokens,
+        "served_accuracy": statistics.fmean(served_right),
+        "served_tokens": statistics.fmean(served_tokens),
     }
 
 
@@ -537,6 +613,24 @@ def report(summary: dict[str, Any], out: Path) -> str:
     chosen = summary["cross_fitted"]
     lines.append(row(default, f"**{default['label']}**"))
     lines.append(row(chosen, f"cross-fitted choice ({' / '.join(chosen['picks'])})"))
+    on_all = summary["choice_on_all"]
+    if summary.get("given"):
+        lines.append(row(summary["given"], f"**fixed in advance: {summary['given']['label']}**"))
+    lines += [
+        "",
+        f"Chosen on all {summary['problems']} problems by the same rule (the "
+        f"configuration to judge on fresh ones): `{json.dumps(on_all['config'])}`.",
+    ]
+    if served := summary.get("served"):
+        lines += [
+            "",
+            f"Served: the server's answers for `{served['label']}` (`{served['raw']}`, "
+            f"same problems and seeds) agree with this recomputation on "
+            f"{served['same_verdict']} of {served['problems']} problems' verdicts and "
+            f"{served['same_tokens']} of {served['problems']} problems' generated tokens; "
+            f"served accuracy {pct(served['served_accuracy'])}% at "
+            f"{served['served_tokens']:.0f} tokens per problem.",
+        ]
     lines += [
         "",
         "## Every configuration (max_n 32, min_n = one wave)",
@@ -618,6 +712,22 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="stop every answer longer than this many tokens there (no answer, no score): "
         "speculative_rejection's late decision, applied to fixed N and adaptive alike",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="the journal is run.py --fresh's (other questions)"
+    )
+    p.add_argument(
+        "--given",
+        default=None,
+        help="JSON: one adaptive configuration fixed before these answers were seen, judged "
+        "beside the default (e.g. the stored run's choice_on_all, on a --fresh journal)",
+    )
+    p.add_argument(
+        "--served",
+        nargs=2,
+        metavar=("RAW_JSON", "LABEL"),
+        default=None,
+        help="compare.py's raw rows of --given run through the server (same problems, seeds)",
     )
     args = p.parse_args(argv)
     if args.out is None:

@@ -189,6 +189,8 @@ async def run(
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     per_task = max(args.problems // len(args.tasks), 1)
     items = [p for t in args.tasks for p in problems(t, "eval", per_task, seed=args.seed)]
+    if args.fresh:  # run.py --fresh's questions, in its order: problem i gets seed args.seed + i
+        items = _run.problem_set(args)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     labels = list(configs)
     rows: dict[str, list[dict[str, Any] | None]] = {label: [None] * len(items) for label in labels}
@@ -352,6 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="20 problems")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="run.py --fresh's questions and seeds (outside the stored 200-problem run)",
+    )
     p.add_argument(
         "--score-with", default=None, help="also score the returned answers with this reward"
     )
