@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from winnow.rewards.registry import ASSETS
-from winnow.train.cards import reward_card
+from winnow.train.cards import curve_limit, reward_card
 
 
 def test_card_from_the_shipped_heads_states_their_held_out_figures(tmp_path: Path) -> None:
@@ -26,3 +26,11 @@ def test_one_head_alone_gets_no_card(tmp_path: Path) -> None:
     shutil.copytree(ASSETS / "default", tmp_path / "default")
     assert reward_card(tmp_path) is None
     assert not (tmp_path / "MODEL_CARD.md").exists()
+
+
+def test_the_limits_line_follows_the_learning_curve() -> None:
+    flat = curve_limit({"100": 0.76, "800": 0.806, "400": 0.803})
+    assert flat and "flat from 400 to 800" in flat[0]
+    rising = curve_limit({"100": 0.70, "200": 0.75})
+    assert rising and "still rises from 100 to 200" in rising[0]
+    assert curve_limit({"100": 0.7}) == []

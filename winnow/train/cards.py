@@ -33,6 +33,9 @@ def reward_card(out_dir: Path) -> Path | None:
     ph = pm["heldout"]
     cv = ", ".join(f"{k}: {v:.3f}" for k, v in om["cv_within_auc"].items())
     curve = ", ".join(f"{k}: {v:.3f}" for k, v in om.get("learning_curve", {}).items())
+    single_share = pm["train_single_step_answers"] / max(
+        pm["train_single_step_answers"] + pm["train_solutions"], 1
+    )
     lines = [
         "# Default rewards: `default` (outcome) and `default_prm` (process)",
         "",
@@ -91,8 +94,10 @@ def reward_card(out_dir: Path) -> Path | None:
         "- Trained for one model (SmolLM2-135M-Instruct, the embedded default) and short",
         "  arithmetic; it reads that model's hidden states, so it cannot score another model's",
         "  prompts meaningfully, and it knows nothing of other domains.",
-        "- Most answers to these questions are one step (72% of the samples): the process head",
-        "  sees few long solutions, and its labels come from 8 rollouts each (a coarse estimate).",
+        f"- Most answers to these questions are one step ({single_share:.0%} of the process",
+        "  head's training answers): it sees few long solutions, and its labels come from "
+        f"{pm['rollouts_per_step']:.0f}",
+        "  rollouts each (a coarse estimate).",
         "  Its within-question step AUC mixes depths: a step's depth alone scores 0.71 there",
         "  (early steps keep rollouts that reach the answer, a wrong last step has none), so the",
         "  head is chosen on pooled step AUC. Against the head it replaced, on the same",
@@ -102,11 +107,32 @@ def reward_card(out_dir: Path) -> Path | None:
         "  from hard ones, so its pooled AUC (across questions) is lower than the first",
         f"  default's ({om.get('heldout_pooled_auc', float('nan')):.3f} vs 0.797 on the same "
         "answers): compare its scores within a question (best-of-N, votes), not across them.",
-        "- Linear heads level off near 0.78 held-out by 400 questions, and the MLP head by 400",
-        "  too (learning curve above, 800 questions: 400 to 800 adds nothing held out): more",
-        "  answers of this policy to the same kind of question are not the next gain.",
+        *curve_limit(om.get("learning_curve", {})),
+        "- Other heads and features on the same answers: `benchmarks/results/reward_lab.md`.",
     ]
     return _write(out_dir, lines)
+
+
+FLAT = 0.01
+"""A doubling of the training questions that moves held-out AUC less than this is "flat"."""
+
+
+def curve_limit(curve: dict[str, float]) -> list[str]:
+    """The card's line on what more data would buy, read off the learning curve's last step."""
+    points = sorted((int(k), v) for k, v in curve.items())
+    if len(points) < 2:
+        return []
+    (a, va), (b, vb) = points[-2:]
+    if vb - va < FLAT:
+        return [
+            f"- The held-out curve is flat from {a} to {b} training questions ({va:.3f} to "
+            f"{vb:.3f}): more answers of this policy to the same kind of question are not the "
+            "next gain."
+        ]
+    return [
+        f"- The held-out curve still rises from {a} to {b} training questions ({va:.3f} to "
+        f"{vb:.3f}): more training questions should help."
+    ]
 
 
 def value_card(out_dir: Path, names: Sequence[str]) -> Path:
