@@ -71,3 +71,17 @@ def test_a_process_probe_reads_each_steps_result_or_its_last_token(default_model
     assert read[0].endswith("5 + -4 = 11") and read[1].endswith("So the answer is 1")
     assert at_end.positions[-1] == len(at_end.ids) - 1
     assert tok.decode(at_end.ids[: at_end.positions[0] + 1]).endswith("11\n\n")
+
+
+def test_the_mlp_objective_learns_and_serves_through_the_probe_loader(tmp_path) -> None:
+    from winnow.probe_heads import head_scorer, load_head, save_head
+
+    data, held = _synthetic(), _synthetic(seed=1)
+    head = process.fit_head(data, "mlp", l2=0.1)
+    m = process.measures(head(held.x), held)
+    assert m["soft_label_spearman"] > 0.8 and m["within_question_step_auc"] > 0.8
+    save_head(tmp_path, head.tensors(), {"kind": "process", "output": "sigmoid"})
+    served, meta = load_head(tmp_path)
+    rows = torch.arange(len(held))
+    scores = head_scorer(served, True)(held.x, rows).reshape(-1)
+    assert torch.allclose(scores, torch.sigmoid(head(held.x)), atol=1e-5)

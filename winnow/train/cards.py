@@ -20,6 +20,9 @@ def _write(out_dir: Path, lines: list[str]) -> Path:
 
 
 _OBJECTIVE = {"mlp": "pairwise, a ReLU MLP head (64 hidden; its L2 is the weight decay)"}
+_PROCESS_OBJECTIVE = {
+    "mlp": "pointwise, a ReLU MLP head (128 hidden; its L2 is the weight decay)",
+}
 
 
 def reward_card(out_dir: Path) -> Path | None:
@@ -77,7 +80,8 @@ def reward_card(out_dir: Path) -> Path | None:
         "from its prefix (the fraction that reach the gold answer, Math-Shepherd), the last step "
         f"by the verifier; plus {pm['train_single_step_answers']} single-step answers (verdict): "
         f"{pm['train_steps']} steps, {pm['train_intermediate_steps']} intermediate.",
-        f"- Objective: **{pm['objective']}** on the state at **{pm['position']}** (`last`: the "
+        f"- Objective: **{_PROCESS_OBJECTIVE.get(pm['objective'], pm['objective'])}** on the "
+        f"state at **{pm['position']}** (`last`: the "
         "step's last token; `answer`: the last token of the result the step states), L2 "
         f"{pm['l2']:g}, chosen by 5-fold cross-validation that splits questions, on step AUC ("
         + ", ".join(f"{k}: {v:.3f}" for k, v in pm["cv_step_auc"].items())

@@ -8,10 +8,12 @@ the verifier's verdict), plus up to ``singles`` distinct single-step answers of 
 Features: the policy's final-layer state, read exactly as the served process probe reads it
 (prompt and steps tokenized as segments, :func:`winnow.rewards.probe.process_positions`).
 
-Objective: ``pointwise`` (logistic regression on the soft labels) or ``pairwise`` (Bradley-Terry
+Objective: ``pointwise`` (logistic regression on the soft labels), ``pairwise`` (Bradley-Terry
 on the steps of one question whose values differ by at least ``MARGIN``, weighted by the
-difference: beams of one question are what tree search compares), at each step's last token or
-at the last token of the result it states (``position``). Position, objective and L2 are chosen
+difference: beams of one question are what tree search compares) or ``mlp`` (a ReLU MLP with
+cross-entropy on the soft labels, ``benchmarks/rewards/prm_heads.py``'s best head), at each
+step's last token or at the last token of the result it states (``position``). Position,
+objective and L2 (an MLP's weight decay) are chosen
 by question-split cross-validation on the step AUC; the shipped head is Platt-calibrated so its
 output reads as P(this prefix still reaches the answer).
 
@@ -41,6 +43,8 @@ from winnow.train.steplabels import QuestionSteps
 POSITIONS = ("last", "answer")  # where the probe reads each step (ProbeReward's `position`)
 OBJECTIVES = ("pointwise", "pairwise")
 GRID = (1e-3, 1e-2, 1e-1)
+MLP_HIDDEN = 128  # the "mlp" objective: a ReLU MLP, BCE on the step values (prm_heads.py's best)
+MLP_DECAYS = (1e-1,)  # its weight decays tried (prm_heads.py chose 0.1 at 400 and 800 questions)
 MARGIN = 0.25  # pairwise: steps whose values differ by less say little about their order
 
 
@@ -155,6 +159,15 @@ def fit(data: StepSet, objective: str, l2: float, max_iter: int = 200) -> rankin
     return ranking.minimise(loss, mean, std, l2, bias=objective == "pointwise", max_iter=max_iter)
 
 
+def fit_head(data: StepSet, objective: str, l2: float) -> ranking.Head:
+    """A linear head (:func:`fit`), or for ``objective`` "mlp" a ReLU MLP with binary
+    cross-entropy on the soft step values, ``l2`` its weight decay."""
+    if objective == "mlp":
+        return ranking.fit_mlp(data.x, data.value, data.qid, objective="pointwise",
+                               hidden=MLP_HIDDEN, weight_decay=l2)  # fmt: skip
+    return fit(data, objective, l2)
+
+
 def subset(data: StepSet, keep: torch.Tensor) -> StepSet:
     return StepSet(data.x[keep], data.value[keep], data.hard[keep], data.qid[keep],
                    data.intermediate[keep])  # fmt: skip
@@ -203,7 +216,7 @@ def cross_validate(data: StepSet, objective: str, l2: float, folds: int = 5) -> 
     still have rollouts that reach the answer, a wrong final step has none)."""
     scores = torch.empty(len(data))
     for test in ranking.question_folds(data.qid, folds):
-        scores[test] = fit(subset(data, ~test), objective, l2)(data.x[test])
+        scores[test] = fit_head(subset(data, ~test), objective, l2)(data.x[test]).detach()
     return float(ranking.auc(scores.tolist(), data.hard.tolist()) or 0.5)
 
 
@@ -229,16 +242,16 @@ def train_process_head(
             states = singles[1][position]
             data = concat(data, single_steps(train, singles[0], states, per_question))
         sets[position] = (data, read_features(backbone, step_rows(held), position))
-        for o in OBJECTIVES:
-            for l2 in GRID:
+        for o, grid in (*((o, GRID) for o in OBJECTIVES), ("mlp", MLP_DECAYS)):
+            for l2 in grid:
                 cv[f"{position}/{o}@{l2:g}"] = cross_validate(data, o, l2)
     best = max(cv, key=cv.__getitem__)
     position, rest = best.split("/")
     objective, l2 = rest.split("@")[0], float(rest.split("@")[1])
     data, test = sets[position]
-    head = fit(data, objective, l2)
-    a, b = ranking.platt(head(data.x), (data.value > 0.5).long())
-    head = ranking.Linear(head.weight * a, head.bias * a + b)
+    head = fit_head(data, objective, l2)
+    a, b = ranking.platt(head(data.x).detach(), (data.value > 0.5).long())
+    head = head.scaled(a, b)
     metrics = {
         "train_questions": len(train),
         "train_solutions": sum(len(q.solutions) for q in train),
@@ -256,7 +269,7 @@ def train_process_head(
     }
     save_head(
         out_dir / "default_prm",
-        {"weight": head.weight.contiguous(), "bias": torch.tensor([head.bias])},
+        head.tensors(),
         {
             "kind": "process",
             "layer": -1,
@@ -264,7 +277,8 @@ def train_process_head(
             "backbone": "default",
             "position": position,
             "step_delimiter": STEP_DELIMITER,
-            "description": "P(the solution so far still reaches the right answer): linear probe "
+            "description": "P(the solution so far still reaches the right answer): "
+            f"{'a ReLU MLP' if objective == 'mlp' else 'linear'} probe "
             f"on SmolLM2-135M's final hidden state at {_WHERE[position]}, trained on "
             "Monte-Carlo step labels (rollouts from the policy's own solution prefixes).",
             "metrics": metrics,
