@@ -81,7 +81,32 @@ def test_the_mlp_objective_learns_and_serves_through_the_probe_loader(tmp_path) 
     m = process.measures(head(held.x), held)
     assert m["soft_label_spearman"] > 0.8 and m["within_question_step_auc"] > 0.8
     save_head(tmp_path, head.tensors(), {"kind": "process", "output": "sigmoid"})
-    served, meta = load_head(tmp_path)
+    served, _ = load_head(tmp_path)
     rows = torch.arange(len(held))
     scores = head_scorer(served, True)(held.x, rows).reshape(-1)
     assert torch.allclose(scores, torch.sigmoid(head(held.x)), atol=1e-5)
+
+
+def test_journal_features_are_cached_by_the_journals_content(tmp_path, monkeypatch) -> None:
+    from winnow.train.steplabels import STEP_JOURNAL
+
+    lines = STEP_JOURNAL.read_text().splitlines()
+    journal = tmp_path / "steps.jsonl"
+    journal.write_text("\n".join(lines[:3]) + "\n")
+    monkeypatch.setattr(process, "FEATURE_CACHE", tmp_path / "cache")
+    reads: list[int] = []
+
+    def read(backbone, rows, position):  # what a forward pass would return: one row per step
+        reads.append(len(rows))
+        labels = process.step_labels(rows)
+        labels.x = torch.arange(len(labels), dtype=torch.float).unsqueeze(1)
+        return labels
+
+    monkeypatch.setattr(process, "read_features", read)
+    first = process.journal_features("train", journal, "answer", lambda: None)
+    again = process.journal_features("train", journal, "answer", lambda: None)
+    assert len(reads) == 1 and torch.equal(first.x, again.x)
+    assert len(first.x) == len(first.value) > 0
+    journal.write_text("\n".join(lines[:4]) + "\n")  # the journal grew: the cache misses
+    grown = process.journal_features("train", journal, "answer", lambda: None)
+    assert len(reads) == 2 and len(grown.value) >= len(first.value)

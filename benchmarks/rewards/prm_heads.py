@@ -28,7 +28,6 @@ position, ~7 min each on 2 cores), so re-runs take seconds plus the fits.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -40,10 +39,9 @@ import torch
 
 from winnow.train import process, ranking
 from winnow.train.process import StepSet
-from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
+from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-CACHE = Path.home() / ".cache" / "winnow" / "prm-features"
 DECAYS = (1e-2, 1e-1, 1.0)
 HIDDEN = (32, 64, 128)
 LABELS = ("hard", "value>0.5")  # MLP pairwise: Math-Shepherd's hard label, or value > 0.5
@@ -53,27 +51,17 @@ DRAWS = 3  # random draws of training questions per learning-curve fraction belo
 
 
 def features(name: str, journal: Path, position: str) -> StepSet:
-    """The journal's multi-step solutions' steps with the final-layer states the served probe
-    reads at ``position``, cached (keyed by the journal's content: a fresh clone's copy hits)."""
-    rows = process.step_rows(read_steps(journal))
-    data = process.step_labels(rows)
-    digest = hashlib.sha256(journal.read_bytes()).hexdigest()[:16]
-    key = f"{journal.name}:{digest}:{len(data)}"
-    path = CACHE / f"{name}-{position}.pt"
-    if path.exists():
-        cached = torch.load(path)
-        if cached["key"] == key:
-            data.x = cached["x"]
-            return data
-    from winnow.models.default_model import build_default_model
-    from winnow.rewards.backbone import Backbone
-    from winnow.settings import default_data_dir
+    """The journal's steps with the states the served probe reads (cached: see
+    :func:`winnow.train.process.journal_features`, which ``winnow train prm`` shares)."""
 
-    backbone = Backbone(build_default_model(default_data_dir()))
-    data.x = process.read_features(backbone, rows, position).x
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "x": data.x}, path)
-    return data
+    def backbone() -> Any:
+        from winnow.models.default_model import build_default_model
+        from winnow.rewards.backbone import Backbone
+        from winnow.settings import default_data_dir
+
+        return Backbone(build_default_model(default_data_dir()))
+
+    return process.journal_features(name, journal, position, backbone)
 
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]

@@ -40,7 +40,7 @@ def train_prm(out_dir: Path | None) -> dict:
     from winnow.train import datasets
     from winnow.train.cards import reward_card
     from winnow.train.features import FeatureReader, extract
-    from winnow.train.process import train_process_head
+    from winnow.train.process import journal_features, train_process_head
     from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
 
     model = str(build_default_model(default_data_dir()))
@@ -51,7 +51,18 @@ def train_prm(out_dir: Path | None) -> dict:
     labelled = {q.question for q in train}
     samples = [q for q in datasets.train_rows() if q.question in labelled]
     features = extract(FeatureReader(model), samples, datasets.feature_dir())
-    metrics = train_process_head(Backbone(model), train, held, target, singles=(samples, features))
+    backbone = Backbone(model)
+    journals = {"train": STEP_JOURNAL, "held": BENCH_STEP_JOURNAL}
+    metrics = train_process_head(
+        backbone,
+        train,
+        held,
+        target,
+        singles=(samples, features),
+        features=lambda which, position: journal_features(
+            which, journals[which], position, lambda: backbone
+        ),
+    )
     reward_card(target)
     print(json.dumps(metrics, indent=2))
     return metrics

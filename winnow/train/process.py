@@ -24,9 +24,10 @@ the last step by the verdict), pooled, within question, and on intermediate step
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ OBJECTIVES = ("pointwise", "pairwise")
 GRID = (1e-3, 1e-2, 1e-1)
 MLP_HIDDEN = 128  # the "mlp" objective: a ReLU MLP, BCE on the step values (prm_heads.py's best)
 MLP_DECAYS = (1e-1,)  # its weight decays tried (prm_heads.py chose 0.1 at 400 and 800 questions)
+FEATURE_CACHE = Path.home() / ".cache" / "winnow" / "prm-features"
 MARGIN = 0.25  # pairwise: steps whose values differ by less say little about their order
 
 
@@ -127,6 +129,31 @@ def read_features(
     labels = step_labels(rows)
     labels.x = torch.cat(xs).float()
     return labels
+
+
+def journal_features(
+    name: str, journal: Path, position: str, backbone: Callable[[], Backbone]
+) -> StepSet:
+    """A step journal's multi-step solutions' steps with the states the served probe reads at
+    ``position``, cached under :data:`FEATURE_CACHE` keyed by the journal's content (a fresh
+    clone's copy hits; one forward pass per journal and position, ~7 min each on 2 cores).
+    ``backbone`` is called only on a miss."""
+    from winnow.train.steplabels import read_steps
+
+    rows = step_rows(read_steps(journal))
+    data = step_labels(rows)
+    digest = hashlib.sha256(journal.read_bytes()).hexdigest()[:16]
+    key = f"{journal.name}:{digest}:{len(data)}"
+    path = FEATURE_CACHE / f"{name}-{position}.pt"
+    if path.exists():
+        cached = torch.load(path)
+        if cached["key"] == key:
+            data.x = cached["x"]
+            return data
+    data.x = read_features(backbone(), rows, position).x
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "x": data.x}, path)
+    return data
 
 
 def step_labels(rows: Sequence[tuple[int, str, list[str], list[float], list[bool]]]) -> StepSet:
@@ -228,20 +255,28 @@ def train_process_head(
     *,
     singles: tuple[Sequence[QuestionSamples], dict[str, torch.Tensor]] | None = None,
     per_question: int = 8,
+    features: Callable[[str, str], StepSet] | None = None,
 ) -> dict[str, Any]:
     """Choose (position x objective x L2 by cross-validated step AUC), fit, calibrate and save
     the process head under ``out_dir/default_prm``. ``singles``: the samples journal's questions
     and their cached features (``last``, ``answer``), from which the single-step answers are added
-    (``per_question`` at most per question)."""
+    (``per_question`` at most per question). ``features(which, position)`` ("train" / "held")
+    gives the multi-step steps with their states (e.g. :func:`journal_features`, cached); by
+    default they are read from ``train`` and ``held`` here."""
+    if features is None:
+
+        def features(which: str, position: str) -> StepSet:
+            return read_features(backbone, step_rows(train if which == "train" else held), position)
+
     started = time.time()
     cv: dict[str, float] = {}
     sets: dict[str, tuple[StepSet, StepSet]] = {}
     for position in POSITIONS:
-        data = read_features(backbone, step_rows(train), position)
+        data = features("train", position)
         if singles is not None:
             states = singles[1][position]
             data = concat(data, single_steps(train, singles[0], states, per_question))
-        sets[position] = (data, read_features(backbone, step_rows(held), position))
+        sets[position] = (data, features("held", position))
         for o, grid in (*((o, GRID) for o in OBJECTIVES), ("mlp", MLP_DECAYS)):
             for l2 in grid:
                 cv[f"{position}/{o}@{l2:g}"] = cross_validate(data, o, l2)
