@@ -21,9 +21,11 @@ problems (``run.bootstrap``, 2000 rounds), differences paired.
 Stated before any adaptive result was computed:
 
 * reference: the fixed-N rule with the highest accuracy at N = 32 (majority, best_of_n or
-  weighted_vote; ties to the cheaper, then majority);
+  weighted_vote; ties to the cheaper, then majority). best_of_majority, which the issue's
+  "whichever selection rule is best there" includes, was left out until session 11 (an
+  oversight: it was below best_of_n on the stored answers); it is in the fixed rules since;
 * target (a): accuracy inside the reference's 95% interval at <= 35% of its mean generated tokens;
-* target (b): accuracy above every fixed-N configuration (any of the three rules, any N in 1..32)
+* target (b): accuracy above every fixed-N configuration (any of the fixed rules, any N in 1..32)
   whose mean generated tokens are <= the adaptive configuration's ("equal mean tokens": the
   fixed N may spend up to as much);
 * the configuration the targets are judged on first is the strategy's DEFAULT (dirichlet rule,
@@ -76,12 +78,19 @@ from winnow.strategies.adaptive import (
     stopping_for,
     votes_of,
 )
-from winnow.strategies.selection import Candidate, Reading, as_is, sigmoid
+from winnow.strategies.selection import (
+    Candidate,
+    Reading,
+    as_is,
+    pick_best_of_majority,
+    sigmoid,
+)
 from winnow.strategies.stopping import Vote, run_waves
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
-FIXED_RULES = ("majority", "best_of_n", "weighted_vote")
+FIXED_RULES = ("majority", "best_of_n", "weighted_vote", "best_of_majority")
+BOM_ALPHA = 0.01  # best_of_majority's alpha, as in run.py's table (min_count: the server's)
 SELECTION: dict[str, Selection] = {"majority": "majority", "best_of_n": "best",
                                    "weighted_vote": "weighted_vote"}  # fmt: skip
 N_MAX = 32
@@ -240,7 +249,10 @@ def fixed_n(problems: Sequence[Problem], reading: Reading) -> dict[str, dict[int
             right, tokens = [], []
             for p in problems:
                 subset = (p.unscored if rule == "majority" else p.cands)[:n]
-                chosen = choose(subset, 1, SELECTION[rule], reading)[0]
+                if rule == "best_of_majority":
+                    chosen = pick_best_of_majority(subset, 1, BOM_ALPHA, reading)[0][0]
+                else:
+                    chosen = choose(subset, 1, SELECTION[rule], reading)[0]
                 right.append(float(p.right[chosen.completion.index]))
                 tokens.append(sum(len(c.completion.token_ids) for c in subset))
             out[rule][n] = {"right": right, "tokens": tokens}
@@ -494,7 +506,7 @@ def plot(summary: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
-    for rule, style in zip(FIXED_RULES, ("-", "--", ":"), strict=True):
+    for rule, style in zip(FIXED_RULES, ("-", "--", ":", "-."), strict=True):
         cells = summary["fixed"][rule]
         xs = [cells[str(n)]["tokens"] for n in range(1, N_MAX + 1)]
         ys = [cells[str(n)]["accuracy"] * 100 for n in range(1, N_MAX + 1)]
@@ -652,7 +664,8 @@ def report(summary: dict[str, Any], out: Path) -> str:
     lines += [
         "",
         f"(b) met by {met_b} of {len(summary['adaptive'])} configurations (point estimates; "
-        "the rival is the best of 96 fixed (rule, N) cells, itself a maximum over noisy cells).",
+        f"the rival is the best of {len(FIXED_RULES) * N_MAX} fixed (rule, N) cells, itself a "
+        "maximum over noisy cells).",
         "",
         "## Why",
         "",
