@@ -188,9 +188,10 @@ async def run(
     args: argparse.Namespace, configs: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     per_task = max(args.problems // len(args.tasks), 1)
-    items = [p for t in args.tasks for p in problems(t, "eval", per_task, seed=args.seed)]
     if args.fresh:  # run.py --fresh's questions, in its order: problem i gets seed args.seed + i
         items = _run.problem_set(args)
+    else:
+        items = [p for t in args.tasks for p in problems(t, "eval", per_task, seed=args.seed)]
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     labels = list(configs)
     rows: dict[str, list[dict[str, Any] | None]] = {label: [None] * len(items) for label in labels}

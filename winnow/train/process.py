@@ -284,9 +284,7 @@ def train_process_head(
     position, rest = best.split("/")
     objective, l2 = rest.split("@")[0], float(rest.split("@")[1])
     data, test = sets[position]
-    head = fit_head(data, objective, l2)
-    a, b = ranking.platt(head(data.x).detach(), (data.value > 0.5).long())
-    head = head.scaled(a, b)
+    head = ranking.calibrated(fit_head(data, objective, l2), data.x, (data.value > 0.5).long())
     metrics = {
         "train_questions": len(train),
         "train_solutions": sum(len(q.solutions) for q in train),
