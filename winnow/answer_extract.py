@@ -31,22 +31,32 @@ _MAX_TRIES = 8  # answer markers tried, from the last: bounds the work on pathol
 _MAX_BARE_CHARS = 64  # a whole response this short may itself be the answer
 
 
+# These patterns scan whole responses (no length cap), so each runs in time linear in the text by
+# construction: quantifiers are possessive (``*+``, ``++``, ``?+``: never give characters back) or
+# followed by a class they cannot match, and each alternative starts with a literal, ``^`` or a
+# lookbehind that lets it start only at the boundary of a run (so ``finditer`` does not rescan
+# the run from each of its characters). tests/test_answer_linear.py counts the engine's steps.
+
 # "... the answer is X" anywhere; "Answer: X" only at a line start or after "the"/"final", so that
 # "let me answer: first, ..." is not read as an answer.
 _ANSWER_RE = re.compile(
-    r"(?:\banswer[*_ \t]*is\b|(?:^[ \t*#_>-]*|\bthe[ \t]+|\bfinal[ \t]+)(?:final[ \t]+)?"
-    r"answer[*_ \t]*:)[*_:\s]*",
+    r"(?:\banswer[*_ \t]*+is\b|(?:^[ \t*#_>-]*+|\bthe[ \t]++|\bfinal[ \t]++)(?:final[ \t]++)?+"
+    r"answer[*_ \t]*+:)[*_:\s]*+",
     re.IGNORECASE | re.MULTILINE,
 )
-_GSM8K_RE = re.compile(r"####[ \t]*([^\n]*)")
+_GSM8K_RE = re.compile(r"####[ \t]*+([^\n]*+)")
 _SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|$)|\n")
 # A number: optional sign, thousands groups or plain digits, optional decimals, optional "/den".
 # Not preceded by a word character or a dot, nor by a hyphen glued to a letter (COVID-19).
 # A LaTeX fraction of integers (\frac{3}{4}, \dfrac34) counts as one number.
+# Thousands groups: as many as there are, except a last one glued to more digits (1,234,5678 is
+# 1,234): the groups followed by another group, then the last one if no digit follows it; the
+# lookahead first makes sure there is at least one group.
+_THOUSANDS = r"\d{1,3}+(?=,\d{3}(?!\d)|,\d{3},\d{3})(?:,\d{3}(?=,\d{3}))*+(?:,\d{3}(?!\d))?+"
 _NUMBER_RE = re.compile(
-    r"-?\\[dt]?frac(?:\{\s*\d+\s*\}\s*\{\s*\d+\s*\}|\d\d)"
+    r"-?\\[dt]?frac(?:\{\s*+\d++\s*+\}\s*+\{\s*+\d++\s*+\}|\d\d)"
     r"|(?<![\w.])(?<![A-Za-z]-)"
-    r"[-+]?(?:\d{1,3}(?:,\d{3})+(?![\d])|\d+|(?=\.\d))(?:\.\d+)?(?:/\d+(?![\d.]))?"
+    rf"[-+]?+(?:{_THOUSANDS}|\d++|(?=\.\d))(?:\.\d++)?+(?:/\d++(?![\d.]))?+"
 )
 _SPAN_LEAD = " \t\n*_$:"
 _SPAN_TRAIL = " \t\n*_$.,;:!?"
@@ -83,7 +93,7 @@ def _first(
 def _last_boxed(text: str, reads_as_answer: Callable[[str], bool]) -> str | None:
     """The content of the last complete ``\\boxed{...}``; truncated ones are skipped."""
     for match in reversed(list(BOXED_RE.finditer(text))[-_MAX_TRIES:]):
-        group = read_group(text[: match.end() + MAX_ANSWER_CHARS], match.end())
+        group = read_group(text, match.end(), match.end() + MAX_ANSWER_CHARS)
         if group is not None and group[0].strip():
             return _clean_span(group[0])
     return None

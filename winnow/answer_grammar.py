@@ -15,7 +15,7 @@ __all__ = ["CONSTANTS", "FUNCTIONS", "MAX_DEPTH", "Node", "parse", "sympy_source
 
 MAX_DEPTH = 40  # nesting of parentheses / operators
 
-_TOKEN_RE = re.compile(r"\d+\.?\d*|\.\d+|[A-Za-z]+|[-+*/^()]|\s+")
+_TOKEN_RE = re.compile(r"\d++(?:\.\d*+)?+|\.\d++|[A-Za-z]++|[-+*/^()]|\s++")  # unambiguous
 FUNCTIONS = ("sqrt", "ln", "log", "exp", "sin", "cos", "tan")
 CONSTANTS = ("pi", "oo", "e", "i")
 

@@ -91,7 +91,7 @@ log = logging.getLogger("winnow.answers")
 REL_TOL = 1e-6  # relative tolerance for non-integer numeric answers
 MAX_SYMBOLIC_CHARS = 200  # longer expressions are not read
 _CACHE_SIZE = 8192
-_EXPONENT_NOTATION_RE = re.compile(r"\d[eE][+-]?\d")
+_EXPONENT_NOTATION_RE = re.compile(r"\d[eE][+-]?\d")  # fixed length: linear
 
 # ---------------------------------------------------------------------------------------------
 # canonical keys
@@ -142,7 +142,7 @@ def canonical(answer: str) -> str | None:
 def answer_value(answer: str) -> AnswerValue | None:
     """The value an (extracted) answer denotes, reduced or not; None when it cannot be read or
     is refused (past the bounds, or no worker in time)."""
-    if not answer:
+    if not answer or len(answer) > MAX_ANSWER_CHARS:  # not read, nor kept as a cache key
         return None
     try:
         value = _analyse(answer)
@@ -177,8 +177,10 @@ def _form(answer: str) -> Fraction | _Expression | None:
 
 
 def _reads_as_answer(span: str) -> bool:
-    """Whether an extracted span is an answer, as grammar (its value may still be refused)."""
-    return _form(span) is not None
+    """Whether an extracted span is an answer, as grammar (its value may still be refused). A
+    span past MAX_ANSWER_CHARS (a GSM8K line may be a whole response) is not, and is not kept as
+    a cache key."""
+    return len(span) <= MAX_ANSWER_CHARS and _form(span) is not None
 
 
 def extract_answer(text: str) -> str | None:
@@ -302,7 +304,7 @@ def gold_answer(reference: str) -> str:
     trusted). Raises :class:`AnswerError` saying why there is none: unreadable, or past the
     bounds (the reason), which a server turns into a 400."""
     for candidate, whole in ((reference, True), (extract_answer(reference), False)):
-        if not candidate:
+        if not candidate or len(candidate) > MAX_ANSWER_CHARS:  # unreadable, as in _form
             continue
         try:
             value = _analyse(candidate)
@@ -324,7 +326,7 @@ def reference_problem(reference: str) -> str | None:
     evaluating anything (in-process, microseconds: fit for an event loop), else None. An
     unreadable reference is not reported here: only a reward that needs it can say so."""
     for candidate in (reference, extract_answer(reference)):
-        form = _form(candidate) if candidate else None
+        form = _form(candidate) if candidate and len(candidate) <= MAX_ANSWER_CHARS else None
         if isinstance(form, _Expression):
             try:
                 answer_expr.read(form.node)
