@@ -47,7 +47,7 @@ class _Config:
 # ---- the processor, on logits of known states ---------------------------------------------------
 
 
-def test_processor_writes_each_rows_scores_at_its_position(default_model_dir: str, tmp_path: Path):
+def test_processor_writes_each_rows_scores_at_its_position(default_model_dir: str):
     """Logits ``E h`` of known states: the tap writes head(h) of each tapped row at record
     ``len(output)``, leaves untapped rows and the logits alone, and closes files of rows that
     leave the batch."""
@@ -56,9 +56,12 @@ def test_processor_writes_each_rows_scores_at_its_position(default_model_dir: st
     head, meta = load_head(DEFAULT_HEAD)
     scorer = head_scorer(head, has_sigmoid(meta))
     proc = RewardTap(_Config(default_model_dir), torch.device("cpu"), False)
-    files = [tmp_path / "a", tmp_path / "b"]
-    for f in files:
-        f.touch()
+    with tap_files(2) as paths:  # the tap writes only files of the server's private directory
+        files = [Path(p) for p in paths]
+        _write_each_rows_scores(proc, files, inverse, scorer)
+
+
+def _write_each_rows_scores(proc: RewardTap, files: list[Path], inverse: Any, scorer: Any) -> None:
     outputs: list[list[int]] = [[5, 6], [], [7]]
     tap = [SamplingParams(extra_args={TAP_KEY: {"heads": [str(DEFAULT_HEAD)], "file": str(f)}})
            for f in files]  # fmt: skip

@@ -17,6 +17,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate
 from tests.device_audit import OnlyOn
 from winnow.engine.base import SamplingSpec
 from winnow.engine.fake import FakeEngine
+from winnow.engine.processors.allowed import ALLOWED_DIRS_ENV
 from winnow.engine.processors.specs import VAS_KEY as KEY
 from winnow.engine.processors.specs import VasSpec
 from winnow.engine.processors.vas import ValueGuide, VasRule, guide_rows
@@ -161,7 +162,14 @@ def added(index: int, params: SamplingParams) -> tuple:
     return (index, params, [1, 2], [])
 
 
-def test_processor_tracks_rows_and_leaves_others_untouched(tmp_path: Path):
+@pytest.fixture
+def allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The processors may read value models under ``tmp_path`` (as ``--allow-dir`` lets them)."""
+    monkeypatch.setenv(ALLOWED_DIRS_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_processor_tracks_rows_and_leaves_others_untouched(tmp_path: Path, allowed: Path):
     embedding, inverse = tiny()
     path = tmp_path / "v"
     save_value_model(path, bias_head([float(i) for i in range(V)]), {})
@@ -209,7 +217,7 @@ def _gpu_like_processor(tmp_path: Path) -> tuple[ValueGuide, torch.Tensor, Embed
     return proc, embedding, inverse
 
 
-def test_processor_works_on_the_logits_device_only(tmp_path: Path):
+def test_processor_works_on_the_logits_device_only(tmp_path: Path, allowed: Path):
     """vLLM's logits are on the GPU: the inverse, the value heads and the betas must be there
     too (a CPU operand raises in the sampler and kills the engine). Driven with meta logits,
     every tensor apply() uses must be on meta; the CPU-loaded tensors move there once."""
@@ -225,7 +233,7 @@ def test_processor_works_on_the_logits_device_only(tmp_path: Path):
     assert {h.device.type for h in proc._placed.values()} == {"meta"}
 
 
-def test_processor_adds_values_to_bfloat16_logits(tmp_path: Path):
+def test_processor_adds_values_to_bfloat16_logits(tmp_path: Path, allowed: Path):
     """bf16 logits (a GPU engine's usual dtype): h is recovered and Q computed in float32, the
     adjustment added in bf16, equal to the float32 result up to bf16 rounding."""
     proc, embedding, _ = _gpu_like_processor(tmp_path)
@@ -238,7 +246,7 @@ def test_processor_adds_values_to_bfloat16_logits(tmp_path: Path):
     assert int((got[0] != 0).sum()) <= 4 and int((got[1] != 0).sum()) <= 6
 
 
-def test_params_are_validated(tmp_path: Path):
+def test_params_are_validated(tmp_path: Path, allowed: Path):
     path = tmp_path / "v"
     save_value_model(path, bias_head([0.0] * V), {})
     ok = {"values": {str(path): 1.0}}

@@ -20,7 +20,8 @@ rejected candidate or a disconnected client frees its KV blocks at once.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -226,6 +227,11 @@ class Engine(abc.ABC):
     async def running_requests(self) -> int:
         """Engine requests currently in flight (for /metrics and leak checks)."""
         return 0
+
+    def allow_dirs(self, dirs: Iterable[str | os.PathLike[str]]) -> None:  # noqa: B027
+        """Let the engine's processors read these directories (probe heads of the configured
+        rewards, value models), and only the ones allowed so: call before :meth:`start`. An
+        engine without processors that read directories ignores it."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Bring the engine up (load weights, connect)."""

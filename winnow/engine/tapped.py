@@ -40,7 +40,8 @@ async def generate_tapped(call: OneCall, spec: SamplingSpec) -> Generation:
         for i, (generation, file) in enumerate(zip(generations, files, strict=True)):
             completion = generation.completions[0]
             completion.index = i
-            completion.tap = token_scores(read_records(file, heads), heads, completion)
+            records = read_records(file, heads, len(completion.token_ids) + 1)  # all it reads
+            completion.tap = token_scores(records, heads, completion)
             completions.append(completion)
     first = generations[0]
     return Generation(
@@ -56,7 +57,7 @@ async def stream_tapped(stream: OneStream, spec: SamplingSpec) -> AsyncIterator[
     one (those of the tokens it has, as the engine scores a token's state when it samples the
     next). The last token's state is not scored (see the module docstring)."""
     with tap_files(1) as (file,):
-        reader = RecordReader(file, spec.tap)
+        reader = RecordReader(file, spec.tap, spec.max_tokens + 1)
         async for event in stream(spec, TapSpec(heads=spec.tap, file=file)):
             for delta in event.deltas:
                 delta.tap = reader.new_scores()

@@ -4,14 +4,22 @@ vLLM's continuous batching and prefix cache are what make search strategies affo
 samples of best-of-N, the beams of a tree search and the segments of CARDS all share the prompt's
 KV blocks. Cancelling a call aborts its vLLM request (``AsyncLLM.generate`` aborts on
 ``CancelledError``), so a discarded candidate frees its KV cache at once.
+
+Before vLLM starts its engine-core process (which inherits this process's environment), the
+engine names it the reward tap's private directory (``$WINNOW_TAP_DIR``,
+:mod:`winnow.engine.tap_files`) and the directories its processors may read
+(``$WINNOW_ALLOWED_DIRS``, :mod:`winnow.engine.processors.allowed`): the value models VAS can
+name (:func:`winnow.values.available`) and those given to :meth:`VllmEngine.allow_dirs` (the
+configured probe rewards), no others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +66,38 @@ class VllmEngine(Engine):
         self._info: ModelInfo | None = None
         self._running: set[str] = set()
         self._sentinel: int | None = None  # ends uncertainty segments (see processors.segment)
+        self._allowed: list[str] = []  # directories the processors may read (allow_dirs)
+        self._tap = True  # False: no private directory for the tap's files (tap_model None)
 
     # ---- lifecycle ----------------------------------------------------------------------------
+
+    def allow_dirs(self, dirs: Iterable[str | os.PathLike[str]]) -> None:
+        if self._llm is not None:
+            raise RuntimeError("allow_dirs must be called before the engine starts")
+        self._allowed += [os.fspath(d) for d in dirs]
+
+    def processor_environment(self) -> dict[str, str]:
+        """What the engine-core process must inherit: the tap's private directory (made now)
+        and the directories the processors may read."""
+        from winnow.engine.processors.allowed import ALLOWED_DIRS_ENV, allowed_env
+        from winnow.engine.tap_files import TAP_DIR_ENV, tap_dir
+        from winnow.values import available
+
+        values = [str(path) for path in available().values()]
+        env = {ALLOWED_DIRS_ENV: allowed_env([*self._allowed, *values])}
+        try:
+            env[TAP_DIR_ENV] = str(tap_dir())
+        except OSError as exc:  # the server re-encodes every probe score instead
+            log.warning("reward tap off: no private directory for its files: %s", exc)
+            os.environ.pop(TAP_DIR_ENV, None)
+            self._tap = False
+        return env
 
     async def start(self) -> None:
         if self._llm is not None:
             return
         configure_environment(self.cache_dir, self.kv_cache_gib, self.cpu)
+        os.environ.update(self.processor_environment())  # before vLLM starts its engine core
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -88,7 +121,7 @@ class VllmEngine(Engine):
             eos_token_ids=(eos,) if eos is not None else (),
             vocab_size=int(config.get_vocab_size()),
             extra={"vas_unavailable": no_vas} if no_vas else {},
-            tap_model=None if no_vas else str(Path(self.model).resolve()),
+            tap_model=None if no_vas or not self._tap else str(Path(self.model).resolve()),
         )
 
     async def shutdown(self) -> None:

@@ -246,6 +246,8 @@ def _build_one(
         directory = Path(config.path) if config.path else ASSETS / config.name
         if not (directory / "probe.json").exists():
             raise RewardConfigError(f"reward {config.name!r}: no probe.json in {directory}")
+        if engine is not None and hasattr(engine, "allow_dirs"):
+            engine.allow_dirs([directory])  # the engine's tap loads only directories it was told
         return ProbeReward(
             config.name, directory, backbone(config.backbone), observer=observer, engine=engine
         )

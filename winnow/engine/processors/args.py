@@ -21,19 +21,26 @@ from typing import Any
 
 from winnow.engine.processors.specs import PROBE_KEY, probe_answer
 
+MAX_ARGS_CHARS = 65536
+"""The longest JSON string a processor decodes (a request's arguments are a few hundred)."""
+
 
 def request_args(params: Any, key: str) -> dict[str, Any] | None:
     """``extra_args[key]`` of a request as an object, or None when the request does not carry
     the key. A JSON string is decoded (a remote worker's form); a value that is not an object
     reads as ``{}``, so the processor's own checks say what is missing. ``ValueError`` (a 400)
-    for a string that is not JSON."""
+    for a string that is not JSON, longer than :data:`MAX_ARGS_CHARS` or nested too deep."""
     extra = getattr(params, "extra_args", None) if params is not None else None
     if not extra or key not in extra:
         return None
     value = extra[key]
     if isinstance(value, str):
+        if len(value) > MAX_ARGS_CHARS:
+            raise ValueError(f"extra_args.{key}: longer than {MAX_ARGS_CHARS} characters")
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise ValueError(f"extra_args.{key}: JSON nested too deep") from None
         except ValueError as exc:
             raise ValueError(f"extra_args.{key}: a string here must be JSON ({exc})") from None
     return value if isinstance(value, dict) else {}

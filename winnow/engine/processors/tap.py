@@ -16,6 +16,12 @@ it. Records are written at fixed offsets (output index x record size), so a pree
 is recomputed writes the same records again; the processor only opens files the seam created, so
 an aborted call whose file is already gone leaves nothing behind.
 
+What it may touch: only tap files in the private directory of winnow's own server
+(:func:`winnow.engine.tap_files.open_tap_file`: named there by uuid, no symbolic link, a regular
+file of this user), and probe heads in allowed directories (:mod:`.allowed`). A process with no
+private tap directory, as a ``winnow worker`` is, refuses every tap request (a 400): a client of
+a worker never makes it write anywhere.
+
 It must run before any processor that edits logits (the segmenter, VAS): it is first in
 :data:`winnow.engine.processors.PROCESSORS`, and is not argmax-invariant so vLLM calls it on the
 raw logits of greedy rows too. It never changes a logit. Nothing here may raise inside the engine.
@@ -34,10 +40,12 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.allowed import MAX_DIRS_PER_REQUEST, Loaded, allowed_dir
 from winnow.engine.processors.args import answer_probe, request_args
 from winnow.engine.processors.inverse import ready_inverse, warm
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import TAP, TAP_KEY, TAP_RECORD_FLAG, tap_record_size
+from winnow.engine.tap_files import open_tap_file, private_tap_dir, tap_file_name
 from winnow.probe_heads import PROBE_META, RowScorer, has_sigmoid, head_scorer, load_head
 from winnow.values import EmbeddingInverse
 
@@ -45,18 +53,28 @@ log = logging.getLogger("winnow.engine.tap")
 
 
 class TapRule:
-    """One tapped row: its heads, the live list of its output tokens and its open tap file."""
+    """One tapped row: its heads (real paths, in the request's order), their scorers, the live
+    list of its output tokens and its open tap file."""
 
-    __slots__ = ("fd", "heads", "output")
+    __slots__ = ("fd", "heads", "output", "scorers")
 
-    def __init__(self, heads: tuple[str, ...], output: list[int], fd: int) -> None:
+    def __init__(
+        self,
+        heads: tuple[str, ...],
+        output: list[int],
+        fd: int,
+        scorers: tuple[RowScorer | None, ...] = (),
+    ) -> None:
         self.heads = heads
         self.output = output
         self.fd = fd
+        self.scorers = scorers
 
 
 def parse_args(params: SamplingParams | None) -> tuple[tuple[str, ...], str] | None:
-    """The row's (heads, file), or None; ``ValueError`` (a 400) if they are malformed."""
+    """The row's (heads as real paths, file), or None; ``ValueError`` (a 400) if they are
+    malformed or name a head outside the allowed directories (:mod:`.allowed`). Where the file
+    is, :func:`check_file` says."""
     args = request_args(params, TAP_KEY)  # an object, or the same as a JSON string
     if args is None:
         return None
@@ -65,21 +83,40 @@ def parse_args(params: SamplingParams | None) -> tuple[tuple[str, ...], str] | N
         raise ValueError(f"extra_args.{TAP_KEY}.heads must be a list of probe directories")
     if not isinstance(file, str) or not file:
         raise ValueError(f"extra_args.{TAP_KEY}.file must be a path")
-    for head in heads:
-        if not (Path(head) / PROBE_META).is_file():
-            raise ValueError(f"extra_args.{TAP_KEY}.heads: {head!r} is not a probe directory")
-    return tuple(heads), file
+    if len(heads) > MAX_DIRS_PER_REQUEST:
+        raise ValueError(f"extra_args.{TAP_KEY}.heads: at most {MAX_DIRS_PER_REQUEST}")
+    real = tuple(allowed_dir(head, PROBE_META, refusal(head)) for head in heads)
+    return real, file
+
+
+def refusal(head: object) -> str:
+    """What a head that is not an allowed probe directory gets, whether it exists or not."""
+    return f"extra_args.{TAP_KEY}.heads: {head!r} is not a probe directory this engine may read"
+
+
+def check_file(file: str) -> None:
+    """``ValueError`` (a 400) unless ``file`` is a tap file of this process's private directory:
+    none on a worker, so every tap request is refused there."""
+    if private_tap_dir() is None:
+        raise ValueError(
+            f"extra_args.{TAP_KEY}: the reward tap runs only inside winnow's own engine"
+        )
+    if tap_file_name(file) is None:
+        raise ValueError(f"extra_args.{TAP_KEY}.file: not a tap file of this engine")
 
 
 class RewardTap(LogitsProcessor):
     """Batch-level vLLM logits processor; inert for rows without ``extra_args.winnow_tap``."""
 
-    _scorers: dict[tuple[str, str], RowScorer | None] = {}  # by (probe directory, device)
+    # by (real path of the probe directory, device); None: it failed to load
+    _scorers: Loaded[RowScorer | None] = Loaded()
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         answer_probe(sampling_params, TAP)
-        parse_args(sampling_params)
+        parsed = parse_args(sampling_params)
+        if parsed is not None:
+            check_file(parsed[1])
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.state: RowRules[TapRule] = RowRules(self._rule, self._release)
@@ -96,15 +133,19 @@ class RewardTap(LogitsProcessor):
         return False  # so vLLM calls it before temperature, penalties and other processors
 
     def _scorer(self, head: str) -> RowScorer | None:
-        key = (head, str(self.device))
-        if key not in self._scorers:
+        """The scorer of probe directory ``head`` (allowed: the request was checked) on this
+        processor's device, loaded once per real path and device."""
+        real = os.path.realpath(head)
+
+        def load() -> RowScorer | None:
             try:
-                loaded, meta = load_head(Path(head))
-                self._scorers[key] = head_scorer(loaded.to(self.device), has_sigmoid(meta))
+                loaded, meta = load_head(Path(real))
+                return head_scorer(loaded.to(self.device), has_sigmoid(meta))
             except Exception as exc:
-                log.error("probe head %s not usable, rows left untapped: %s", head, exc)
-                self._scorers[key] = None
-        return self._scorers[key]
+                log.error("probe head %s not usable, rows left untapped: %s", real, exc)
+                return None
+
+        return self._scorers.get((real, str(self.device)), load)
 
     def _rule(self, params: SamplingParams, output: list[int]) -> TapRule | None:
         try:
@@ -112,12 +153,12 @@ class RewardTap(LogitsProcessor):
             if parsed is None:
                 return None
             heads, file = parsed
-            fd = os.open(file, os.O_WRONLY)  # never created here: the seam owns its lifetime
+            # only a file the seam created in its private directory; never created here
+            fd = open_tap_file(file)
         except (ValueError, OSError):  # validated on arrival; a missing file: call is over
             return None
-        for head in heads:
-            self._scorer(head)
-        return TapRule(heads, output, fd)
+        scorers = tuple(self._scorer(head) for head in heads)
+        return TapRule(heads, output, fd, scorers)
 
     @staticmethod
     def _release(rule: TapRule) -> None:
@@ -149,9 +190,10 @@ class RewardTap(LogitsProcessor):
         index = torch.tensor([i for i, _ in rows], dtype=torch.long, device=logits.device)
         hidden = inverse.hidden(logits, index)  # [B, H] float32
         finite = torch.isfinite(hidden).all(dim=1).tolist()
+        scorers = {h: f for _, r in rows for h, f in zip(r.heads, r.scorers, strict=False)}
         scores: dict[str, list[float]] = {}
         for head in sorted({h for _, r in rows for h in r.heads}):
-            scorer = self._scorer(head)
+            scorer = scorers.get(head) or self._scorer(head)
             if scorer is not None:
                 at = torch.arange(hidden.shape[0], device=hidden.device)
                 scores[head] = scorer(hidden, at).reshape(-1).float().cpu().tolist()

@@ -21,19 +21,23 @@ on the adjusted logits, and are allowed.
 Nothing here may raise once a request is in the engine (an exception in the sampler kills the
 engine): value models are checked by :meth:`ValueGuide.validate_params` when the request
 arrives, and a model that still fails to load is logged and the row left unguided.
+
+Value models are read only from allowed directories (:mod:`.allowed`: on a worker, its
+``--allow-dir`` options), known by their real path, and at most
+:data:`~.allowed.MAX_LOADED` are kept loaded.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from winnow.engine.processors.allowed import MAX_DIRS_PER_REQUEST, Loaded, allowed_dir
 from winnow.engine.processors.args import answer_probe, request_args
 from winnow.engine.processors.inverse import inverse_error, shared_inverse
 from winnow.engine.processors.rows import RowRules
@@ -44,7 +48,7 @@ log = logging.getLogger("winnow.engine.vas")
 
 
 class VasRule:
-    """One opted-in row: its value models (path -> beta) and top-k."""
+    """One opted-in row: its value models (real path -> beta) and top-k."""
 
     __slots__ = ("top_k", "values")
 
@@ -54,27 +58,36 @@ class VasRule:
 
 
 def parse_rule(params: SamplingParams | None) -> VasRule | None:
-    """The row's VAS arguments, or None; ``ValueError`` (a 400) if they are malformed."""
+    """The row's VAS arguments, value models by real path (the betas of two spellings of one
+    directory add up), or None; ``ValueError`` (a 400) if they are malformed or name a
+    directory outside the allowed ones (:mod:`.allowed`)."""
     args = request_args(params, VAS_KEY)  # an object, or the same as a JSON string
     if args is None:
         return None
     if not isinstance(args.get("values"), dict):
         raise ValueError(f"extra_args.{VAS_KEY} needs 'values': {{value model path: beta}}")
+    if len(args["values"]) > MAX_DIRS_PER_REQUEST:
+        raise ValueError(f"extra_args.{VAS_KEY}.values: at most {MAX_DIRS_PER_REQUEST}")
     values: dict[str, float] = {}
     for path, beta in args["values"].items():
         if not isinstance(beta, int | float) or not math.isfinite(beta):
             raise ValueError(
                 f"extra_args.{VAS_KEY}.values: beta of {path!r} must be a finite number"
             )
-        if not (Path(path) / META_FILE).is_file():
-            raise ValueError(
-                f"extra_args.{VAS_KEY}.values: {path!r} is not a value model directory"
-            )
-        values[str(path)] = float(beta)
+        real = allowed_dir(path, META_FILE, refusal(path))
+        values[real] = values.get(real, 0.0) + float(beta)
     top_k = args.get("top_k", 20)
     if not isinstance(top_k, int) or not 1 <= top_k <= VAS_MAX_TOP_K:
         raise ValueError(f"extra_args.{VAS_KEY}.top_k must be an integer in [1, {VAS_MAX_TOP_K}]")
     return VasRule(values, top_k)
+
+
+def refusal(path: object) -> str:
+    """What a path that is not an allowed value model directory gets, whether it exists or
+    not."""
+    return (
+        f"extra_args.{VAS_KEY}.values: {path!r} is not a value model directory this engine may read"
+    )
 
 
 def conflicts(params: SamplingParams) -> list[str]:
@@ -135,7 +148,9 @@ def guide_rows(
 class ValueGuide(LogitsProcessor):
     """Batch-level vLLM logits processor; inert for rows without ``extra_args.winnow_vas``."""
 
-    _heads: dict[str, QHead] = {}  # by path, shared by every instance in the process
+    # value heads on the CPU by real path, shared by every instance in the process; None: the
+    # directory failed to load
+    _heads: Loaded[QHead | None] = Loaded()
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -168,14 +183,19 @@ class ValueGuide(LogitsProcessor):
         return self.inverse
 
     def _on(self, device: torch.device) -> tuple[EmbeddingInverse, dict[str, QHead]]:
-        """The inverse and the value heads on ``device`` (vLLM's logits are on the GPU, they
-        are loaded on the CPU): each moved there once, on its first step."""
+        """The inverse and the value heads the rows use on ``device`` (vLLM's logits are on the
+        GPU, they are loaded on the CPU): each moved there once, on its first step; heads no row
+        uses are dropped once more than the cache holds are placed."""
         assert self.inverse is not None
         if self.inverse.device != device:
             self.inverse = self.inverse.to(device)
             self._placed = {}
-        for path, head in self._heads.items():
-            if path not in self._placed:
+        used = {path for rule in self.rows.values() for path in rule.values}
+        if len(self._placed) > self._heads.size:
+            self._placed = {p: h for p, h in self._placed.items() if p in used}
+        for path in sorted(used - self._placed.keys()):
+            head = self._head(path)
+            if head is not None:
                 self._placed[path] = head.to(device)
         return self.inverse, self._placed
 
@@ -183,21 +203,26 @@ class ValueGuide(LogitsProcessor):
         return False  # it changes greedy choices too, and must see logits before temperature
 
     def _head(self, path: str) -> QHead | None:
-        head = self._heads.get(path)
-        if head is not None or self.inverse is None:
+        """The value head in directory ``path`` (a real path the request was checked for),
+        loaded once; None if it cannot serve this model."""
+        inverse = self.inverse
+        if inverse is None:
+            return self._heads.peek(path)
+
+        def load() -> QHead | None:
+            try:
+                head, _ = load_value_model(path)
+                vocab, hidden = inverse.embedding.shape
+                if head.hidden_size != hidden or head.vocab_size != vocab:
+                    raise ValueError(
+                        f"head is {head.hidden_size}x{head.vocab_size}, model {hidden}x{vocab}"
+                    )
+            except Exception as exc:
+                log.error("value model %s not usable, row left unguided: %s", path, exc)
+                return None
             return head
-        try:
-            head, _ = load_value_model(path)
-            vocab, hidden = self.inverse.embedding.shape
-            if head.hidden_size != hidden or head.vocab_size != vocab:
-                raise ValueError(
-                    f"head is {head.hidden_size}x{head.vocab_size}, model {hidden}x{vocab}"
-                )
-        except Exception as exc:
-            log.error("value model %s not usable, row left unguided: %s", path, exc)
-            return None
-        self._heads[path] = head
-        return head
+
+        return self._heads.get(path, load)
 
     def _rule(self, params: SamplingParams, output: list[int]) -> VasRule | None:
         try:
