@@ -48,6 +48,17 @@ def _serve_parser(sub: Any) -> None:
         type=int,
         help="largest strategy token budget per request, kept + discarded (no cap)",
     )
+    p.add_argument(
+        "--max-request-sequences",
+        type=int,
+        help="most sequences one request samples at once, prompts x candidates; most items one "
+        "/v1/rewards request scores (256)",
+    )
+    p.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        help="most characters of prompt text per request, checked before templating (1000000)",
+    )
     p.add_argument("--reward-timeout", type=float, help="wall time per reward call, s (120)")
     p.add_argument(
         "--reward-prefix-cache-mib",
@@ -83,6 +94,11 @@ def _worker_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument("--data-dir", type=Path, help="default $WINNOW_DATA_DIR or ~/.cache/winnow")
     p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache on CPU machines (2)")
+    p.add_argument(
+        "--allow-dir", dest="allow_dirs", action="append", default=[], metavar="DIR",
+        help="a directory of value models clients may name (repeat; winnow's shipped ones are "
+        "always allowed, nothing else is)",
+    )  # fmt: skip
     p.add_argument("--print-command", action="store_true", help="print the vLLM command and exit")
 
 
@@ -91,7 +107,7 @@ SERVE_SETTINGS = (
     "remote_api_key", "data_dir", "rewards_config", "max_n", "max_tokens_cap", "request_timeout",
     "max_running_requests", "max_queued_requests", "kv_cache_gib", "log_level",
     "max_request_tokens", "reward_timeout", "shutdown_timeout", "reward_prefix_cache_mib",
-    "reward_tap",
+    "reward_tap", "max_request_sequences", "max_prompt_chars",
 )  # fmt: skip
 
 
@@ -232,25 +248,40 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     if args.command == "worker":
-        from winnow.engine.worker import run_worker
+        from winnow.engine.worker import WorkerOptionError, run_worker
 
-        return run_worker(
-            args.model,
-            args.host,
-            args.port,
-            extra,
-            data_dir=args.data_dir or default_data_dir(),
-            kv_cache_gib=args.kv_cache_gib,
-            print_only=args.print_command,
-        )
+        try:
+            return run_worker(
+                args.model,
+                args.host,
+                args.port,
+                extra,
+                data_dir=args.data_dir or default_data_dir(),
+                kv_cache_gib=args.kv_cache_gib,
+                print_only=args.print_command,
+                allow_dirs=args.allow_dirs,
+            )
+        except WorkerOptionError as exc:
+            parser.error(str(exc))
     if args.command == "serve":
-        settings = serve_settings(args, extra)
+        from pydantic import ValidationError
+
+        try:
+            settings = serve_settings(args, extra)
+        except ValidationError as exc:  # the settings' own words, never the values given
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            parser.error(f"invalid settings: {problems}")
+        from winnow.redaction import redact_log_records
         from winnow.server.run import serve
 
         logging.basicConfig(
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        redact_log_records()  # remote URLs' credentials and queries never reach the log
         serve(settings)
         return 0
     return 2

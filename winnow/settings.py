@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +19,10 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WINNOW_", extra="forbid")
+    # hide_input_in_errors: a refused api_key must not be printed in the error
+    model_config = SettingsConfigDict(
+        env_prefix="WINNOW_", extra="forbid", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -37,6 +40,19 @@ class Settings(BaseSettings):
     request_timeout: float | None = Field(600.0, gt=0, description="Wall-time cap per request (s).")
     max_request_tokens: int | None = Field(
         None, ge=1, description="Largest strategy token budget (kept + discarded) per request."
+    )
+    max_request_sequences: int = Field(
+        256,
+        ge=1,
+        description="Most sequences one request may sample at once (prompts x candidates per "
+        "prompt), and most items one /v1/rewards request may score.",
+    )
+    max_prompt_chars: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most characters of prompt text per request (prompts and chat messages, each "
+        "message counted with 32 more for its template), checked before any templating or "
+        "tokenization.",
     )
     reward_timeout: float | None = Field(
         120.0, gt=0, description="Wall-time cap per reward call (s); past it the request is 504."
@@ -61,3 +77,20 @@ class Settings(BaseSettings):
         default_factory=dict, description="Passed through to vLLM's AsyncEngineArgs."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty key would accept a bare ``Authorization: Bearer``; a key with spaces at
+        either end could never match (the header's token is stripped)."""
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if not key.strip():
+            raise ValueError(
+                "the API key is empty (WINNOW_API_KEY or --api-key): give a key, or unset it "
+                "to serve without one"
+            )
+        if key != key.strip():
+            raise ValueError("the API key starts or ends with whitespace; remove it")
+        return value

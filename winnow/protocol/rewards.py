@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from winnow.protocol.requests import ChatMessageIn
+from winnow.protocol.requests import REFERENCE_DESCRIPTION, ChatMessageIn, Reference
+
+RewardName = Annotated[str, Field(min_length=1)]
+RewardWeights = Annotated[dict[str, float], Field(min_length=1)]
 
 
 class RewardItemIn(BaseModel):
@@ -18,13 +21,15 @@ class RewardItemIn(BaseModel):
     messages: list[ChatMessageIn] | None = Field(None, max_length=1024)
     response: str | None = Field(None, max_length=200_000)
     steps: list[str] | None = Field(None, max_length=512)
-    partial: bool = Field(False, description="The last step is unfinished; score it as complete.")
-    reference: str | None = Field(None, description="Gold answer, for verifier rewards.")
+    partial: StrictBool = Field(
+        False, description="The last step is unfinished; score it as complete."
+    )
+    reference: Reference | None = Field(None, description=REFERENCE_DESCRIPTION)
 
 
 class RewardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reward: str | dict[str, float] = Field(
+    reward: RewardName | RewardWeights = Field(
         description="A configured reward name, or weights over configured rewards."
     )
     items: list[RewardItemIn] = Field(min_length=1, max_length=256)

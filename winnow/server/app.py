@@ -26,12 +26,11 @@ from winnow.protocol.responses import (
 )
 from winnow.protocol.rewards import RewardCard, RewardList, RewardRequest, RewardResponse
 from winnow.rewards.registry import RewardSet
-from winnow.server import openapi
-from winnow.server.cancellation import run_until_disconnect
+from winnow.server import openapi, references
 from winnow.server.errors import APIError, install_error_handlers
 from winnow.server.guards import BodyLimit, api_key_check
 from winnow.server.metrics import Metrics
-from winnow.server.rewards_api import score_items
+from winnow.server.rewards_api import RewardServing
 from winnow.server.serving import ChatServing, CompletionServing, ServerState
 from winnow.settings import Settings
 
@@ -61,6 +60,8 @@ def create_app(
         if manage_engine:
             await engine.start()
             await state.rewards.start()
+        if any(info.backend == "verifier" for info in state.rewards.infos()):
+            references.start_workers()  # in the background: strategy.reference is checked there
         try:
             yield
         finally:
@@ -82,6 +83,7 @@ def create_app(
         except EngineError as exc:
             metrics.engine_healthy.set(0)
             state.engine_suspect = True
+            # the message may name remote URLs: error bodies redact them (winnow.redaction)
             raise APIError(503, f"engine unhealthy: {exc}", code="engine_unavailable") from None
         metrics.engine_healthy.set(1)
         return {"status": "ok"}
@@ -134,13 +136,11 @@ def create_app(
         ]
         return RewardList(data=cards)
 
+    completion, chat, scoring = CompletionServing(state), ChatServing(state), RewardServing(state)
+
     @app.post("/v1/rewards", dependencies=[auth])
     async def score_rewards(body: RewardRequest, request: Request) -> RewardResponse:
-        state.drain.check_open()
-        work = score_items(state, body)
-        return await run_until_disconnect(request, work, settings.request_timeout, state.drain)
-
-    completion, chat = CompletionServing(state), ChatServing(state)
+        return await scoring.serve(body, request)
 
     @app.post("/v1/completions", dependencies=[auth], response_model=CompletionResponse)
     async def completions(body: CompletionRequest, request: Request) -> Any:

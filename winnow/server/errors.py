@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,7 @@ from starlette.routing import Match
 from winnow.engine.base import EngineError, EngineRequestError, EngineUnavailable
 from winnow.metering import TokenBudgetExceeded
 from winnow.protocol.responses import ErrorDetail, ErrorResponse
+from winnow.redaction import redact_urls
 from winnow.rewards.base import RewardError, RewardInputError, RewardTimeout
 from winnow.rewards.registry import UnknownReward
 from winnow.strategies.registry import StrategyError
@@ -58,8 +60,13 @@ class APIError(Exception):
 def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict:
+    """OpenAI's error body; URLs in the message lose their credentials and queries (an engine's
+    message may name a remote server's URL, see :mod:`winnow.redaction`)."""
     detail = ErrorDetail(
-        message=message, type=_TYPES.get(status, "server_error"), param=param, code=code
+        message=redact_urls(message),
+        type=_TYPES.get(status, "server_error"),
+        param=param,
+        code=code,
     )
     return ErrorResponse(error=detail).model_dump()
 
@@ -72,14 +79,32 @@ def error_response(exc: APIError) -> JSONResponse:
     )
 
 
+def _union_label(part: str) -> bool:
+    """Whether a location part is pydantic's label of a union branch ("str", "list[int]",
+    "constrained-str"), not a field name."""
+    return any(c in part for c in "[]-") or part in {"str", "int", "float", "bool", "dict"}
+
+
+def _first_error(errors: list[Any]) -> Any:
+    """The error to report: the first field's; of a union's branches (each reports one), a
+    broken bound ("at most 256 characters") before a wrong type ("should be a valid list"), and
+    the branch that got furthest into the value."""
+    field = errors[0].get("loc", ())[:2]
+    same = [e for e in errors if e.get("loc", ())[:2] == field]
+    return min(
+        same,
+        key=lambda e: (str(e.get("type", "")).endswith("_type"), -len(e.get("loc", ()))),
+    )
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request", None
-    err = errors[0]
+    err = _first_error(list(errors))
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     # drop pydantic's union-branch labels like "str" / "list[int]" from the location
-    param = ".".join(p for p in loc if not any(c in p for c in "[]") and p not in {"str", "int"})
+    param = ".".join(p for p in loc if not _union_label(p))
     msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if err.get("type") == "json_invalid":
         return f"request body is not valid JSON: {msg}", None
@@ -128,6 +153,13 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+_ENDPOINTS = {  # the metrics' (endpoint, strategy) labels of a body refused by validation
+    "/v1/completions": ("completions", "unknown"),
+    "/v1/chat/completions": ("chat", "unknown"),
+    "/v1/rewards": ("rewards", "rewards"),
+}
+
+
 def _allowed_methods(request: Request) -> list[str]:
     methods: set[str] = set()
     for route in request.app.router.routes:
@@ -150,9 +182,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
         state = getattr(request.app.state, "winnow", None)
-        if state is not None:
-            endpoint = "chat" if request.url.path.endswith("chat/completions") else "completions"
-            state.metrics.requests.labels(endpoint, "unknown", "400").inc()
+        labels = _ENDPOINTS.get(request.url.path)
+        if state is not None and labels is not None:
+            state.metrics.requests.labels(*labels, "400").inc()
         return error_response(APIError(400, message, param, "invalid_value"))
 
     @app.exception_handler(StarletteHTTPException)
@@ -177,12 +209,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RewardTimeout)
     async def _reward_timeout(request: Request, exc: RewardTimeout) -> JSONResponse:
-        log.error("%s", exc)
+        log.error("%s", redact_urls(str(exc)))
         return error_response(as_api_error(exc))
 
     @app.exception_handler(RewardError)
     async def _reward_failed(request: Request, exc: RewardError) -> JSONResponse:
-        log.error("%s", exc)
+        log.error("%s", redact_urls(str(exc)))
         return error_response(APIError(500, str(exc), "reward", "reward_error"))
 
     @app.exception_handler(EngineRequestError)
@@ -197,7 +229,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:
-        log.error("engine error: %s", exc)
+        log.error("engine error: %s", redact_urls(str(exc)))
         return error_response(APIError(502, f"engine error: {exc}", code="engine_error"))
 
     @app.exception_handler(TokenBudgetExceeded)

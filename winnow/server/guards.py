@@ -63,6 +63,8 @@ async def _no_receive() -> Message:
 def api_key_check(settings: Settings) -> Callable[[Request], None]:
     """A route dependency: 401 unless the request bears the server's API key (when it has one)."""
     expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    if expected is not None and not expected.strip():  # Settings refuses it; never serve it
+        raise ValueError("the API key is empty: a bare 'Authorization: Bearer' would pass")
 
     def check(request: Request) -> None:
         if expected is None:

@@ -1,8 +1,9 @@
 """One request's whole path, the same for both endpoints:
 
-prepare (validate; render and tokenize the prompts; resolve the strategy; check the budget)
--> admit (a running place, or 429) -> run (the strategy on a metered engine, one job per prompt)
--> render (the whole response, or SSE chunks as the strategy sends them).
+prepare (validate; bound the request's size; render and tokenize the prompts off the event loop;
+resolve the strategy; check the budget) -> admit (a running place, or 429; then the strategy's
+reference is checked, in a worker process) -> run (the strategy on a metered engine, one job per
+prompt) -> render (the whole response, or SSE chunks as the strategy sends them).
 
 :meth:`Serving.serve` runs these steps; :class:`CompletionServing` and :class:`ChatServing` say
 what differs, how a body becomes prompts and how the answer is shaped. Cancellation flows down:
@@ -27,13 +28,14 @@ from winnow.protocol.requests import ChatCompletionRequest, CompletionRequest, S
 from winnow.protocol.responses import ChatCompletionResponse, CompletionResponse, now
 from winnow.rewards.base import ChatPrompt
 from winnow.rewards.registry import RewardSet
-from winnow.server import render
+from winnow.server import offload, render
 from winnow.server.admission import Admission, Slot
 from winnow.server.cancellation import admit, run_until_disconnect
 from winnow.server.errors import APIError, status_for
 from winnow.server.jobs import Job, run_jobs
 from winnow.server.lifecycle import Drain
 from winnow.server.metrics import Metrics
+from winnow.server.references import check_reference
 from winnow.server.streaming import EventStream, SlotStreamingResponse
 from winnow.settings import Settings
 from winnow.strategies import registry
@@ -44,6 +46,7 @@ log = logging.getLogger("winnow.server")
 Body = TypeVar("Body", bound=SamplingFields)
 Response = CompletionResponse | ChatCompletionResponse
 Prompt = str | list[int]
+MESSAGE_CHARS = 32  # what a chat message counts beyond its text (its template's framing)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Serving(abc.ABC, Generic[Body]):
 
     endpoint: ClassVar[str]  # the metrics label
     chunks: ClassVar[type[render.Chunks]]
+    prompt_param: ClassVar[str]  # the field that holds the prompts (errors' ``param``)
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -94,8 +98,14 @@ class Serving(abc.ABC, Generic[Body]):
             strategy = jobs[0].strategy
             await self._check_engine()
             slot = await admit(state.admission, request)
-        except APIError as exc:
-            metrics.requests.labels(self.endpoint, strategy, str(exc.status)).inc()
+        except Exception as exc:  # APIError, StrategyError (a 400), an engine's error
+            metrics.requests.labels(self.endpoint, strategy, str(status_for(exc))).inc()
+            raise
+        try:  # the one parameter whose text is read: admitted first, then in a worker process
+            await check_reference(jobs[0].request.params)
+        except BaseException as exc:
+            slot.release()
+            metrics.requests.labels(self.endpoint, strategy, str(status_for(exc))).inc()
             raise
         if body.stream:
             return self._stream(body, jobs, started, slot)
@@ -122,7 +132,9 @@ class Serving(abc.ABC, Generic[Body]):
     # ---- prepare ------------------------------------------------------------------------------
 
     async def prepare(self, body: Body) -> list[Job]:
-        """Everything that can be refused is refused here, before any generation."""
+        """Everything that can be refused is refused here, before any generation; what is
+        cheap first (counts and lengths), then the prompts' rendering and tokenization, which
+        run off the event loop (:mod:`.offload`)."""
         settings = self.state.settings
         self._check_model(body.model)
         if body.n > settings.max_n:
@@ -135,6 +147,8 @@ class Serving(abc.ABC, Generic[Body]):
                 f"{settings.max_n} (--max-n)",
                 "strategy.n",
             )
+        self._check_sequences(body, params)
+        check_prompt_chars(self.prompt_chars(body), settings.max_prompt_chars, self.prompt_param)
         prompts = await self.prompts(body)
         max_tokens, logprobs = self.output_limits(body)
         self._check_token_ids(body.stop_token_ids or [], "stop_token_ids")
@@ -146,8 +160,35 @@ class Serving(abc.ABC, Generic[Body]):
         return jobs
 
     @abc.abstractmethod
+    def prompt_count(self, body: Body) -> int:
+        """How many prompts the body has (each is one job), without reading them."""
+
+    @abc.abstractmethod
+    def prompt_chars(self, body: Body) -> int:
+        """The size of the body's prompt text, before any rendering (see check_prompt_chars)."""
+
+    @abc.abstractmethod
     async def prompts(self, body: Body) -> list[Prompt]:
         """The body's prompts, as text or token ids."""
+
+    def _check_sequences(self, body: Body, params: StrategyParams) -> None:
+        """At most --max-request-sequences sequences sampled at once: prompts x candidates
+        (``n`` is capped per prompt, and a request may have 64 prompts)."""
+        cap = self.state.settings.max_request_sequences
+        prompts, per_prompt = self.prompt_count(body), max(body.n, params.candidates())
+        if prompts * per_prompt > cap:
+            if prompts > 1:
+                param = self.prompt_param
+            else:
+                param = "n" if body.n >= params.candidates() else "strategy.n"
+            raise APIError(
+                400,
+                f"this request samples {prompts * per_prompt} sequences ({prompts} prompt(s) x "
+                f"{per_prompt}); this server's cap is {cap} per request "
+                "(--max-request-sequences)",
+                param,
+                "too_many_sequences",
+            )
 
     @abc.abstractmethod
     def output_limits(self, body: Body) -> tuple[int | None, int | None]:
@@ -164,7 +205,8 @@ class Serving(abc.ABC, Generic[Body]):
         """One prompt as its strategy sees it; the only place the wire's sampling fields become
         a :class:`SamplingSpec`."""
         ids = await self._prompt_ids(prompt)
-        text = prompt if isinstance(prompt, str) else await self.state.engine.detokenize(prompt)
+        engine = self.state.engine
+        text = prompt if isinstance(prompt, str) else await offload.detokenize(engine, prompt)
         spec = SamplingSpec(
             prompt=tuple(ids),
             n=body.n,
@@ -204,7 +246,7 @@ class Serving(abc.ABC, Generic[Body]):
 
     async def _prompt_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
-            ids = await self.state.engine.tokenize(prompt, add_special_tokens=True)
+            ids = await offload.tokenize(self.state.engine, prompt, add_special_tokens=True)
         else:
             ids = list(prompt)
             self._check_token_ids(ids, "prompt")
@@ -319,6 +361,18 @@ class CompletionServing(Serving[CompletionRequest]):
 
     endpoint = "completions"
     chunks = render.CompletionChunks
+    prompt_param = "prompt"
+
+    def prompt_count(self, body: CompletionRequest) -> int:
+        raw = body.prompt
+        return len(raw) if isinstance(raw, list) and isinstance(raw[0], str | list) else 1
+
+    def prompt_chars(self, body: CompletionRequest) -> int:
+        raw = body.prompt
+        if isinstance(raw, str):
+            return len(raw)
+        # text prompts, or token ids (each decoded to text: counted as one character)
+        return sum(len(p) for p in raw) if isinstance(raw[0], str | list) else len(raw)
 
     async def prompts(self, body: CompletionRequest) -> list[Prompt]:
         raw = body.prompt
@@ -334,9 +388,9 @@ class CompletionServing(Serving[CompletionRequest]):
         return body.max_tokens, body.logprobs
 
     async def response(self, body: CompletionRequest, jobs: Sequence[Job]) -> Response:
-        detokenize = self.state.engine.detokenize
+        engine = self.state.engine
         prefixes = [
-            await detokenize(job.request.spec.prompt) if body.echo else ""  # type: ignore[arg-type]
+            await offload.detokenize(engine, job.request.spec.prompt) if body.echo else ""
             for job in jobs
         ]
         return render.completion_response(self.state.model_name, jobs, prefixes)
@@ -347,13 +401,22 @@ class ChatServing(Serving[ChatCompletionRequest]):
 
     endpoint = "chat"
     chunks = render.ChatChunks
+    prompt_param = "messages"
+
+    def prompt_count(self, body: ChatCompletionRequest) -> int:
+        return 1
+
+    def prompt_chars(self, body: ChatCompletionRequest) -> int:
+        return sum(message_chars(m.content) for m in body.messages)
 
     async def prompts(self, body: ChatCompletionRequest) -> list[Prompt]:
         try:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         except ValueError as exc:
             raise APIError(400, str(exc), "messages") from None
-        rendered = await self.state.engine.apply_chat_template(messages, body.add_generation_prompt)
+        rendered = await offload.apply_chat_template(
+            self.state.engine, messages, body.add_generation_prompt
+        )
         return [ChatPrompt(rendered, messages)]  # see ChatPrompt
 
     def output_limits(self, body: ChatCompletionRequest) -> tuple[int | None, int | None]:
@@ -364,3 +427,28 @@ class ChatServing(Serving[ChatCompletionRequest]):
 
     async def response(self, body: ChatCompletionRequest, jobs: Sequence[Job]) -> Response:
         return render.chat_response(self.state.model_name, jobs)
+
+
+def message_chars(content: str | list[dict[str, Any]] | None) -> int:
+    """What one chat message counts towards --max-prompt-chars: its text (its content parts'
+    texts), plus :data:`MESSAGE_CHARS` for its template's framing. Nothing is joined or
+    checked here (that is for rendering): this only counts."""
+    if isinstance(content, list):
+        text = sum(len(p["text"]) for p in content if isinstance(p.get("text"), str))
+    else:
+        text = len(content or "")
+    return text + MESSAGE_CHARS
+
+
+def check_prompt_chars(chars: int, cap: int, param: str) -> None:
+    """Refuse a request whose prompt text is over --max-prompt-chars before anything renders
+    or tokenizes it (that work is bounded by this, not by the body's size)."""
+    if chars > cap:
+        raise APIError(
+            400,
+            f"the request's prompt text is {chars} characters (a chat message counts "
+            f"{MESSAGE_CHARS} beyond its text); this server's cap is {cap} "
+            "(--max-prompt-chars)",
+            param,
+            "prompt_too_long",
+        )

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from winnow.answer_groups import answers_and_groups_async
 from winnow.metering import MeteredEngine
+from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION, TraceWave, finite
 from winnow.rewards.base import Tapped
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
@@ -96,7 +97,7 @@ class AdaptiveParams(StrategyParams):
         description="The most tokens generated in all waves (kept and discarded); waves shrink "
         "so that it is never passed (a sample is counted at max_tokens in advance).",
     )
-    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    reference: Reference | None = Field(None, description=REFERENCE_DESCRIPTION)
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
     trace: bool = Field(False, description=TRACE_DESCRIPTION)
 

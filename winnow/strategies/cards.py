@@ -36,6 +36,7 @@ from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, TapScores
 from winnow.engine.processors.specs import SegmentSpec
 from winnow.engine.tapped import gather_calls
 from winnow.metering import MeteredEngine
+from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 from winnow.rewards.base import OutcomeItem, Tapped, join_tap
 from winnow.strategies.base import (
@@ -77,7 +78,7 @@ class CardsParams(StrategyParams):
         description="Score a probability reward as log(p / (1 - p)), the unbounded scale of the "
         "paper's reward models on which beta is meaningful; r_star is then on that scale too.",
     )
-    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    reference: Reference | None = Field(None, description=REFERENCE_DESCRIPTION)
     trace: bool = Field(False, description=TRACE_DESCRIPTION)
 
     def token_budget(self, request: GenerationRequest) -> int:

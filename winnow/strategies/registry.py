@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from winnow.answers import reference_problem
 from winnow.strategies.base import StrategyFn, StrategyParams
 
 
@@ -63,7 +62,12 @@ def get(name: str) -> StrategyEntry:
 
 
 def parse(spec: str | dict[str, Any] | None) -> tuple[StrategyEntry, StrategyParams]:
-    """Resolve a request's ``strategy`` field (absent, a name, or an object with ``name``)."""
+    """Resolve a request's ``strategy`` field (absent, a name, or an object with ``name``).
+
+    Parameters are validated strictly (``true`` is not 1, ``0`` is not false, ``"4"`` is not 4),
+    as the schema states them. Nothing here reads the text of a parameter: this runs on the
+    event loop before admission. ``reference`` is checked after admission, in a worker process
+    (:mod:`winnow.server.references`)."""
     if spec is None:
         spec = {"name": "sample"}
     elif isinstance(spec, str):
@@ -76,7 +80,7 @@ def parse(spec: str | dict[str, Any] | None) -> tuple[StrategyEntry, StrategyPar
         )
     entry = get(name)
     try:
-        params = entry.params.model_validate(fields)
+        params = entry.params.model_validate(fields, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
@@ -86,8 +90,4 @@ def parse(spec: str | dict[str, Any] | None) -> tuple[StrategyEntry, StrategyPar
             f"parameters of {name!r}: {accepted}",
             f"strategy.{loc}",
         ) from None
-    reference = getattr(params, "reference", None)
-    problem = reference_problem(reference) if isinstance(reference, str) else None
-    if problem is not None:  # found without evaluating it: before any engine work
-        raise StrategyError(f"invalid strategy.reference: {problem}", "strategy.reference")
     return entry, params

@@ -32,6 +32,7 @@ from pydantic import Field
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion
 from winnow.metering import MeteredEngine
+from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 from winnow.rewards.base import OutcomeItem, ProcessItem, Tapped, split_steps
 from winnow.rewards.registry import RewardRef
@@ -67,7 +68,7 @@ class SelectionParams(StrategyParams):
         description="How a PRM's step scores become one: the last, the lowest, or the product "
         "of the steps' probabilities (prod; a logit-scale reward through a sigmoid).",
     )
-    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    reference: Reference | None = Field(None, description=REFERENCE_DESCRIPTION)
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
     trace: bool = Field(False, description=TRACE_DESCRIPTION)
 

@@ -27,6 +27,7 @@ from pydantic import Field
 from winnow.answer_groups import answers_and_groups_async
 from winnow.engine.base import Completion, CompletionDelta
 from winnow.metering import MeteredEngine
+from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.rewards.base import OutcomeItem, Tapped
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.registry import StrategyError, register
@@ -58,7 +59,7 @@ class SpeculativeRejectionParams(StrategyParams):
         "that finish before it are never aborted: with short answers, a first decision near the "
         "answers' length aborts the long runs, which are rarely right.",
     )
-    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    reference: Reference | None = Field(None, description=REFERENCE_DESCRIPTION)
     return_candidates: bool = Field(False, description="Add every candidate to the response.")
 
     def candidates(self) -> int:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION
 from winnow.strategies.base import GenerationRequest, StrategyParams
 from winnow.strategies.registry import StrategyError
@@ -18,7 +19,9 @@ class TreeSearchParams(StrategyParams):
     mode: Literal["beam", "dvts"] = Field("beam", description="Beam search or DVTS.")
     max_depth: int = Field(40, ge=1, le=1000, description="Rounds; the last runs to the end.")
     step_tokens: int = Field(256, ge=1, description="At most this many tokens per step.")
-    delimiter: str = Field("\n\n", min_length=1, description="Ends a step (kept in the text).")
+    delimiter: str = Field(
+        "\n\n", min_length=1, max_length=64, description="Ends a step (kept in the text)."
+    )
     aggregation: Aggregation = Field(
         "last",
         description="Step scores -> a beam's score: the last, the lowest, or the product of the "
@@ -38,7 +41,7 @@ class TreeSearchParams(StrategyParams):
         description="Re-score the finished beams with this outcome reward (name or weights) and "
         "pick by it; the search's reward still prunes. None: pick by the search's reward.",
     )
-    reference: str | None = Field(None, description="Gold answer, for the verifier reward.")
+    reference: Reference | None = Field(None, description=REFERENCE_DESCRIPTION)
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, description="Sampling temperature; default: the request's."
     )
