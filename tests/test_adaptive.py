@@ -11,7 +11,6 @@ import asyncio
 import json
 import math
 import statistics
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -476,24 +475,11 @@ def test_run_waves_hands_every_draw_all_votes_so_far():
 # ---- the offline evaluation runs the same decisions as the server -------------------------------
 
 
-def _offline_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "quality" / "adaptive_offline.py"
-    spec = importlib.util.spec_from_file_location("adaptive_offline", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("adaptive_offline", module)  # its dataclasses look themselves up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_offline_evaluation_decides_as_the_strategy_does(tmp_path):
+    from benchmarks.adaptive import offline
+    from benchmarks.quality import run as quality
     from winnow.answer_groups import answers_and_groups
 
-    offline = _offline_module()
-    quality = offline._quality_run()
     tasks = ["add_sub_1digit", "mul_1digit"]
     items = quality.problem_set(argparse.Namespace(tasks=tasks, problems=4))
     scripts = []

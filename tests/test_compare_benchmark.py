@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "quality_compare", Path(__file__).parents[1] / "benchmarks" / "quality" / "compare.py"
-)
-assert _spec and _spec.loader
-compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare)
+from benchmarks.quality import compare
 
 
 def _row(correct: bool, tokens: int, seconds: float) -> dict:

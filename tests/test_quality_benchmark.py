@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
+from benchmarks.quality import run
+from benchmarks.speculative import late_rejection as late
 from winnow.tasks import Problem
-
-_spec = importlib.util.spec_from_file_location(
-    "quality_run", Path(__file__).parents[1] / "benchmarks" / "quality" / "run.py"
-)
-assert _spec and _spec.loader
-run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run)
 
 
 def _candidate(i: int, answer: int | None, score: float, group: int | None) -> dict:
@@ -57,13 +50,6 @@ def test_rules_on_one_problem():
 
 
 def test_late_rejection_keeps_only_what_finished_within_the_cut():
-    spec = importlib.util.spec_from_file_location(
-        "late_rejection_offline",
-        Path(__file__).parents[1] / "benchmarks" / "quality" / "late_rejection_offline.py",
-    )
-    assert spec and spec.loader
-    late = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(late)
     lengths, scores, right = (10, 30, 15), (0.2, 0.9, 0.5), [False, True, False]
     pairs = enumerate(zip(lengths, scores, strict=True))
     cands = run.to_candidates([dict(_candidate(i, i, s, i), tokens=t) for i, (t, s) in pairs])

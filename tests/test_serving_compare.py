@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.serving import compare as sc
 from winnow.clients.loadgen import BenchConfig
-
-
-def _compare():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serving" / "compare.py"
-    spec = importlib.util.spec_from_file_location("serving_compare", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sc = _compare()
 
 
 def test_vllm_gets_winnows_engine_settings_as_flags():
@@ -111,7 +97,7 @@ def test_markdown_has_every_table_and_the_verdicts():
     groups = _groups()
     agg = sc.aggregate(groups)
     data = {
-        "date": "d", "quick": True, "command": "python benchmarks/serving/compare.py --quick",
+        "date": "d", "quick": True, "command": "python -m benchmarks serving compare --quick",
         "duration_min": 4.2, "estimate_min": 3.9,
         "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gib": 24.0, "platform": "linux"},
         "config": {"model_dir": "m", "task": "add_sub_1digit", "seed": 0, "max_tokens": 16,
@@ -122,7 +108,7 @@ def test_markdown_has_every_table_and_the_verdicts():
     }  # fmt: skip
     data["verdicts"] = sc.verdicts(groups, agg, True)
     md = sc.markdown(data)
-    assert "quick run" in md and "python benchmarks/serving/compare.py --quick" in md
+    assert "quick run" in md and "python -m benchmarks serving compare --quick" in md
     assert "| 4 | 8 | winnow | 1100 | 1650 | 100 | 0.900 | 57.6 | 200 |" in md
     assert "| 4 | +10.0% | +10.0% | +10.0% |" in md
     assert "| 4 | 1.30x, 1.30x | 1.63x | 1.16x |" in md

@@ -4,32 +4,18 @@ fail, the server must shed load with 429s, and no engine request may outlive the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks.reliability import soak
 from tests.fakes import placeholder_value_models
 from winnow import strategies
-
-SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability" / "soak.py"
-
-
-def _soak():
-    spec = importlib.util.spec_from_file_location("soak", SOAK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["soak"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.timeout(180)
 def test_soak_on_the_fake_engine(tmp_path, monkeypatch):
     placeholder_value_models(monkeypatch, tmp_path / "values")
-    soak = _soak()
     argv = ["--engine", "fake", "--duration", "5", "--rate", "50", "--cancel-fraction", "0.2",
             "--settle", "60", "--out", str(tmp_path), "--quiet"]  # fmt: skip
     assert soak.main(argv) == 0

@@ -1,11 +1,12 @@
 """Time winnow.answers on hostile answers, each in a fresh subprocess with a hard cap.
 
-    python benchmarks/answers/hostile.py [--cap 20]
+    python -m benchmarks answers hostile [--cap 20]
 
 Every input is timed twice in its own process (cold: sympy import and the worker pool's start
 are excluded by a warm-up call on a harmless symbolic answer): ``canonical(x)`` (what grouping
 does with a candidate's answer) and ``equivalent("5", x)`` (what the verifier does with a
-reference). A process still running at the cap is killed and reported as ">cap".
+reference). A process still running at the cap is killed and reported as ">cap". Prints its
+table; writes no results.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def run(what: str, answer: str, cap: float) -> str:
     return f"{row['seconds'] * 1000:.1f} ms -> {row['result']}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cap", type=float, default=20.0)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     print("| input | canonical(x) | equivalent('5', x) |")
     print("|---|---|---|")
     for answer in HOSTILE:

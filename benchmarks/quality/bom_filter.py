@@ -27,13 +27,12 @@ reward's score scale; the table "sensitivity" re-runs the rules with each score 
 rank among the problem's N answers (a reward retrained to any monotone rescaling of these scores
 gives the same ranks), for information only: it does not enter the choice.
 
-    python benchmarks/quality/bom_filter.py        # writes benchmarks/results/bom_filter.md
+    python -m benchmarks quality bom_filter    # writes benchmarks/results/quality/bom_filter.md
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -42,6 +41,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks import common
+from benchmarks.common import paired_diff
+from benchmarks.quality import run
 from winnow.strategies.selection import (
     Candidate,
     groups_of,
@@ -51,8 +53,6 @@ from winnow.strategies.selection import (
     rank_best,
 )
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE.parent / "results"
 NS = (4, 8, 16, 32)
 RULES: dict[str, tuple[float, int]] = {  # name -> (alpha, min_count)
     "published": (0.01, 1),
@@ -63,25 +63,12 @@ RULES: dict[str, tuple[float, int]] = {  # name -> (alpha, min_count)
 TIE_POINTS = 1.0
 
 
-def _quality_run() -> Any:
-    spec = importlib.util.spec_from_file_location("quality_run", HERE / "run.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load(journal: Path, run: Any) -> list[tuple[list[Candidate], list[bool]]]:
+def load(journal: Path) -> list[tuple[list[Candidate], list[bool]]]:
     """Every problem's 32 candidates (in sampling order) and whether each is right."""
     args = argparse.Namespace(tasks=["add_sub_1digit", "mul_1digit"], problems=200)
     items = run.problem_set(args)
     out = []
-    for line in journal.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        problem = items[row["i"]]
-        assert problem.question == row["question"], (problem.question, row["question"])
+    for row, problem in run.read_journal(journal, items):
         cands = run.to_candidates(row["body"]["winnow"]["candidates"])
         out.append((cands, [run.correct(c, problem.answer) for c in cands]))
     return out
@@ -119,7 +106,7 @@ def picks() -> dict[str, Pick]:
 
 
 def evaluate(
-    problems: Sequence[tuple[list[Candidate], list[bool]]], run: Any, scale_free: bool = False
+    problems: Sequence[tuple[list[Candidate], list[bool]]], scale_free: bool = False
 ) -> dict[str, Any]:
     rules = picks()
     acc: dict[str, dict[int, list[float]]] = {r: {n: [] for n in NS} for r in rules}
@@ -138,7 +125,7 @@ def evaluate(
         for n in NS:
             cell: dict[str, Any] = {"accuracy": statistics.fmean(acc[rule][n])}
             if rule != "majority":
-                diff, lo, hi = run.paired_diff(acc[rule][n], acc["majority"][n])
+                diff, lo, hi = paired_diff(acc[rule][n], acc["majority"][n])
                 cell["vs_majority"] = [diff, lo, hi]
             if rule in RULES:
                 cell["groups_passed_mean"] = statistics.fmean(passed[rule][n])
@@ -168,7 +155,7 @@ def report(main: dict[str, Any], sens: dict[str, Any], problems: int) -> str:
     lines = [
         "# best_of_majority: which frequency filter",
         "",
-        "Command: `python benchmarks/quality/bom_filter.py` (no engine, no server: the stored "
+        "Command: `python -m benchmarks quality bom_filter` (no engine, no server: the stored "
         "answers of `benchmarks/results/quality.rows.jsonl`, reward `default`, judged by the "
         "verifier against the gold answers of `winnow/tasks.py`).",
         "",
@@ -234,13 +221,12 @@ def report(main: dict[str, Any], sens: dict[str, Any], problems: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--journal", type=Path, default=RESULTS / "quality.rows.jsonl")
-    p.add_argument("--out", type=Path, default=RESULTS / "bom_filter.md")
+    p.add_argument("--journal", type=Path, default=common.QUALITY_ROWS)
+    p.add_argument("--out", type=Path, default=common.results_dir("quality") / "bom_filter.md")
     args = p.parse_args(argv)
-    run = _quality_run()
-    problems = load(args.journal, run)
-    main_table = evaluate(problems, run)
-    sens_table = evaluate(problems, run, scale_free=True)
+    problems = load(args.journal)
+    main_table = evaluate(problems)
+    sens_table = evaluate(problems, scale_free=True)
     text = report(main_table, sens_table, len(problems))
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(
@@ -248,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(text)
     sys.stdout.flush()
+    common.record([args.out, args.out.with_suffix(".json")], script=__file__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,18 @@ in a rotating order so that machine noise is shared). Per configuration:
 Configurations are presets (below: adding one is one line) or a JSON file, either
 ``{"label": {"name": "best_of_n", "n": 4}, ...}`` or ``[{"label": ..., "strategy": {...}}]``.
 
-    python benchmarks/quality/compare.py --base-url http://127.0.0.1:8000/v1 --quick
-    python benchmarks/quality/compare.py --configs bon4 beam4x2 beam4x2_er16 --problems 200
+    python -m benchmarks quality compare --base-url http://127.0.0.1:8000/v1 --quick
+    python -m benchmarks quality compare --configs bon4 beam4x2 beam4x2_er16 --problems 200
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +32,11 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from benchmarks import common
+from benchmarks.common import bootstrap, paired_diff
+from benchmarks.quality import run as quality_run
 from winnow.answers import equivalent, extract_answer
 from winnow.tasks import TASKS, Problem, problems
-
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE.parent / "results"
 
 # label -> the request's "strategy" object. One line per preset.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -112,19 +110,6 @@ DEFAULT_CONFIGS = ["sample", "bon4", "bon8", "beam4x2", "beam4x2_er16", "dvts4x2
 """What a run without --configs compares (the README's strategy table)."""
 
 
-def _load_run_helpers() -> Any:
-    """benchmarks/quality/run.py (not a package): its bootstrap helpers."""
-    spec = importlib.util.spec_from_file_location("quality_run", HERE / "run.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_run = _load_run_helpers()
-bootstrap, paired_diff = _run.bootstrap, _run.paired_diff
-
-
 def load_configs(names: list[str], path: Path | None) -> dict[str, dict[str, Any]]:
     configs: dict[str, dict[str, Any]] = {}
     if path is not None:
@@ -188,8 +173,8 @@ async def run(
     args: argparse.Namespace, configs: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     per_task = max(args.problems // len(args.tasks), 1)
-    if args.fresh:  # run.py --fresh's questions, in its order: problem i gets seed args.seed + i
-        items = _run.problem_set(args)
+    if args.fresh:  # `quality run --fresh`'s questions in its order: problem i, seed args.seed + i
+        items = quality_run.problem_set(args)
     else:
         items = [p for t in args.tasks for p in problems(t, "eval", per_task, seed=args.seed)]
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -289,7 +274,7 @@ def summarise(
         "results": table,
         "load_average": os.getloadavg(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join(sys.argv),
+        "command": common.command(__file__),
     }
 
 
@@ -358,12 +343,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="run.py --fresh's questions and seeds (outside the stored 200-problem run)",
+        help="quality run --fresh's questions and seeds (outside the stored 200-problem run)",
     )
     p.add_argument(
         "--score-with", default=None, help="also score the returned answers with this reward"
     )
-    p.add_argument("--out", type=Path, default=None, help="default: results/compare[_quick]")
+    p.add_argument("--out", type=Path, default=None, help="default: results/quality/compare*")
     args = p.parse_args(argv)
     if args.quick:
         args.problems = min(args.problems, 20)
@@ -371,13 +356,15 @@ def main(argv: list[str] | None = None) -> None:
         args.configs if args.configs is not None else ([] if args.config_file else DEFAULT_CONFIGS)
     )
     configs = load_configs(names, args.config_file)
-    out = args.out or RESULTS / ("compare_quick" if args.quick else "compare")
+    out = args.out or common.results_dir("quality") / ("compare_quick" if args.quick else "compare")
     summary, rows = asyncio.run(run(args, configs))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".raw.json").write_text(json.dumps(rows) + "\n")
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(report(summary))
     print(out.with_suffix(".md").read_text())
+    written = [out.with_suffix(s) for s in (".json", ".md", ".raw.json")]
+    common.record(written, script=__file__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Accuracy against mean generated tokens per problem, one point per configuration of a
-``benchmarks/quality/compare.py`` run (95% intervals as bars).
+"""Plot a ``quality compare`` run: accuracy against mean generated tokens per problem.
 
-    python benchmarks/quality/plot_tokens.py benchmarks/results/compare_speculative.json
+One point per configuration, its 95% interval as a bar.
+
+    python -m benchmarks quality plot_tokens benchmarks/results/speculative/compare_speculative.json
+
+The plot joins the compare run's manifest entry.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks import common
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("summary", type=Path, help="a compare.py summary (.json)")
+    p.add_argument("summary", type=Path, help="a quality compare summary (.json)")
     p.add_argument("--out", type=Path, default=None, help="default: the summary's name, .png")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,6 +47,7 @@ def main() -> None:
     out = args.out or args.summary.with_suffix(".png")
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
+    common.record([out], script=__file__, argv=argv, extends=args.summary)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Correctness is judged by the rule-based verifier against the gold answer (never 
 that guided the selection). The server's own choice at N_max is checked against the offline
 recomputation, so the numbers are the server's. 95% intervals: bootstrap over problems.
 
-    python benchmarks/quality/run.py --base-url http://127.0.0.1:8000/v1 --problems 200 --n 32
+    python -m benchmarks quality run --base-url http://127.0.0.1:8000/v1 --problems 200 --n 32
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import platform
-import random
 import statistics
 import sys
 import time
@@ -32,13 +31,13 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from benchmarks import common
+from benchmarks.common import bootstrap, paired_diff
 from winnow.answers import equivalent
 from winnow.engine.base import Completion
 from winnow.strategies.selection import Candidate, pick_best_of_majority, pick_by_groups, rank_best
 from winnow.tasks import TASKS, problems
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE.parent / "results"
 NS = (1, 2, 4, 8, 16, 32)
 RULES = ("sample", "majority", "best_of_n", "weighted_vote", "best_of_majority", "pass@n")
 
@@ -130,21 +129,6 @@ def reward_auc(rows: Sequence[dict[str, Any]]) -> dict[str, float | int | None]:
     }
 
 
-def bootstrap(values: Sequence[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
-
-
-def paired_diff(
-    a: Sequence[float], b: Sequence[float], rounds: int = 2000
-) -> tuple[float, float, float]:
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    lo, hi = bootstrap(diffs, rounds)
-    return statistics.fmean(diffs), lo, hi
-
-
 def problem_set(args: argparse.Namespace) -> list[Any]:
     """The benchmark's problems, in journal order (a row's ``i`` indexes this list).
 
@@ -210,6 +194,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarise(rows, args, wall)
 
 
+def read_journal(path: Path, items: Sequence[Any]) -> list[tuple[dict[str, Any], Any]]:
+    """A rows journal's rows (``<out>.rows.jsonl``), each with its problem: ``items[row["i"]]``
+    (:func:`problem_set` of the run that wrote it), checked against the row's question."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            problem = items[row["i"]]
+            assert problem.question == row["question"], (problem.question, row["question"])
+            out.append((row, problem))
+    return out
+
+
 def from_journal(args: argparse.Namespace) -> dict[str, Any]:
     items = problem_set(args)
     lines = args.out.with_suffix(".rows.jsonl").read_text().splitlines()
@@ -218,8 +215,7 @@ def from_journal(args: argparse.Namespace) -> dict[str, Any]:
     wall = sum(r["seconds"] for r in rows) / max(args.concurrency, 1)  # estimated, as resumed
     summary = summarise(rows, args, wall)
     summary["command"] = (
-        "benchmarks/quality/run.py --base-url URL "
-        + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+        common.command(__file__, [a for a in sys.argv[1:] if a != "--report-only"])
         + " (answers; resumable with --resume), then the same with --report-only (this summary)"
     )
     return summary
@@ -275,7 +271,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float)
         "vs_majority": comparisons,
         "reward_auc": reward_auc(rows),
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
-        "command": " ".join(sys.argv),
+        "command": common.command(__file__),
     }
 
 
@@ -323,7 +319,8 @@ def report(summary: dict[str, Any], out: Path) -> None:
         lo, hi = cmp["ci95"]
         lines.append(f"- {key}: {cmp['diff'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]")
     check = (
-        "Scores re-computed offline on the stored answers (benchmarks/rewards/eval_reward.py): "
+        "Scores re-computed offline on the stored answers (python -m benchmarks rewards "
+        "eval_reward): "
         "no generation, no server."
         if summary["config"].get("rescored_offline")
         else f"Server's choice = offline best-of-N recomputation: "
@@ -370,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="no server: summarise the answers already in <out>.rows.jsonl",
     )
-    p.add_argument("--out", type=Path, default=RESULTS / "quality")
+    p.add_argument("--out", type=Path, default=common.results_dir("quality") / "quality")
     args = p.parse_args(argv)
     if args.quick:
         args.problems, args.n = min(args.problems, 40), min(args.n, 8)
@@ -379,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     report(summary, args.out)
     print(args.out.with_suffix(".md").read_text())
+    written = (".json", ".md", ".png", ".raw.json", ".rows.jsonl")
+    common.record([args.out.with_suffix(s) for s in written], script=__file__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ in-flight requests, then reads /metrics: the engine must hold no running request
 
 Reported: requests sent, accepted (not refused at admission), completed, rejected with 429,
 failed (any other error status, or an in-band stream error), cancelled by the client, and engine
-requests still running at the end (must be 0). JSON + markdown under benchmarks/results/.
+requests still running at the end (must be 0). JSON + markdown under
+benchmarks/results/reliability/.
 
     # the real engine (starts `winnow serve` on a free loopback port; ~1 min to start)
-    python benchmarks/reliability/soak.py --duration 60 --rate 6
+    python -m benchmarks reliability soak --duration 60 --rate 6
     # the fake engine in-process (seconds; what CI runs, see tests/test_soak.py)
-    python benchmarks/reliability/soak.py --engine fake --duration 10 --rate 60
+    python -m benchmarks reliability soak --engine fake --duration 10 --rate 60
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import Any
 
 import httpx
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from benchmarks import common
+
 PROMPTS = [
     "What is 17 + 25? Think step by step.",
     "Name three prime numbers greater than 10.",
@@ -341,12 +343,11 @@ def real_server(max_running: int, max_queued: int, log: Path) -> Iterator[str]:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable, "-m", "winnow.cli", "serve", "--port", str(port),
-        "--max-running-requests", str(max_running), "--max-queued-requests", str(max_queued),
-        "--request-timeout", "120", "--shutdown-timeout", "10", "--log-level", "warning",
-        "--kv-cache-gib", "1",
-    ]  # fmt: skip
+    command = common.winnow_serve(
+        port, "--max-running-requests", str(max_running), "--max-queued-requests",
+        str(max_queued), "--request-timeout", "120", "--shutdown-timeout", "10",
+        "--log-level", "warning", "--kv-cache-gib", "1",
+    )  # fmt: skip
     with server_process(command, url, log, timeout=600):
         yield url
 
@@ -360,7 +361,7 @@ def run(args: argparse.Namespace) -> SoakReport:
         max_running_requests=args.max_running,
         max_queued_requests=args.max_queued,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        command="python benchmarks/reliability/soak.py " + " ".join(args.argv),
+        command=common.command(__file__, args.argv),
     )
     if args.engine == "fake":
         server = fake_server(args.max_running, args.max_queued, args.fake_delay)
@@ -412,7 +413,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-delay", type=float, default=0.2, help="fake engine seconds per call")
     p.add_argument("--settle", type=float, default=120.0, help="wait for in-flight at the end")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=common.results_dir("reliability"))
     p.add_argument("--name", help="result file stem (default soak_<engine>)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     (args.out / f"{stem}.md").write_text(text)
     print(text)
+    common.record([args.out / f"{stem}.json", args.out / f"{stem}.md"], cmd=report.command)
     return 0 if report.engine_running_at_end == 0 else 1
 
 

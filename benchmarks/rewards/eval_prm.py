@@ -8,10 +8,10 @@ labels (a step is good when any rollout from it reaches the gold answer): pooled
 question, on intermediate steps alone, on last steps alone, and the Spearman correlation with the
 rollouts' success rate.
 
-    python benchmarks/rewards/eval_prm.py                      # the shipped default_prm
-    python benchmarks/rewards/eval_prm.py --git a5d36be        # ... and the head at a commit
-    python benchmarks/rewards/eval_prm.py --head DIR --head DIR2
-    python benchmarks/rewards/eval_prm.py --head winnow/assets/rewards/default   # an outcome head
+    python -m benchmarks rewards eval_prm                  # the shipped default_prm
+    python -m benchmarks rewards eval_prm --git a5d36be    # ... and the head at a commit
+    python -m benchmarks rewards eval_prm --head DIR --head DIR2
+    python -m benchmarks rewards eval_prm --head winnow/assets/rewards/default   # an outcome head
 
 An outcome head scores each step as tree search scores prefixes with it: the text up to and
 including that step, as a response of its own.
@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import common
 from winnow.models.default_model import build_default_model
 from winnow.rewards.backbone import Backbone
 from winnow.rewards.base import OutcomeItem, ProcessItem
@@ -40,9 +40,6 @@ from winnow.settings import default_data_dir
 from winnow.train import process, ranking
 from winnow.train.steplabels import BENCH_STEP_JOURNAL, read_steps
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-RESULTS = HERE.parent / "results"
 SHIPPED = "winnow/assets/rewards/default_prm"
 
 
@@ -50,7 +47,7 @@ def head_at(rev: str, into: Path) -> Path:
     """The default_prm head directory as committed at ``rev`` (git show), copied into ``into``."""
     into.mkdir(parents=True, exist_ok=True)
     for name in ("head.safetensors", "probe.json"):
-        blob = subprocess.run(["git", "show", f"{rev}:{SHIPPED}/{name}"], cwd=ROOT,
+        blob = subprocess.run(["git", "show", f"{rev}:{SHIPPED}/{name}"], cwd=common.ROOT,
                               check=True, capture_output=True).stdout  # fmt: skip
         (into / name).write_bytes(blob)
     return into
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head", type=Path, action="append", default=[], help="a probe directory")
     p.add_argument("--git", action="append", default=[], help="default_prm as of a commit")
     p.add_argument("--journal", type=Path, default=BENCH_STEP_JOURNAL)
-    p.add_argument("--out", type=Path, default=RESULTS / "prm_eval")
+    p.add_argument("--out", type=Path, default=common.results_dir("rewards") / "prm_eval")
     args = p.parse_args(argv)
     started = time.monotonic()
     held = read_steps(args.journal)
@@ -94,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         heads[str(directory)] = directory
     backbone = Backbone(build_default_model(default_data_dir()))
     results: dict[str, Any] = {
-        "journal": str(args.journal.relative_to(ROOT)) if args.journal.is_relative_to(ROOT)
-        else str(args.journal),
+        "journal": common.shown(args.journal),
         "questions": len(held),
         "solutions": len(rows),
         "heads": {},
@@ -111,13 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()
                                       if isinstance(v, float)), flush=True)  # fmt: skip
     results["seconds"] = round(time.monotonic() - started, 1)
-    results["command"] = " ".join(["python", "benchmarks/rewards/eval_prm.py", *sys.argv[1:]])
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    write_report(results, args.out)
-    print(args.out.with_suffix(".md").read_text())
+    results["command"] = common.command(__file__)
+    common.save(args.out, results, report(results), script=__file__, argv=argv)
 
 
-def write_report(results: dict[str, Any], out: Path) -> None:
+def report(results: dict[str, Any]) -> str:
     first = next(iter(results["heads"].values()))
     lines = [
         "# Process rewards on Monte-Carlo step labels (held out)",
@@ -142,7 +136,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         )
     lines += ["", "Heads:", ""]
     lines += [f"- {name}: {m['description']}" for name, m in results["heads"].items()]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

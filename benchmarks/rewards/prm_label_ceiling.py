@@ -7,22 +7,19 @@ included: if it scores far above a head, the head's limit is what the policy's s
 the labels. Intermediate steps only (a last step is labelled by its own verdict, which a "half"
 would know exactly). Lower bound of a perfect predictor's AUC (it sees only k/2 rollouts).
 
-    python benchmarks/rewards/prm_label_ceiling.py    # seconds; results/prm_label_ceiling.md
+    python -m benchmarks rewards prm_label_ceiling  # seconds; results/rewards/prm_label_ceiling.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import sys
 from pathlib import Path
 
+from benchmarks import common
 from winnow.train.ranking import auc
 from winnow.train.samples import is_right
 from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
-
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def split_half(journal: Path, splits: int, seed: int = 0) -> dict[str, float | int | None]:
@@ -56,14 +53,13 @@ def split_half(journal: Path, splits: int, seed: int = 0) -> dict[str, float | i
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--splits", type=int, default=20)
-    p.add_argument("--out", type=Path, default=RESULTS / "prm_label_ceiling")
+    p.add_argument("--out", type=Path, default=common.results_dir("rewards") / "prm_label_ceiling")
     args = p.parse_args(argv)
     results = {
         "held_out": split_half(BENCH_STEP_JOURNAL, args.splits),
         "train": split_half(STEP_JOURNAL, args.splits),
-        "command": " ".join(["python", "benchmarks/rewards/prm_label_ceiling.py", *sys.argv[1:]]),
+        "command": common.command(__file__),
     }
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# Process reward: what the Monte-Carlo labels allow (split-half check)",
         "",
@@ -72,17 +68,16 @@ def main(argv: list[str] | None = None) -> None:
         f"steps, mean of {args.splits} random splits. A lower bound on what a perfect predictor "
         "of the label gets (it would know all rollouts).",
         "",
-        "| journal | intermediate steps | rollouts per step | split-half step AUC |",
-        "|---|---|---|---|",
-    ]
-    for name in ("held_out", "train"):
-        r = results[name]
-        lines.append(
-            f"| {name} | {r['intermediate_steps']} | {r['rollouts_per_step']:.1f} | "
-            f"{r['split_half_auc']:.3f} |"
-        )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        *common.md_table(
+            ("journal", "intermediate steps", "rollouts per step", "split-half step AUC"),
+            (
+                (name, r["intermediate_steps"], f"{r['rollouts_per_step']:.1f}",
+                 f"{r['split_half_auc']:.3f}")
+                for name, r in ((n, results[n]) for n in ("held_out", "train"))
+            ),
+        ),
+    ]  # fmt: skip
+    common.save(args.out, results, "\n".join(lines) + "\n", script=__file__, argv=argv)
 
 
 if __name__ == "__main__":

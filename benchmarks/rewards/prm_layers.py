@@ -10,26 +10,27 @@ layer, and prints the cross-validated step AUC on the training questions next to
 step AUC on the benchmark questions (never used to choose anything). The multi-step solutions
 only: no single-step answers (their features exist only for the final layer), so the final
 layer's figure here is not the shipped head's. ``--mlp`` also fits the MLP pointwise head of
-:mod:`prm_heads` (hyper-parameters by the same CV) on the layer the training CV picks.
+:mod:`benchmarks.rewards.prm_heads` (hyper-parameters by the same CV) on the layer the training
+CV picks.
 
-    python benchmarks/rewards/prm_layers.py                 # 429 s; results/prm_layers.md
-    python benchmarks/rewards/prm_layers.py --position last
-    python benchmarks/rewards/prm_layers.py --model ~/.cache/winnow/models/gemma-3-270m \
-        --out benchmarks/results/prm_layers_gemma --mlp --threads 1   # gemma_model.py builds it
+    python -m benchmarks rewards prm_layers             # 429 s; results/rewards/prm_layers.md
+    python -m benchmarks rewards prm_layers --position last
+    python -m benchmarks rewards prm_layers --model ~/.cache/winnow/models/gemma-3-270m \
+        --out benchmarks/results/rewards/prm_layers_gemma --mlp --threads 1   # gemma_model
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks import common
+from benchmarks.rewards import prm_heads
 from winnow.models.default_model import build_default_model
 from winnow.rewards.backbone import Backbone
 from winnow.rewards.probe import process_positions
@@ -37,7 +38,6 @@ from winnow.settings import default_data_dir
 from winnow.train import process, ranking
 from winnow.train.steplabels import BENCH_STEP_JOURNAL, STEP_JOURNAL, read_steps
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 Rows = list[tuple[int, str, list[str], list[float], list[bool]]]
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--position", choices=process.POSITIONS, default="answer")
     p.add_argument("--every", type=int, default=3, help="every k-th layer (and the last)")
-    p.add_argument("--out", type=Path, default=RESULTS / "prm_layers")
+    p.add_argument("--out", type=Path, default=common.results_dir("rewards") / "prm_layers")
     p.add_argument("--model", type=Path, help="a causal LM directory (default: the policy)")
     p.add_argument("--mlp", action="store_true", help="also an MLP head on the best-CV layer")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         results["mlp"] = {"layer": best, **mlp_head(train, held)}
     results["seconds"] = round(time.monotonic() - started, 1)
-    results["command"] = " ".join(["python", "benchmarks/rewards/prm_layers.py", *sys.argv[1:]])
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    results["command"] = common.command(__file__)
     model = f" of `{results['model']}`" if "model" in results else ""
     lines = [
         f"# Process reward: which layer{model}? (feature ablation)",
@@ -163,16 +162,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{m['within_question_step_auc']:.3f}, intermediate steps "
             f"{m['intermediate_step_auc']:.3f} ({m['seconds']:.0f} s).",
         ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(args.out.with_suffix(".md").read_text())
+    common.save(args.out, results, "\n".join(lines) + "\n", script=__file__, argv=argv)
 
 
 def mlp_head(train: process.StepSet, held: process.StepSet) -> dict[str, Any]:
-    """:mod:`prm_heads`' MLP pointwise head, width and decay by question-split CV (the grid of
-    its published run), held-out step AUC of seed 0 and the range over three seeds."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import prm_heads
-
+    """:mod:`benchmarks.rewards.prm_heads`' MLP pointwise head, width and decay by question-split
+    CV (the grid of its published run), held-out step AUC of seed 0 and the range over three
+    seeds."""
     t0 = time.monotonic()
     configs = prm_heads.heads(hidden=(64, 128), decays=(0.1, 1.0))["mlp-pointwise"]
     cv = {cfg: prm_heads.cross_validate(train, fit) for cfg, fit in configs.items()}

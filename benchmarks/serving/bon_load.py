@@ -5,7 +5,7 @@ comparison's prompts) back to back for ``--seconds``, with or without ``ignore_e
 the request count, median latency and how the reward was computed (candidates scored from the
 engine's tap, reward tokens re-encoded):
 
-    python benchmarks/serving/bon_load.py --ignore-eos --seconds 75 &
+    python -m benchmarks serving bon_load --ignore-eos --seconds 75 &
     py-spy record -p <winnow serve pid> -d 55 -r 50 -f raw -o profile.txt --nonblocking
 
 py-spy is not a dependency of winnow (``pip install --target /tmp/pyspy py-spy``).
@@ -24,7 +24,7 @@ import httpx
 from winnow.clients.prompts import winnow_task_prompts
 
 
-async def main(args: argparse.Namespace) -> dict:
+async def load(args: argparse.Namespace) -> dict:
     prompts = winnow_task_prompts("add_sub_1digit", 16, seed=0)
     async with httpx.AsyncClient(base_url=args.base_url, timeout=900) as client:
         model = (await client.get("/v1/models")).json()["data"][0]["id"]
@@ -56,10 +56,14 @@ async def main(args: argparse.Namespace) -> dict:
     }
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8100")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--seconds", type=float, default=75.0)
     p.add_argument("--ignore-eos", action="store_true")
-    print(json.dumps(asyncio.run(main(p.parse_args()))))
+    print(json.dumps(asyncio.run(load(p.parse_args(argv)))))
+
+
+if __name__ == "__main__":
+    main()

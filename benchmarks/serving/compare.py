@@ -23,10 +23,10 @@ is winnow. Every request asks for ``max_tokens`` with ``ignore_eos`` at temperat
 generates exactly the same number of tokens per candidate. Prompts: the evaluation split of
 :mod:`winnow.tasks`' ``add_sub_1digit`` (seed 0), with the answer instruction.
 
-    python benchmarks/serving/compare.py --quick     # a few minutes: checks the pipeline
-    python benchmarks/serving/compare.py             # the full run (its estimate is printed)
+    python -m benchmarks serving compare --quick     # a few minutes: checks the pipeline
+    python -m benchmarks serving compare             # the full run (its estimate is printed)
 
-Writes ``benchmarks/results/serving_compare{_quick}.{json,md,png}``.
+Writes ``benchmarks/results/serving/serving_compare{_natural}{_notap}{_quick}.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import statistics
@@ -52,12 +51,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import common
 from winnow.clients.launch import free_port, server_process
 from winnow.clients.loadgen import BenchConfig, BenchRun, run_benchmark
 from winnow.clients.prompts import BenchPrompt, winnow_task_prompts
 from winnow.clients.report import to_json
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 TASK = "add_sub_1digit"
 TEMPERATURE = 0.7
 N = 8
@@ -144,32 +143,6 @@ def estimate_seconds(plan: Plan, sequential_naive: bool = False) -> float:
 # ---- the machine -----------------------------------------------------------------------------
 
 
-def _proc_field(path: str, key: str) -> str | None:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
-def machine() -> dict[str, Any]:
-    mem_kb = _proc_field("/proc/meminfo", "MemTotal")
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
-        "memory_gib": round(int(mem_kb.split()[0]) / 2**20, 1) if mem_kb else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def mem_available_gib() -> float:
-    kb = _proc_field("/proc/meminfo", "MemAvailable")
-    return int(kb.split()[0]) / 2**20 if kb else math.inf
-
-
 def other_engines(own_pgids: Sequence[int]) -> int:
     """vLLM engine processes on the machine that are not ours (figures are noisy beside them)."""
     out = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True).stdout
@@ -253,10 +226,11 @@ def servers(
     wport, vport = free_port(), free_port()
     winnow = Server(
         "winnow",
-        [py, "-m", "winnow.cli", "serve", "--port", str(wport), "--kv-cache-gib",
-         str(kv_cache_gib), "--max-model-len", str(MAX_MODEL_LEN), "--log-level", "warning",
-         # timeouts are not what is measured: a loaded machine must not turn waits into errors
-         "--request-timeout", "1800", "--reward-timeout", "900", *winnow_flags],
+        common.winnow_serve(
+            wport, "--kv-cache-gib", str(kv_cache_gib), "--max-model-len", str(MAX_MODEL_LEN),
+            "--log-level", "warning",
+            # timeouts are not what is measured: a loaded machine must not turn waits into errors
+            "--request-timeout", "1800", "--reward-timeout", "900", *winnow_flags),
         env, wport,
     )  # fmt: skip
     vllm = Server(
@@ -274,7 +248,7 @@ def wait_for_memory(need_gib: float, patience_s: float = 600.0) -> None:
     """Wait until ``need_gib`` is available: on a shared machine an engine started without room
     would get someone's process (or ours) killed by the OOM killer."""
     deadline = time.monotonic() + patience_s
-    while (avail := mem_available_gib()) < need_gib:
+    while (avail := common.mem_available_gib()) < need_gib:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {avail:.1f} GiB available, an engine needs ~{need_gib} GiB")
         print(f"waiting for memory: {avail:.1f} of {need_gib} GiB available", flush=True)
@@ -784,7 +758,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, help="per candidate (default: 64, quick 16)")
     p.add_argument("--kv-cache-gib", type=int, default=2, help="each engine's KV cache (GiB)")
     p.add_argument("--reward", default="default", help="best-of-N reward (winnow's)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--out-dir", type=Path, default=common.results_dir("serving"))
     p.add_argument("--estimate", action="store_true", help="print the duration estimate, exit")
     p.add_argument(
         "--sequential-naive",
@@ -832,9 +806,9 @@ def _yield_to_oom_killer() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # first: --help changes nothing
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _yield_to_oom_killer()
-    args = parse_args(argv)
     plan = plan_from(args)
     estimate = estimate_seconds(plan, args.sequential_naive)
     print(f"plan: {plan}\nestimated duration on a quiet machine: {estimate / 60:.1f} min "
@@ -874,10 +848,10 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "command": shlex.join(["python", "benchmarks/serving/compare.py", *(argv or sys.argv[1:])]),
+        "command": common.command(__file__, argv),
         "duration_min": duration / 60,
         "estimate_min": estimate / 60,
-        "machine": machine(),
+        "machine": common.machine_info(),
         "config": {
             "model_dir": str(model_dir), "task": TASK, "seed": 0, "max_tokens": plan.max_tokens,
             "temperature": TEMPERATURE, "ignore_eos": not args.natural_stop,
@@ -908,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out_dir / f"{name}.md").write_text(markdown(data))
     print(markdown(data))
+    written = [args.out_dir / f"{name}{suffix}" for suffix in (".json", ".md", ".png")]
+    common.record(written, script=__file__, argv=argv, wall_s=duration)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Adaptive compute: the adaptive strategy's stopping rules, on stored answers."""

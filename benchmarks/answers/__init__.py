@@ -1,0 +1,1 @@
+"""Answers: the answer checker's speed and bounds, and math-verify beside it."""

@@ -1,0 +1,1 @@
+"""Kernels: winnow's Triton kernels against their torch references."""

@@ -1,0 +1,1 @@
+"""Quality: accuracy of selection strategies vs N, and strategies side by side."""

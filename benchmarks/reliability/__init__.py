@@ -1,0 +1,1 @@
+"""Reliability: soak tests under load past saturation."""

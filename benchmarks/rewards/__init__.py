@@ -1,0 +1,1 @@
+"""Rewards: outcome and process reward heads, their evaluation and serving costs."""

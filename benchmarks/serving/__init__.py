@@ -1,0 +1,1 @@
+"""Serving: winnow against plain vLLM and a naive client-side pipeline."""

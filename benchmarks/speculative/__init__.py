@@ -1,0 +1,1 @@
+"""Speculative rejection: fewer tokens for best-of-N."""

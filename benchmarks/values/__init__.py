@@ -1,0 +1,1 @@
+"""Values: VAS (value-guided sampling) speed."""
