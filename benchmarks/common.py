@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MANIFEST = "MANIFEST.json"
 PAGE = ROOT / "docs" / "results.md"
-QUALITY_ROWS = RESULTS / "quality.rows.jsonl"
+QUALITY_ROWS = ROOT / "winnow" / "train" / "data" / "quality.rows.jsonl"  # training data
 """The quality benchmark's stored answers (200 problems x 32, one best_of_n request each): what
 the offline scripts replay. The same file as ``winnow.train.datasets.BENCH_ROWS`` (training data
 too): if it moves, this moves with it."""

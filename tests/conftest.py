@@ -153,7 +153,7 @@ def fake_server() -> Iterator[LiveServer]:
 def sympy_worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The functions asked of the sympy workers from now on (counted, then run as usual): a
     count, not a wall-clock bound, says that work was skipped, on a loaded machine too."""
-    from winnow import answer_workers
+    from winnow.answers import workers as answer_workers
 
     calls: list[str] = []
     real = answer_workers.call

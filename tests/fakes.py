@@ -10,7 +10,7 @@ import pytest
 def placeholder_value_models(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """The vas strategy names value models; the fake engine applies none, so when winnow ships
     none (yet) a placeholder ``default`` stands in through ``$WINNOW_VALUES_DIR``."""
-    from winnow.values import available
+    from winnow.heads.value import available
 
     if "default" in available():
         return

@@ -1,4 +1,4 @@
-"""Functions for tests/test_answer_bounds.py to run in winnow.sandbox workers."""
+"""Functions for tests/test_answer_bounds.py to run in winnow.answers.sandbox workers."""
 
 from __future__ import annotations
 

@@ -19,15 +19,17 @@ from fastapi.testclient import TestClient
 
 from tests.test_selection_strategies import LogitReward, TaggedReward
 from winnow.engine.fake import FakeEngine, cycle_script
-from winnow.metering import MeteredEngine, UsageMeter
+from winnow.metering.engine import MeteredEngine
+from winnow.metering.rewards import MeteredRewards
+from winnow.metering.usage import UsageMeter
 from winnow.rewards.base import Reward
-from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
 from winnow.strategies import registry
 from winnow.strategies.adaptive import adaptive
 from winnow.strategies.base import GenerationRequest
-from winnow.strategies.stopping import (
+from winnow.strategies.parts.stopping import (
     Stopping,
     Vote,
     mode_probability,
@@ -478,7 +480,7 @@ def test_run_waves_hands_every_draw_all_votes_so_far():
 def test_offline_evaluation_decides_as_the_strategy_does(tmp_path):
     from benchmarks.adaptive import offline
     from benchmarks.quality import run as quality
-    from winnow.answer_groups import answers_and_groups
+    from winnow.answers.groups import answers_and_groups
 
     tasks = ["add_sub_1digit", "mul_1digit"]
     items = quality.problem_set(argparse.Namespace(tasks=tasks, problems=4))

@@ -1,5 +1,5 @@
-"""Hostile answers are bounded in time and memory (issue 13): the bounds of winnow.answer_expr,
-the worker processes of winnow.sandbox, the event loop kept free, and item 5 (an unreduced
+"""Hostile answers are bounded in time and memory (issue 13): the bounds of winnow.answers.expr,
+the worker processes of winnow.answers.sandbox, the event loop kept free, and item 5 (an unreduced
 calculation such as ``1 + 4`` is no final answer).
 
 The time bound per call is generous (:data:`CALL_BOUND`, a loaded 2-core machine) against what
@@ -16,9 +16,8 @@ import time
 import hypothesis
 import pytest
 
-from winnow import answer_workers, answers, sandbox
-from winnow.answer_groups import answers_and_groups, answers_and_groups_async, group_answers
-from winnow.answers import (
+from winnow.answers import final, sandbox, workers
+from winnow.answers.final import (
     AnswerError,
     canonical,
     equivalent,
@@ -27,6 +26,7 @@ from winnow.answers import (
     matches_reference,
     reference_problem,
 )
+from winnow.answers.groups import answers_and_groups, answers_and_groups_async, group_answers
 
 CALL_BOUND = 5.0  # seconds per call, worker deadline (2 s) and the wait for a worker included
 
@@ -35,7 +35,7 @@ st = hypothesis.strategies
 
 @pytest.fixture(scope="module", autouse=True)
 def _workers_ready():
-    assert answers.start_workers(wait=120)
+    assert final.start_workers(wait=120)
 
 
 ISSUE_INPUTS = [
@@ -163,7 +163,7 @@ def test_fuzz_every_call_returns_within_the_bound(answer: str) -> None:
 def test_fuzz_the_event_loop_never_waits_for_a_worker(texts: list[str]) -> None:
     """Whatever the answers, the worker is asked from a thread, never from the loop's own."""
     callers: list[threading.Thread] = []
-    pool = answer_workers._workers()
+    pool = workers._workers()
     real = pool.call
 
     def recording(*args, **kwargs):
@@ -171,9 +171,9 @@ def test_fuzz_the_event_loop_never_waits_for_a_worker(texts: list[str]) -> None:
         return real(*args, **kwargs)
 
     async def main() -> threading.Thread:
-        answers._analyse.cache_clear()  # every call reaches the worker again
+        final._analyse.cache_clear()  # every call reaches the worker again
         await answers_and_groups_async([f"The answer is {t}." for t in texts])
-        await answers.off_loop(equivalent, texts[0], "\\sqrt{2}")
+        await final.off_loop(equivalent, texts[0], "\\sqrt{2}")
         return threading.current_thread()
 
     pool.call = recording  # type: ignore[method-assign]
@@ -237,11 +237,11 @@ def test_plain_numbers_never_leave_the_process(monkeypatch) -> None:
     def no_worker(*args):
         raise AssertionError(f"a worker was asked: {args}")
 
-    monkeypatch.setattr(answer_workers, "call", no_worker)
+    monkeypatch.setattr(workers, "call", no_worker)
     for answer in ["12", "-3/4", "\\frac{6}{8}", "0.75", "1,000", "2^{10}", "3 \\cdot 10^8",
                    "-(3)", "x = 4", "7 + 5 = 12", "50%", "12 apples"]:  # fmt: skip
-        answers._analyse.cache_clear()
-        answers._form.cache_clear()
+        final._analyse.cache_clear()
+        final._form.cache_clear()
         assert canonical(answer) is not None, answer
     texts = [f"The answer is {v}." for v in range(40)]
     assert group_answers(texts) == list(range(40))

@@ -32,7 +32,10 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from winnow import answer_extract, answer_grammar, answer_latex, answers
+from winnow.answers import extract as answer_extract
+from winnow.answers import final as answers
+from winnow.answers import grammar as answer_grammar
+from winnow.answers import latex as answer_latex
 
 ISSUE = "1" * 333 + "/" + "1" * 665 + "x"
 GROWTH = 5.0  # allowed growth of the work for 4x the input

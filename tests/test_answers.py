@@ -1,4 +1,4 @@
-"""Answer extraction, canonical keys, equivalence and grouping (winnow.answers)."""
+"""Answer extraction, canonical keys, equivalence and grouping (winnow.answers.final)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from fractions import Fraction
 import hypothesis
 import pytest
 
-from winnow.answer_groups import group_answers
-from winnow.answers import canonical, equivalent, extract_answer
+from winnow.answers.final import canonical, equivalent, extract_answer
+from winnow.answers.groups import group_answers
 
 
 @pytest.mark.parametrize(

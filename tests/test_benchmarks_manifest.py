@@ -24,7 +24,7 @@ from benchmarks.__main__ import main as benchmarks_main
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # training data that lives under benchmarks/results/ for now (not results of a run)
-TRAINING_DATA = ("benchmarks/results/quality.rows.jsonl", "benchmarks/results/reward_train/")
+TRAINING_DATA = ("winnow/train/data/quality.rows.jsonl", "winnow/train/data/")
 FIELDS = ("id", "files", "command", "git", "date", "machine", "wall_s", "backs")
 
 

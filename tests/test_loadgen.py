@@ -307,7 +307,7 @@ def test_run_against_real_engine(live_server: LiveServer):
 
 def test_winnow_task_prompts_carry_the_instruction_and_cycle():
     from winnow.clients.prompts import reasoning_gym_prompts
-    from winnow.tasks import INSTRUCTION, TASKS, split_of
+    from winnow.train.tasks import INSTRUCTION, TASKS, split_of
 
     assert "add_sub_1digit" in TASKS
     prompts = reasoning_gym_prompts("add_sub_1digit", 6, seed=0)

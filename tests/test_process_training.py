@@ -74,7 +74,7 @@ def test_a_process_probe_reads_each_steps_result_or_its_last_token(default_model
 
 
 def test_the_mlp_objective_learns_and_serves_through_the_probe_loader(tmp_path) -> None:
-    from winnow.probe_heads import head_scorer, load_head, save_head
+    from winnow.heads.probe import head_scorer, load_head, save_head
 
     data, held = _synthetic(), _synthetic(seed=1)
     head = process.fit_head(data, "mlp", l2=0.1)

@@ -27,7 +27,7 @@ from winnow.engine.processors.tap import RewardTap
 from winnow.engine.processors.tap import parse_args as parse_tap
 from winnow.engine.processors.vas import ValueGuide
 from winnow.engine.processors.vas import parse_rule as parse_vas
-from winnow.values import available
+from winnow.heads.value import available
 
 SENTINEL = 16
 HEAD = Path(__file__).resolve().parent.parent / "winnow" / "assets" / "rewards" / "default"

@@ -38,6 +38,7 @@ from winnow.engine.processors.specs import (
 )
 from winnow.engine.processors.tap import RewardTap
 from winnow.engine.processors.vas import ValueGuide
+from winnow.engine.remote.worker import exec_environment, redacted, worker_environment
 from winnow.engine.tap_files import (
     TAP_DIR_ENV,
     RecordReader,
@@ -47,9 +48,8 @@ from winnow.engine.tap_files import (
     tap_dir,
     tap_files,
 )
-from winnow.engine.worker import exec_environment, redacted, worker_environment
-from winnow.probe_heads import save_head
-from winnow.values import EmbeddingInverse, QHead, available, save_value_model
+from winnow.heads.probe import save_head
+from winnow.heads.value import EmbeddingInverse, QHead, available, save_value_model
 
 HEAD = Path(__file__).resolve().parent.parent / "winnow" / "assets" / "rewards" / "default"
 VICTIM = b"precious bytes that must stay as they are\n"

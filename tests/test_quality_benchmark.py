@@ -6,7 +6,7 @@ import argparse
 
 from benchmarks.quality import run
 from benchmarks.speculative import late_rejection as late
-from winnow.tasks import Problem
+from winnow.train.tasks import Problem
 
 
 def _candidate(i: int, answer: int | None, score: float, group: int | None) -> dict:

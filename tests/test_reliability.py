@@ -21,7 +21,8 @@ from tests.fakes import placeholder_value_models
 from winnow import strategies
 from winnow.engine.base import EngineUnavailable, Generation, SamplingSpec
 from winnow.engine.fake import FakeEngine, cycle_script
-from winnow.metering import MeteredEngine, TokenBudgetExceeded, UsageMeter
+from winnow.metering.engine import MeteredEngine
+from winnow.metering.usage import TokenBudgetExceeded, UsageMeter
 from winnow.rewards.fake import HANG, RAISE, FakeReward, fake_rewards
 from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app

@@ -32,9 +32,9 @@ from winnow.engine.base import (
     TokenLogprob,
 )
 from winnow.engine.processors.specs import PROBE_KEY, probe_answer
-from winnow.engine.remote import RemoteEngine
-from winnow.engine.remote_wire import completion_payload, error_for_status, normalize_url, top_k
-from winnow.engine.token_texts import TokenTexts
+from winnow.engine.remote.backend import RemoteEngine
+from winnow.engine.remote.token_texts import TokenTexts
+from winnow.engine.remote.wire import completion_payload, error_for_status, normalize_url, top_k
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import pytest
 
 from winnow.engine.base import EngineRequestError, SamplingSpec, SegmentSpec
 from winnow.engine.processors.specs import VasSpec
-from winnow.engine.remote_wire import completion_payload
+from winnow.engine.remote.wire import completion_payload
 
 
 def test_segment_and_value_guidance_are_refused_remotely():

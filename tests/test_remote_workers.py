@@ -15,8 +15,8 @@ from tests.test_remote_engine import COMPLETION, QUESTION, FakeVllm, chunk, mock
 from winnow.clients.launch import free_port, server_process
 from winnow.engine.base import EngineRequestError, SamplingSpec, SegmentSpec
 from winnow.engine.processors.specs import SEGMENT_KEY, VAS_KEY, VasSpec
-from winnow.engine.remote import RemoteEngine
-from winnow.engine.remote_wire import completion_payload
+from winnow.engine.remote.backend import RemoteEngine
+from winnow.engine.remote.wire import completion_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -160,7 +160,7 @@ async def test_a_segment_cut_reads_as_the_local_engine_reports_it() -> None:
 async def test_winnow_worker_runs_cards_and_vas(default_model_dir: str, tmp_path) -> None:
     """A real ``winnow worker`` on the default model: the probe finds its processors, a cards
     call is cut where the model is uncertain, a vas call is steered."""
-    from winnow.values import available
+    from winnow.heads.value import available
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

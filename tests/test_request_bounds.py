@@ -23,15 +23,15 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from tests.health_polls import HealthPolls
-from winnow import answers
+from winnow.answers import final as answers
 from winnow.engine.base import EngineUnavailable
 from winnow.engine.fake import FakeEngine
-from winnow.redaction import RedactingFilter, redact_log_records, redact_url, redact_urls
 from winnow.rewards.fake import fake_rewards
 from winnow.rewards.registry import RewardSet
 from winnow.server import offload
 from winnow.server.app import create_app
 from winnow.server.background import BackgroundServer
+from winnow.server.redaction import RedactingFilter, redact_log_records, redact_url, redact_urls
 from winnow.settings import Settings
 
 MESSAGES = [{"role": "user", "content": "2+2?"}]

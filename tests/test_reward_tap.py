@@ -28,7 +28,7 @@ from winnow.engine.processors.specs import TAP_KEY, TAP_RECORD_FLAG, tap_record_
 from winnow.engine.processors.tap import RewardTap, parse_args
 from winnow.engine.tap_files import RecordReader, read_records, tap_dir, tap_files
 from winnow.engine.tapped import token_scores
-from winnow.probe_heads import has_sigmoid, head_scorer, load_head
+from winnow.heads.probe import has_sigmoid, head_scorer, load_head
 from winnow.rewards.base import OutcomeItem, Tapped
 from winnow.rewards.probe import ProbeReward
 

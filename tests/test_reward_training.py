@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from winnow.engine.fake import FakeEngine
-from winnow.tasks import Problem, split_of
 from winnow.train import ranking
 from winnow.train.samples import QuestionSamples, Sample, read_journal, sample_questions
+from winnow.train.tasks import Problem, split_of
 
 
 def _train_problems(count: int) -> list[Problem]:

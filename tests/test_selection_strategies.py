@@ -11,13 +11,14 @@ from fastapi.testclient import TestClient
 
 from winnow.engine.base import Completion
 from winnow.engine.fake import FakeEngine, cycle_script
-from winnow.metering import UsageMeter
+from winnow.metering.rewards import MeteredRewards
+from winnow.metering.usage import UsageMeter
 from winnow.rewards.base import OutcomeItem, ProcessItem, Reward, RewardInfo, Scored, StepScored
-from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.rewards.registry import RewardSet
 from winnow.rewards.verifier import VerifierReward
 from winnow.server.app import create_app
 from winnow.settings import Settings
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     Candidate,
     aggregate,
     as_is,

@@ -10,7 +10,6 @@ import pytest
 
 from winnow.engine.fake import FakeEngine
 from winnow.rewards.base import split_steps
-from winnow.tasks import split_of
 from winnow.train.samples import QuestionSamples, Sample
 from winnow.train.steplabels import (
     StepSolution,
@@ -18,6 +17,7 @@ from winnow.train.steplabels import (
     read_steps,
     roll_out,
 )
+from winnow.train.tasks import split_of
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,11 @@
-"""The package's shape, read from its imports: no import cycle inside ``winnow/`` (imports inside
-functions and under ``TYPE_CHECKING`` included), no import from a lower layer to a higher one
-(protocol < kernels < engine < metering < rewards < strategies < server), and clients that reach
-the server over HTTP only."""
+"""The package's shape, read from its imports: every module of ``winnow/`` stands in a layer, no
+import cycle inside ``winnow/`` (imports inside functions and under ``TYPE_CHECKING`` included),
+no import from a lower layer to a higher one, clients that reach the server over HTTP only, and
+nothing loose at the package's top but the CLI and the settings.
+
+The layers, from the ground up: the wire and the settings; kernels; heads on the policy's states;
+answers; the engine seam (and the default model it builds); rewards; the meters; strategies;
+training; the server; the clients; the CLI."""
 
 from __future__ import annotations
 
@@ -9,8 +13,22 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("protocol", "kernels", "engine", "metering", "rewards", "strategies", "server")
-SERVER_SIDE = ("kernels", "engine", "metering", "rewards", "strategies", "server")
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("settings", "protocol"),
+    ("kernels",),
+    ("heads",),
+    ("answers",),
+    ("engine", "models"),
+    ("rewards",),
+    ("metering",),
+    ("strategies",),
+    ("train",),
+    ("server",),
+    ("clients",),
+    ("cli", "__main__"),
+)
+SERVER_SIDE = ("kernels", "heads", "engine", "metering", "rewards", "strategies", "server")
+TOP_LEVEL = {"winnow", "winnow.cli", "winnow.settings", "winnow.__main__"}
 
 
 def modules() -> dict[str, Path]:
@@ -54,9 +72,10 @@ def imports() -> dict[str, set[str]]:
 
 
 def layer(module: str) -> int | None:
-    for i, name in enumerate(LAYERS):
-        if module == f"winnow.{name}" or module.startswith(f"winnow.{name}."):
-            return i
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if module == f"winnow.{name}" or module.startswith(f"winnow.{name}."):
+                return i
     return None
 
 
@@ -111,4 +130,40 @@ def test_the_check_sees_imports():
     assert "winnow.strategies.registry" in graph["winnow.server.serving"] or any(
         t.startswith("winnow.strategies") for t in graph["winnow.server.serving"]
     )
-    assert "winnow.engine.base" in graph["winnow.strategies.selection"]
+    assert "winnow.engine.base" in graph["winnow.strategies.parts.selection"]
+
+
+def test_every_module_stands_in_a_layer():
+    unplaced = sorted(m for m in modules() if m != "winnow" and layer(m) is None)
+    assert unplaced == []
+
+
+def test_nothing_loose_at_the_top_but_the_cli_and_the_settings():
+    loose = {
+        m for m, path in modules().items() if path.parent == ROOT / "winnow" and m not in TOP_LEVEL
+    }
+    assert loose == set()
+
+
+def test_strategies_folder_holds_strategies():
+    """Every module at the top of ``strategies/`` but the contract and the registry is a
+    strategy (an ``async def`` registered by name); what they share lives in
+    ``strategies/parts/``."""
+    folder = ROOT / "winnow" / "strategies"
+    not_strategies = []
+    for path in folder.glob("*.py"):
+        if path.stem in {"__init__", "base", "registry"}:
+            continue
+        tree = ast.parse(path.read_text())
+        registered = [
+            node
+            for node in tree.body
+            if isinstance(node, ast.AsyncFunctionDef)
+            and any(
+                isinstance(d, ast.Call) and getattr(d.func, "id", None) == "register"
+                for d in node.decorator_list
+            )
+        ]
+        if not registered:
+            not_strategies.append(path.stem)
+    assert not_strategies == []

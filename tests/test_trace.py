@@ -20,7 +20,7 @@ from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
 from winnow.strategies.cards import threshold
-from winnow.strategies.selection import Candidate, selection_trace
+from winnow.strategies.parts.selection import Candidate, selection_trace
 
 
 def post(client: TestClient, strategy: dict, **body) -> dict:

@@ -19,9 +19,11 @@ from fastapi.testclient import TestClient
 
 from winnow.engine.base import Generation, SamplingSpec
 from winnow.engine.fake import FakeEngine
-from winnow.metering import MeteredEngine, UsageMeter
+from winnow.metering.engine import MeteredEngine
+from winnow.metering.rewards import MeteredRewards
+from winnow.metering.usage import UsageMeter
 from winnow.rewards.base import OutcomeItem, ProcessItem, Reward, RewardInfo, Scored, StepScored
-from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.rewards.registry import RewardSet
 from winnow.server.app import create_app
 from winnow.settings import Settings
 from winnow.strategies.base import GenerationRequest

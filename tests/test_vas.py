@@ -21,11 +21,7 @@ from winnow.engine.processors.allowed import ALLOWED_DIRS_ENV
 from winnow.engine.processors.specs import VAS_KEY as KEY
 from winnow.engine.processors.specs import VasSpec
 from winnow.engine.processors.vas import ValueGuide, VasRule, guide_rows
-from winnow.rewards.registry import RewardSet
-from winnow.server.app import create_app
-from winnow.settings import Settings
-from winnow.train.value import Dataset, ValueConfig, fit_value_head
-from winnow.values import (
+from winnow.heads.value import (
     EmbeddingInverse,
     QHead,
     available,
@@ -36,6 +32,10 @@ from winnow.values import (
     td_lambda_targets,
     vas_unavailable,
 )
+from winnow.rewards.registry import RewardSet
+from winnow.server.app import create_app
+from winnow.settings import Settings
+from winnow.train.value import Dataset, ValueConfig, fit_value_head
 
 # ---- TD(lambda) ---------------------------------------------------------------------------------
 

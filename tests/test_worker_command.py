@@ -10,7 +10,7 @@ import pytest
 
 from winnow.cli import build_parser, main
 from winnow.engine.processors import PROCESSORS
-from winnow.engine.worker import (
+from winnow.engine.remote.worker import (
     VLLM_SERVER,
     engine_flags,
     given_options,

@@ -79,7 +79,7 @@ def _serve_parser(sub: Any) -> None:
 
 
 def _worker_parser(sub: Any) -> None:
-    from winnow.engine.worker import DEFAULT_PORT
+    from winnow.engine.remote.worker import DEFAULT_PORT
 
     p = sub.add_parser(
         "worker",
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     if args.command == "worker":
-        from winnow.engine.worker import WorkerOptionError, run_worker
+        from winnow.engine.remote.worker import WorkerOptionError, run_worker
 
         try:
             return run_worker(
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 for e in exc.errors()
             )
             parser.error(f"invalid settings: {problems}")
-        from winnow.redaction import redact_log_records
+        from winnow.server.redaction import redact_log_records
         from winnow.server.run import serve
 
         logging.basicConfig(

@@ -1,6 +1,6 @@
 """The ``adaptive`` strategy on stored answers: accuracy against generated tokens (no engine).
 
-Reads a rows journal of the quality benchmark (default ``benchmarks/results/quality.rows.jsonl``:
+Reads a rows journal of the quality benchmark (default ``winnow/train/data/quality.rows.jsonl``:
 200 evaluation-split problems x 32 answers, each with its text, reward score, extracted answer,
 answer group and generated tokens; or a journal re-scored by another reward,
 ``python -m benchmarks rewards eval_reward``, same shape). Gold answers come from
@@ -9,7 +9,7 @@ answer group and generated tokens; or a journal re-scored by another reward,
 The 32 answers of a problem are i.i.d. samples in sampling order, so a wave of k answers is the
 next k of them (with a request seed the strategy's waves are exactly these answers: wave seeds
 continue the n-sample call's). Every adaptive configuration runs
-``winnow.strategies.stopping.run_waves`` with the ``Stopping`` that
+``winnow.strategies.parts.stopping.run_waves`` with the ``Stopping`` that
 ``winnow.strategies.adaptive.stopping_for`` builds from the strategy's own parameter model, on
 the votes ``adaptive.votes_of`` makes, and chooses with ``adaptive.choose``: the code the server
 runs. Fixed N = 1..32 chooses with the same ``choose`` from the first N answers (majority,
@@ -78,14 +78,14 @@ from winnow.strategies.adaptive import (
     stopping_for,
     votes_of,
 )
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     Candidate,
     Reading,
     as_is,
     pick_best_of_majority,
     sigmoid,
 )
-from winnow.strategies.stopping import Vote, run_waves
+from winnow.strategies.parts.stopping import Vote, run_waves
 
 FIXED_RULES = ("majority", "best_of_n", "weighted_vote", "best_of_majority")
 BOM_ALPHA = 0.01  # best_of_majority's alpha, as in quality run's table (min_count: the server's)
@@ -548,7 +548,8 @@ def report(summary: dict[str, Any], out: Path) -> str:
         f"{summary['problems']} problems x 32 stored answers from `{summary['rows']}`; a wave of "
         "k answers is the next k of a problem's 32 (i.i.d., in sampling order). Every "
         "configuration runs the strategy's own decision code "
-        "(`winnow.strategies.stopping.run_waves`, `adaptive.stopping_for / votes_of / choose`); "
+        "(`winnow.strategies.parts.stopping.run_waves`, "
+        "`adaptive.stopping_for / votes_of / choose`); "
         f"scores read as probabilities {summary['reading']}; max_tokens "
         f"{summary['max_tokens']} (what the budget sizes waves by). Judged by the verifier "
         "against the gold answers; 95% bootstrap intervals over problems."

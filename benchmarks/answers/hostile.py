@@ -1,4 +1,4 @@
-"""Time winnow.answers on hostile answers, each in a fresh subprocess with a hard cap.
+"""Time winnow.answers.final on hostile answers, each in a fresh subprocess with a hard cap.
 
     python -m benchmarks answers hostile [--cap 20]
 
@@ -31,7 +31,7 @@ HOSTILE = [
 CHILD = r"""
 import resource, sys, time, json
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-from winnow.answers import canonical, equivalent
+from winnow.answers.final import canonical, equivalent
 canonical("\\frac{x^2-1}{x-1}")  # warm: sympy import, worker start
 what, x = sys.argv[1], sys.argv[2]
 t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""winnow.answers against Hugging Face's math-verify (issue 13).
+"""winnow.answers.final against Hugging Face's math-verify (issue 13).
 
 On the stored benchmark answers, on the cases of tests/test_answers.py, and on hostile inputs.
 
@@ -59,8 +59,8 @@ def _mv_answer(text: str) -> str:
 
 def stored_answers(limit: int | None) -> dict[str, Any]:
     """Every stored candidate of the quality run scored against its gold answer by both."""
-    from winnow.answers import extract_answer, matches_reference
-    from winnow.tasks import problems
+    from winnow.answers.final import extract_answer, matches_reference
+    from winnow.train.tasks import problems
 
     tasks = ["add_sub_1digit", "mul_1digit"]
     items = [p for t in tasks for p in problems(t, "eval", 100)]

@@ -3,14 +3,15 @@
 The published filter keeps answers with frequency >= alpha (alpha = 0.01): below N = 100 every
 answer passes, and the rule becomes "the answer with the best mean reward". This script compares
 a few filters declared BEFORE looking at any result, on the quality benchmark's journal
-(``benchmarks/results/quality.rows.jsonl``: 200 problems x 32 answers, each with its reward score,
+(``winnow/train/data/quality.rows.jsonl``: 200 problems x 32 answers, each with its reward score,
 extracted answer and group, as the server returned them). For N = 4, 8, 16, 32 every rule sees
 the first N answers of the same 32 (nested, paired), and is compared with majority vote on the
 same answers (paired bootstrap over problems, 95%).
 
 Every rule is a count threshold ``max(min_count, ceil(alpha * N))`` capped at the largest group's
 size (so when no answer is that frequent, the most frequent ones pass), then the passing groups
-are ranked by mean score, exactly as ``winnow.strategies.selection.pick_best_of_majority`` does
+are ranked by mean score, exactly as ``winnow.strategies.parts.selection.pick_best_of_majority``
+does
 (the script calls it). The rules (fixed in advance):
 
 * ``published``: alpha 0.01, min_count 1 (the paper's filter);
@@ -44,7 +45,7 @@ from typing import Any
 from benchmarks import common
 from benchmarks.common import paired_diff
 from benchmarks.quality import run
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     Candidate,
     groups_of,
     majority_threshold,
@@ -156,13 +157,13 @@ def report(main: dict[str, Any], sens: dict[str, Any], problems: int) -> str:
         "# best_of_majority: which frequency filter",
         "",
         "Command: `python -m benchmarks quality bom_filter` (no engine, no server: the stored "
-        "answers of `benchmarks/results/quality.rows.jsonl`, reward `default`, judged by the "
-        "verifier against the gold answers of `winnow/tasks.py`).",
+        "answers of `winnow/train/data/quality.rows.jsonl`, reward `default`, judged by the "
+        "verifier against the gold answers of `winnow/train/tasks.py`).",
         "",
         f"{problems} problems x 32 answers; at each N the first N answers (nested). A group "
         "passes with at least max(min_count, ceil(alpha * N)) members, capped at the largest "
         "group's size; passing groups are ranked by mean score "
-        "(`winnow.strategies.selection.pick_best_of_majority`).",
+        "(`winnow.strategies.parts.selection.pick_best_of_majority`).",
         "",
         "Criterion, fixed before the run: highest paired difference to majority vote averaged "
         "over N = 4, 8, 16, 32; a rule whose 95% interval is wholly below 0 at some N is out; "
@@ -201,7 +202,7 @@ def report(main: dict[str, Any], sens: dict[str, Any], problems: int) -> str:
         f"**Choice: `{choice}`** (mean difference to majority {pts(means[choice])} points"
         + (f"; out by the interval rule: {', '.join(out)}" if out else "")
         + f"). `best_of_majority` ships alpha {RULES[choice][0]:g}, min_count "
-        f"{RULES[choice][1]} (`winnow.strategies.selection.MIN_COUNT`).",
+        f"{RULES[choice][1]} (`winnow.strategies.parts.selection.MIN_COUNT`).",
         "",
         "## Sensitivity (not used for the choice): scores replaced by their within-problem rank",
         "",

@@ -4,7 +4,8 @@ Every named configuration answers every problem through a running winnow server 
 request each, same seed per problem for all configurations; the requests of one problem are sent
 in a rotating order so that machine noise is shared). Per configuration:
 
-* accuracy, judged by the rule-based verifier against the gold answer (``winnow.answers``; never
+* accuracy, judged by the rule-based verifier against the gold answer (``winnow.answers.final``;
+never
   the reward that guided the search), with a 95% bootstrap interval over problems;
 * the paired difference to a baseline configuration, with its 95% bootstrap interval;
 * mean generated tokens (``usage.winnow``: kept AND discarded), engine calls, reward calls and
@@ -35,8 +36,8 @@ from tqdm import tqdm
 from benchmarks import common
 from benchmarks.common import bootstrap, paired_diff
 from benchmarks.quality import run as quality_run
-from winnow.answers import equivalent, extract_answer
-from winnow.tasks import TASKS, Problem, problems
+from winnow.answers.final import equivalent, extract_answer
+from winnow.train.tasks import TASKS, Problem, problems
 
 # label -> the request's "strategy" object. One line per preset.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -33,10 +33,15 @@ from tqdm import tqdm
 
 from benchmarks import common
 from benchmarks.common import bootstrap, paired_diff
-from winnow.answers import equivalent
+from winnow.answers.final import equivalent
 from winnow.engine.base import Completion
-from winnow.strategies.selection import Candidate, pick_best_of_majority, pick_by_groups, rank_best
-from winnow.tasks import TASKS, problems
+from winnow.strategies.parts.selection import (
+    Candidate,
+    pick_best_of_majority,
+    pick_by_groups,
+    rank_best,
+)
+from winnow.train.tasks import TASKS, problems
 
 NS = (1, 2, 4, 8, 16, 32)
 RULES = ("sample", "majority", "best_of_n", "weighted_vote", "best_of_majority", "pass@n")
@@ -52,7 +57,7 @@ def to_candidates(returned: Sequence[dict[str, Any]]) -> list[Candidate]:
 
 
 def select(rule: str, cands: Sequence[Candidate], alpha: float = 0.01) -> Candidate | None:
-    """One choice by ``rule``, with winnow/strategies/selection.py's own functions."""
+    """One choice by ``rule``, with winnow/strategies/parts/selection.py's own functions."""
     if rule == "sample":
         return cands[0]
     if rule == "best_of_n":

@@ -328,7 +328,7 @@ def fake_server(max_running: int, max_queued: int, delay: float) -> Iterator[str
 def _placeholder_value_models(root: Path) -> None:
     """vas names value models; the fake engine applies none, so when winnow ships none (yet) a
     placeholder ``default`` stands in for the fake run."""
-    from winnow.values import available
+    from winnow.heads.value import available
 
     if "default" not in available() and not os.environ.get("WINNOW_VALUES_DIR"):
         (root / "default").mkdir()

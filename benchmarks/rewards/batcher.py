@@ -29,7 +29,7 @@ from winnow.rewards.base import OutcomeItem
 from winnow.rewards.probe import ProbeReward
 from winnow.rewards.registry import ASSETS
 from winnow.settings import default_data_dir
-from winnow.tasks import problems
+from winnow.train.tasks import problems
 
 
 def items(count: int, tokenizer_prompt: Any) -> list[OutcomeItem]:

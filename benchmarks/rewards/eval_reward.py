@@ -1,6 +1,6 @@
 """Judge a reward on stored answers: no generation, minutes instead of hours.
 
-Re-scores every stored answer of the quality benchmark (``benchmarks/results/quality.rows.jsonl``:
+Re-scores every stored answer of the quality benchmark (``winnow/train/data/quality.rows.jsonl``:
 200 evaluation-split problems x 32 answers, or any journal of the same shape) with a configured
 reward, through the same reward runtime the server uses, and prints what the quality benchmark
 prints: pooled and within-question AUC, and the accuracy of best / weighted_vote /
@@ -28,8 +28,8 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.quality import run as quality  # the same tables and plot
-from winnow.answer_groups import answers_and_groups
-from winnow.tasks import messages as task_messages
+from winnow.answers.groups import answers_and_groups
+from winnow.train.tasks import messages as task_messages
 
 
 def load_rows(path: Path, per_task: int = 100) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 The reward calls of three strategies are replayed on the default rewards (SmolLM2-135M
 backbone in-process) with real answers of the default model: the candidates the quality
-benchmark's journal holds (benchmarks/results/quality.rows.jsonl, N=32 answers per problem).
+benchmark's journal holds (winnow/train/data/quality.rows.jsonl, N=32 answers per problem).
 
 * best_of_n: one call scoring N answers to one prompt (outcome probe ``default``).
 * cards: the first answer grows segment by segment (``--segment`` tokens); per segment one call
@@ -41,7 +41,7 @@ from winnow.rewards.base import OutcomeItem, ProcessItem, Reward
 from winnow.rewards.probe import ProbeReward
 from winnow.rewards.registry import ASSETS
 from winnow.settings import default_data_dir
-from winnow.tasks import problems
+from winnow.train.tasks import problems
 
 JOURNAL = common.QUALITY_ROWS
 

@@ -21,7 +21,7 @@ of the per-round ratios (paired within a round). vLLM gets winnow's own CPU engi
 prefill off, engine seed 0), the same KV cache size and the same environment, so the difference
 is winnow. Every request asks for ``max_tokens`` with ``ignore_eos`` at temperature 0.7: every side
 generates exactly the same number of tokens per candidate. Prompts: the evaluation split of
-:mod:`winnow.tasks`' ``add_sub_1digit`` (seed 0), with the answer instruction.
+:mod:`winnow.train.tasks`' ``add_sub_1digit`` (seed 0), with the answer instruction.
 
     python -m benchmarks serving compare --quick     # a few minutes: checks the pipeline
     python -m benchmarks serving compare             # the full run (its estimate is printed)
@@ -200,7 +200,7 @@ class Server:
 def vllm_flags(engine_args: Mapping[str, Any]) -> list[str]:
     """winnow's engine arguments as ``vllm.entrypoints.openai.api_server`` options (its logits
     processors are winnow's own and stay out: they are part of what is measured)."""
-    from winnow.engine.worker import engine_flags
+    from winnow.engine.remote.worker import engine_flags
 
     return engine_flags(
         {k: v for k, v in engine_args.items() if k not in ("model", "logits_processors")}
@@ -611,7 +611,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"- machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, {m['platform']}",
         f"- model: {cfg['model_dir']}; both engines: {cfg['engine_settings']}, KV cache "
         f"{cfg['kv_cache_gib']} GiB; winnow's engine also carries its logits processors",
-        f"- prompts: {cfg['task']} evaluation split (winnow.tasks, seed {cfg['seed']}), chat, "
+        f"- prompts: {cfg['task']} evaluation split (winnow.train.tasks, seed {cfg['seed']}), "
+        "chat, "
         f"max_tokens {cfg['max_tokens']} "
         + ("with ignore_eos" if cfg.get("ignore_eos", True)
            else f"ending at EOS, every request seeded ({cfg.get('request_seed')}: all sides "

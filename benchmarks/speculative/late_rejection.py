@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import common
 from benchmarks.adaptive import offline as adaptive
 from benchmarks.common import bootstrap, paired_diff
-from winnow.strategies.selection import rank_best
+from winnow.strategies.parts.selection import rank_best
 
 NS = (4, 8, 16, 32)
 CUTS = (16, 20, 24, 32, 48)

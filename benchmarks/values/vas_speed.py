@@ -87,9 +87,9 @@ def processor_cost(out: Path, repeats: int = 20) -> dict[str, Any]:
     import torch
 
     from winnow.engine.processors.vas import VasRule, guide_rows
+    from winnow.heads.value import EmbeddingInverse, available, load_value_model, output_embedding
     from winnow.models.default_model import build_default_model
     from winnow.settings import default_data_dir
-    from winnow.values import EmbeddingInverse, available, load_value_model, output_embedding
 
     model = build_default_model(default_data_dir())
     embedding = output_embedding(model)

@@ -58,9 +58,10 @@ def load_prompts_file(path: Path) -> list[BenchPrompt]:
 
 
 def winnow_task_prompts(task: str, n: int, seed: int) -> list[BenchPrompt]:
-    """``n`` prompts from a :mod:`winnow.tasks` task's evaluation split, as the quality benchmark
+    """``n`` prompts from a :mod:`winnow.train.tasks` task's evaluation split, as the quality
+    benchmark
     asks them (question + answer instruction). A task with fewer distinct questions is cycled."""
-    from winnow.tasks import problems
+    from winnow.train.tasks import problems
 
     count = n
     while True:
@@ -76,14 +77,14 @@ def winnow_task_prompts(task: str, n: int, seed: int) -> list[BenchPrompt]:
 
 def reasoning_gym_prompts(task: str, n: int, seed: int) -> list[BenchPrompt]:
     """``n`` questions of a reasoning-gym task (deterministic for a seed); a winnow task name
-    (:data:`winnow.tasks.TASKS`) gives that task's prompts instead."""
+    (:data:`winnow.train.tasks.TASKS`) gives that task's prompts instead."""
     try:
         import reasoning_gym
     except ImportError as exc:  # not a dependency of the server
         raise RuntimeError(
             "--task needs the reasoning_gym package (pip install reasoning-gym)"
         ) from exc
-    from winnow.tasks import TASKS
+    from winnow.train.tasks import TASKS
 
     if task in TASKS:
         return winnow_task_prompts(task, n, seed)

@@ -11,7 +11,7 @@ __all__ = ["Engine", "EngineError", "EngineUnavailable", "SamplingSpec", "build_
 def build_engine(settings: Settings) -> Engine:
     """The local vLLM engine (default model unless --model), or remote vLLM servers."""
     if settings.backend == "remote":
-        from winnow.engine.remote import RemoteEngine
+        from winnow.engine.remote.backend import RemoteEngine
 
         if not settings.remote_urls:
             raise ValueError("--backend remote needs at least one --remote-url")

@@ -2,7 +2,8 @@
 
 Three implementations sit behind it: the shared in-process vLLM ``AsyncLLM``
 (:mod:`winnow.engine.vllm_local`), one or more remote OpenAI-compatible vLLM servers
-(:mod:`winnow.engine.remote`) and a scripted fake for unit tests (:mod:`winnow.engine.fake`).
+(:mod:`winnow.engine.remote.backend`) and a scripted fake for unit tests
+(:mod:`winnow.engine.fake`).
 
 The seam is shaped by what the six strategies need:
 

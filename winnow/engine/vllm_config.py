@@ -1,7 +1,8 @@
 """How winnow configures vLLM: its engine arguments and the environment it reads at import.
 
 Shared by the in-process engine (:mod:`winnow.engine.vllm_local`) and ``winnow worker``
-(:mod:`winnow.engine.worker`), which starts vLLM's OpenAI server with the same settings. Nothing
+(:mod:`winnow.engine.remote.worker`), which starts vLLM's OpenAI server with the same settings.
+Nothing
 here imports vLLM.
 """
 

@@ -9,7 +9,7 @@ Before vLLM starts its engine-core process (which inherits this process's enviro
 engine names it the reward tap's private directory (``$WINNOW_TAP_DIR``,
 :mod:`winnow.engine.tap_files`) and the directories its processors may read
 (``$WINNOW_ALLOWED_DIRS``, :mod:`winnow.engine.processors.allowed`): the value models VAS can
-name (:func:`winnow.values.available`) and those given to :meth:`VllmEngine.allow_dirs` (the
+name (:func:`winnow.heads.value.available`) and those given to :meth:`VllmEngine.allow_dirs` (the
 configured probe rewards), no others.
 """
 
@@ -81,7 +81,7 @@ class VllmEngine(Engine):
         and the directories the processors may read."""
         from winnow.engine.processors.allowed import ALLOWED_DIRS_ENV, allowed_env
         from winnow.engine.tap_files import TAP_DIR_ENV, tap_dir
-        from winnow.values import available
+        from winnow.heads.value import available
 
         values = [str(path) for path in available().values()]
         env = {ALLOWED_DIRS_ENV: allowed_env([*self._allowed, *values])}
@@ -110,7 +110,7 @@ class VllmEngine(Engine):
         self._sentinel = pick_sentinel(self._tokenizer)
         config = self._llm.model_config
         eos = self._tokenizer.eos_token_id
-        from winnow.values import vas_unavailable
+        from winnow.heads.value import vas_unavailable
 
         no_vas = vas_unavailable(self.model)  # e.g. soft-capped logits: said now, a 400 later
         if no_vas:

@@ -3,8 +3,8 @@
 Every backend (sequence-classification reward models, step-tag PRMs, probe heads, the generative
 judge, the rule-based verifier, composites) implements :class:`Reward`. Strategies reach rewards
 through the configured :class:`~winnow.rewards.registry.RewardSet` bound to their request
-(:class:`~winnow.rewards.registry.MeteredRewards`), which counts reward calls and reward tokens
-in the request's meter (:mod:`winnow.metering`).
+(:class:`~winnow.metering.rewards.MeteredRewards`), which counts reward calls and reward tokens
+in the request's meter (:mod:`winnow.metering.engine`).
 """
 
 from __future__ import annotations

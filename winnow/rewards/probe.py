@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from winnow.engine.base import Engine
+from winnow.heads.probe import has_sigmoid, head_scorer, load_head, save_head
 from winnow.kernels.heads import RewardHead
-from winnow.probe_heads import has_sigmoid, head_scorer, load_head, save_head
 from winnow.rewards.backbone import (
     Backbone,
     ProbeJob,
@@ -50,7 +50,7 @@ __all__ = ["ProbeReward", "answer_tokens", "head_scorer", "load_head", "save_hea
 
 def answer_span(text: str) -> tuple[int, int] | None:
     """Character span of the final answer's last occurrence in a response (None: no answer)."""
-    from winnow.answers import extract_answer
+    from winnow.answers.final import extract_answer
 
     answer = extract_answer(text)
     if not answer:

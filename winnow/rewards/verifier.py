@@ -1,6 +1,7 @@
 """The rule-based verifier: 1.0 when a response's final answer matches the item's reference.
 
-Answers are read and compared by :mod:`winnow.answers`, the same code the voting strategies use,
+Answers are read and compared by :mod:`winnow.answers.final`, the same code the voting strategies
+use,
 so "correct" and "same answer" never disagree. A response whose answer only repeats a
 calculation (``1 + 4``) is not correct: a final answer is a value. A reference past the answer
 bounds (``((10^{1000})^{1000})^{1000}``) is an input error that says why (a 400), found before
@@ -11,12 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from winnow.answers import AnswerError, gold_answer, matches_reference, off_loop, start_workers
+from winnow.answers.final import (
+    AnswerError,
+    gold_answer,
+    matches_reference,
+    off_loop,
+    start_workers,
+)
 from winnow.rewards.base import OutcomeItem, Reward, RewardInfo, RewardInputError, Scored
 
 # Up to this many items, scoring is tried inline on the event loop (plain numbers: microseconds,
 # a thread hop would cost more); it moves to a thread as soon as an answer needs sympy (a worker
-# process, see winnow.answers) and at once for larger batches.
+# process, see winnow.answers.final) and at once for larger batches.
 THREAD_THRESHOLD = 32
 
 

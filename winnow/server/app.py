@@ -83,7 +83,7 @@ def create_app(
         except EngineError as exc:
             metrics.engine_healthy.set(0)
             state.engine_suspect = True
-            # the message may name remote URLs: error bodies redact them (winnow.redaction)
+            # the message may name remote URLs: error bodies redact them (winnow.server.redaction)
             raise APIError(503, f"engine unhealthy: {exc}", code="engine_unavailable") from None
         metrics.engine_healthy.set(1)
         return {"status": "ok"}

@@ -13,11 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from winnow.engine.base import EngineError, EngineRequestError, EngineUnavailable
-from winnow.metering import TokenBudgetExceeded
+from winnow.metering.usage import TokenBudgetExceeded
 from winnow.protocol.responses import ErrorDetail, ErrorResponse
-from winnow.redaction import redact_urls
 from winnow.rewards.base import RewardError, RewardInputError, RewardTimeout
 from winnow.rewards.registry import UnknownReward
+from winnow.server.redaction import redact_urls
 from winnow.strategies.registry import StrategyError
 
 log = logging.getLogger("winnow.server")
@@ -61,7 +61,7 @@ def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict:
     """OpenAI's error body; URLs in the message lose their credentials and queries (an engine's
-    message may name a remote server's URL, see :mod:`winnow.redaction`)."""
+    message may name a remote server's URL, see :mod:`winnow.server.redaction`)."""
     detail = ErrorDetail(
         message=redact_urls(message),
         type=_TYPES.get(status, "server_error"),

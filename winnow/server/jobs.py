@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from winnow.engine.base import Engine
-from winnow.metering import MeteredEngine, UsageMeter
-from winnow.rewards.registry import MeteredRewards, RewardSet
+from winnow.metering.engine import MeteredEngine
+from winnow.metering.rewards import MeteredRewards
+from winnow.metering.usage import UsageMeter
+from winnow.rewards.registry import RewardSet
 from winnow.strategies import registry
 from winnow.strategies.base import GenerationRequest, StrategyResult
 

@@ -1,10 +1,11 @@
 """``strategy.reference`` is checked after admission, in a worker process with a deadline.
 
-The check (:func:`winnow.answers.reference_problem`: a reference past the answer bounds is a
+The check (:func:`winnow.answers.final.reference_problem`: a reference past the answer bounds is a
 400 before any sampling) reads client text with regular expressions, and Python's ``re`` holds
 the GIL for a whole match: in a thread as much as on the event loop, a hostile reference would
 stall every request and /health for as long as the match takes. In a worker of
-:mod:`winnow.sandbox` it cannot: past :data:`DEADLINE` the worker is killed and the reference
+:mod:`winnow.answers.sandbox` it cannot: past :data:`DEADLINE` the worker is killed and the
+reference
 refused. The request is admitted first, so at most ``--max-running-requests`` checks wait for
 the :data:`WORKERS` workers; one that finds none free in time is told to retry (429).
 """
@@ -16,7 +17,7 @@ import atexit
 import logging
 import threading
 
-from winnow import sandbox
+from winnow.answers import sandbox
 from winnow.server.errors import APIError
 from winnow.strategies.base import StrategyParams
 from winnow.strategies.registry import StrategyError
@@ -35,7 +36,7 @@ def _workers() -> sandbox.Pool:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = sandbox.Pool("winnow.answers", size=WORKERS, deadline=DEADLINE, wait=WAIT)
+            _pool = sandbox.Pool("winnow.answers.final", size=WORKERS, deadline=DEADLINE, wait=WAIT)
             atexit.register(_pool.close)
         return _pool
 

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 from fastapi import Request
 
-from winnow.metering import UsageMeter
+from winnow.metering.rewards import MeteredRewards
+from winnow.metering.usage import UsageMeter
 from winnow.protocol.rewards import (
     RewardItemIn,
     RewardRequest,
@@ -22,7 +23,6 @@ from winnow.protocol.rewards import (
     RewardUsage,
 )
 from winnow.rewards.base import ChatPrompt, OutcomeItem, ProcessItem, RewardInfo
-from winnow.rewards.registry import MeteredRewards
 from winnow.server import offload
 from winnow.server.cancellation import admit, run_until_disconnect
 from winnow.server.errors import APIError, status_for

@@ -2,7 +2,7 @@
 
 Each wave is ONE engine call with n = the wave's size; the prompt is prefilled by the first and
 served from the prefix cache afterwards. After each wave a stopping rule
-(:mod:`winnow.strategies.stopping`: adaptive consistency's Dirichlet posterior, a wave that
+(:mod:`winnow.strategies.parts.stopping`: adaptive consistency's Dirichlet posterior, a wave that
 agrees, or the posterior on reward-weighted votes, optionally "a candidate the reward trusts
 enough") decides whether another wave could still change the answer. At the end the chosen
 answers are selected from ALL waves by ``majority``, ``weighted_vote`` or ``best``, with the
@@ -24,14 +24,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answer_groups import answers_and_groups_async
-from winnow.metering import MeteredEngine
+from winnow.answers.groups import answers_and_groups_async
+from winnow.metering.engine import MeteredEngine
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION, TraceWave, finite
 from winnow.rewards.base import Tapped
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
-from winnow.strategies.registry import StrategyError, register
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     Aggregation,
     Candidate,
     Reading,
@@ -46,7 +45,8 @@ from winnow.strategies.selection import (
     selection_trace,
     tap_for,
 )
-from winnow.strategies.stopping import RuleName, Stopping, Vote, run_waves, verdict
+from winnow.strategies.parts.stopping import RuleName, Stopping, Vote, run_waves, verdict
+from winnow.strategies.registry import StrategyError, register
 
 Selection = Literal["majority", "weighted_vote", "best"]
 

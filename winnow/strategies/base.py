@@ -1,7 +1,7 @@
 """What a strategy receives and returns; nothing here knows about HTTP or vLLM.
 
 A strategy is ``async def run(request, engine, rewards) -> StrategyResult``. The engine and the
-rewards it gets are bound to the request's meter (:mod:`winnow.metering`), so every token
+rewards it gets are bound to the request's meter (:mod:`winnow.metering.engine`), so every token
 generated (kept or discarded), every engine call and every reward call is counted without the
 strategy's help. A strategy that can stream sends :class:`ChoiceDelta` s to ``request.sink``; one
 that decides at the end just returns, and the server sends the chosen answers when it does.
@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from winnow.engine.base import FinishReason, SamplingSpec, TokenLogprob
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
+from winnow.metering.rewards import MeteredRewards as Rewards
 from winnow.protocol.trace import Trace
-from winnow.rewards.registry import MeteredRewards as Rewards
 
 
 class StrategyParams(BaseModel):

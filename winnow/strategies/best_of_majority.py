@@ -9,7 +9,7 @@ Our choice where the paper's setting does not carry over: "frequent" is a count 
 ``max(min_count, ceil(alpha * N))`` (capped at the largest group's size), not only frequency >=
 alpha. With the published alpha = 0.01 a single answer passes at any N < 100, and the rule is
 "best mean score", which degrades with N as best-of-N does; ``min_count`` = 2 keeps only answers
-given more than once (see :func:`winnow.strategies.selection.majority_threshold` and
+given more than once (see :func:`winnow.strategies.parts.selection.majority_threshold` and
 ``benchmarks/results/bom_filter.md`` for the measurement behind the default).
 """
 
@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
-from winnow.strategies.registry import StrategyError, register
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     MIN_COUNT,
     SelectionParams,
     as_choices,
@@ -33,6 +32,7 @@ from winnow.strategies.selection import (
     selection_trace,
     tap_for,
 )
+from winnow.strategies.registry import StrategyError, register
 
 
 class BestOfMajorityParams(SelectionParams):

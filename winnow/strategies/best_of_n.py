@@ -10,10 +10,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
-from winnow.strategies.registry import register
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     SelectionParams,
     as_choices,
     as_is,
@@ -25,6 +24,7 @@ from winnow.strategies.selection import (
     selection_trace,
     tap_for,
 )
+from winnow.strategies.registry import register
 
 
 class BestOfNParams(SelectionParams):

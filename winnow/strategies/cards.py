@@ -35,7 +35,7 @@ from pydantic import Field
 from winnow.engine.base import SEGMENT_STOP, Completion, FinishReason, TapScores
 from winnow.engine.processors.specs import SegmentSpec
 from winnow.engine.tapped import gather_calls
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceSegment, finite
 from winnow.rewards.base import OutcomeItem, Tapped, join_tap
@@ -47,9 +47,9 @@ from winnow.strategies.base import (
     StrategyParams,
     StrategyResult,
 )
+from winnow.strategies.parts.selection import RewardField
+from winnow.strategies.parts.steps import straddling, tokens_covering
 from winnow.strategies.registry import StrategyError, register
-from winnow.strategies.selection import RewardField
-from winnow.strategies.steps import straddling, tokens_covering
 
 
 class CardsParams(StrategyParams):

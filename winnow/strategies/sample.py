@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from winnow.engine.base import SamplingSpec
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import (
     Choice,
     ChoiceDelta,

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from winnow.answer_groups import answers_and_groups_async
+from winnow.answers.groups import answers_and_groups_async
 from winnow.engine.base import Completion, CompletionDelta
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.rewards.base import OutcomeItem, Tapped
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
-from winnow.strategies.registry import StrategyError, register
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     Candidate,
     RewardField,
     as_choices,
@@ -39,6 +38,7 @@ from winnow.strategies.selection import (
     check_candidates,
     rank_best,
 )
+from winnow.strategies.registry import StrategyError, register
 
 
 class SpeculativeRejectionParams(StrategyParams):

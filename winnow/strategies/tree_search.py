@@ -32,7 +32,8 @@ Our choices where the papers leave room:
   far), as CARDS scores its prefixes; the aggregation runs over those prefix scores. Finished
   beams whose last step was scored as partial are re-scored complete in the next reward call.
 * ``prod`` multiplies the steps' probabilities and ``weighted_vote`` sums probabilities (a
-  logit-scale reward through a sigmoid: :func:`~winnow.strategies.selection.probability_reading`);
+  logit-scale reward through a sigmoid:
+  :func:`~winnow.strategies.parts.selection.probability_reading`);
   a beam with an unscored (NaN) step it aggregates ranks last.
 * ``final_reward``: the process reward prunes, and an outcome reward (``default``, trained on
   whole answers, ranks them better than a PRM's last step does) re-scores the finished beams for
@@ -42,19 +43,19 @@ Our choices where the papers leave room:
   DVTS and early rejection at least N/M, so ``n`` may not exceed that.
 
 Here: the strategy and the final pick (``final_reward``, selection, report, trace). Its parts are
-in :mod:`winnow.strategies.tree`: the parameters (``params``), the round loop with its scoring and
+in :mod:`winnow.strategies.parts.tree`: the parameters (``params``), the round loop with its
+scoring and
 pruning (``search``), the engine calls of a round (``expand``) and the trace's nodes (``nodes``).
 """
 
 from __future__ import annotations
 
-from winnow.answer_groups import answers_and_groups_async
+from winnow.answers.groups import answers_and_groups_async
 from winnow.engine.base import Completion
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
-from winnow.strategies.registry import StrategyError, register
-from winnow.strategies.selection import (
+from winnow.strategies.parts.selection import (
     Candidate,
     Reading,
     aggregated_reading,
@@ -65,8 +66,9 @@ from winnow.strategies.selection import (
     rank_best,
     selection_trace,
 )
-from winnow.strategies.tree.params import TreeSearchParams
-from winnow.strategies.tree.search import Search
+from winnow.strategies.parts.tree.params import TreeSearchParams
+from winnow.strategies.parts.tree.search import Search
+from winnow.strategies.registry import StrategyError, register
 
 __all__ = ["TreeSearchParams", "final_reading", "finished_candidates", "tree_search"]
 

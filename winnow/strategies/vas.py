@@ -19,11 +19,11 @@ import math
 from pydantic import Field, field_validator
 
 from winnow.engine.processors.specs import VAS_MAX_TOP_K, VasSpec
-from winnow.metering import MeteredEngine
+from winnow.heads.value import available, read_meta
+from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.registry import StrategyError, register
 from winnow.strategies.sample import sample_spec
-from winnow.values import available, read_meta
 
 
 class VasParams(StrategyParams):

@@ -81,11 +81,11 @@ def train_value(
     import shutil
 
     from winnow.engine.vllm_local import VllmEngine
+    from winnow.heads.value import ASSETS as VALUE_ASSETS
     from winnow.models.default_model import build_default_model
     from winnow.train.cards import value_card
     from winnow.train.value import ValueConfig
     from winnow.train.value_run import train_values
-    from winnow.values import ASSETS as VALUE_ASSETS
 
     data_dir = default_data_dir()
     model = str(build_default_model(data_dir))

@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 
 from winnow.settings import default_data_dir
-from winnow.tasks import problems
 from winnow.train.samples import QuestionSamples, from_quality_rows, is_right, read_journal
+from winnow.train.tasks import problems
 
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN_JOURNAL = ROOT / "benchmarks/results/reward_train/samples.jsonl"
-BENCH_ROWS = ROOT / "benchmarks/results/quality.rows.jsonl"
+DATA = Path(__file__).resolve().parent / "data"
+"""The default model's training data, shipped with the package (an installed wheel can train):
+the samples journal, the Monte-Carlo step journals and the quality benchmark's stored answers."""
+TRAIN_JOURNAL = DATA / "samples.jsonl"
+BENCH_ROWS = DATA / "quality.rows.jsonl"
 TASKS = ("add_sub_1digit", "mul_1digit")  # what rewards are trained and benchmarked on
 
 

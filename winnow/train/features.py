@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from winnow.rewards.probe import answer_span, answer_tokens
-from winnow.tasks import messages
 from winnow.train.samples import QuestionSamples
+from winnow.train.tasks import messages
 
 LAYERS = (10, 15, 20, 25)  # intermediate layers read at the last token (SmolLM2-135M has 30)
 STATS = (

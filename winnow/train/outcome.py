@@ -10,7 +10,7 @@ cross-validation BY QUESTION on within-question AUC
 calibrated, so its sigmoid output is P(correct) while its within-question order is the ranking's.
 
 Held-out figures come from the quality benchmark's stored answers (evaluation split, questions
-disjoint from training by the hash split of :mod:`winnow.tasks`).
+disjoint from training by the hash split of :mod:`winnow.train.tasks`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ interrupted run resumes where it stopped (questions already in the journal are s
 are not stored: they are the verifier's verdict, recomputed when the data is read, so a fix of the
 answer checker relabels old samples too.
 
-The benchmark's own answers (``benchmarks/results/quality.rows.jsonl``) are read into the same
+The benchmark's own answers (``winnow/train/data/quality.rows.jsonl``) are read into the same
 shape by :func:`from_quality_rows`, so every reward is judged on the same rows it is trained on.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from winnow.answers import equivalent, extract_answer
-from winnow.tasks import Problem, problems, split_of
+from winnow.answers.final import equivalent, extract_answer
+from winnow.train.tasks import Problem, problems, split_of
 
 if TYPE_CHECKING:
     from winnow.engine.base import Generation

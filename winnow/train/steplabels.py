@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from winnow.rewards.base import split_steps
-from winnow.tasks import messages, split_of
-from winnow.train.datasets import ROOT
+from winnow.train.datasets import DATA
 from winnow.train.samples import Journal, QuestionSamples, is_right, read_records
+from winnow.train.tasks import messages, split_of
 
-STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts.jsonl"
-BENCH_STEP_JOURNAL = ROOT / "benchmarks/results/reward_train/step_rollouts_bench.jsonl"
+STEP_JOURNAL = DATA / "step_rollouts.jsonl"
+BENCH_STEP_JOURNAL = DATA / "step_rollouts_bench.jsonl"
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""VAS value models (Q-heads on the policy's own hidden state, :class:`winnow.values.QHead`):
+"""VAS value models (Q-heads on the policy's own hidden state, :class:`winnow.heads.value.QHead`):
 what `winnow train value` is configured with, and how a head is fitted.
 
 The fit is TD(lambda) (gamma 1, lambda 0.95, the reward on the last token; targets recomputed
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from winnow.values import QHead, td_lambda_targets
+from winnow.heads.value import QHead, td_lambda_targets
 
 BREVITY = "brevity"
 

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from winnow.heads.value import save_value_model
 from winnow.train.samples import is_right, sample_answers
 from winnow.train.value import BREVITY, ValueConfig, fit_value_head, make_dataset
-from winnow.values import save_value_model
 
 
 @dataclass(slots=True)
@@ -58,7 +58,7 @@ def _prompts(config: ValueConfig) -> list[tuple[str, list[dict[str, str]], str |
             messages = item.get("messages") or [{"role": "user", "content": item["prompt"]}]
             rows.append(("eval" if i % 5 == 4 else "train", messages, item.get("answer")))
         return rows
-    from winnow.tasks import problems
+    from winnow.train.tasks import problems
 
     rows = []
     for task in config.tasks:
@@ -187,8 +187,8 @@ async def train_values(
     """Sample (or reuse the work dir's samples), featurise, fit one head per reward, save."""
     from safetensors.torch import load_file, save_file
 
+    from winnow.heads.value import output_embedding
     from winnow.rewards.backbone import Backbone
-    from winnow.values import output_embedding
 
     started = time.time()
     torch.manual_seed(config.seed)

@@ -1,4 +1,4 @@
-"""One :class:`~winnow.values.EmbeddingInverse` per model in the engine-core process, shared by
+"""One :class:`~winnow.heads.value.EmbeddingInverse` per model in the engine-core process, shared by
 the processors that read the policy's final hidden state back from its logits (the reward tap,
 value-augmented sampling).
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from winnow.values import EmbeddingInverse
+from winnow.heads.value import EmbeddingInverse
 
 log = logging.getLogger("winnow.engine.inverse")
 

@@ -3,7 +3,7 @@
 A probe head that reads the policy's last layer (the shipped ``default`` reward) needs no
 forward pass of its own: at every decoding step the logits row of a request is ``E h`` of the
 state ``h`` of the token the engine just fed, and ``h`` comes back from the row exactly enough
-(:class:`winnow.values.EmbeddingInverse`, ~1e-6 relative from float32 logits). A request opts
+(:class:`winnow.heads.value.EmbeddingInverse`, ~1e-6 relative from float32 logits). A request opts
 in with :class:`~.specs.TapSpec` (``SamplingSpec.tap`` in the seam). On every step this
 processor recovers ``h`` of each tapped row, scores it with the row's heads and writes the
 scores at the row's position into the request's tap file, which the engine seam created and
@@ -46,8 +46,8 @@ from winnow.engine.processors.inverse import ready_inverse, warm
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import TAP, TAP_KEY, TAP_RECORD_FLAG, tap_record_size
 from winnow.engine.tap_files import open_tap_file, private_tap_dir, tap_file_name
-from winnow.probe_heads import PROBE_META, RowScorer, has_sigmoid, head_scorer, load_head
-from winnow.values import EmbeddingInverse
+from winnow.heads.probe import PROBE_META, RowScorer, has_sigmoid, head_scorer, load_head
+from winnow.heads.value import EmbeddingInverse
 
 log = logging.getLogger("winnow.engine.tap")
 

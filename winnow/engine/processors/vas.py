@@ -5,7 +5,7 @@ A request opts in with :class:`~winnow.engine.processors.specs.VasSpec` (``extra
 as a JSON string from a remote worker's ``vllm_xargs``). On every
 decoding step this processor takes each opted-in row's raw logits (before temperature and
 penalties), recovers the policy's final hidden state from them (``h = pinv(E_S) l_S``, see
-:class:`winnow.values.EmbeddingInverse`), computes Q of the row's top-k tokens with each
+:class:`winnow.heads.value.EmbeddingInverse`), computes Q of the row's top-k tokens with each
 requested value head, centres Q over those k and adds ``beta * Q`` to
 their logits; the other tokens are untouched. Rows of all VAS requests in the step are done in
 one batched pass per value model; there is no extra forward pass and no round trip per token.
@@ -42,7 +42,7 @@ from winnow.engine.processors.args import answer_probe, request_args
 from winnow.engine.processors.inverse import inverse_error, shared_inverse
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import SEGMENT_KEY, VAS, VAS_KEY, VAS_MAX_TOP_K
-from winnow.values import META_FILE, EmbeddingInverse, QHead, load_value_model
+from winnow.heads.value import META_FILE, EmbeddingInverse, QHead, load_value_model
 
 log = logging.getLogger("winnow.engine.vas")
 

@@ -1,7 +1,7 @@
 """The grammar of arithmetic answers: whitelisted tokens and a small tree, read as sympy would
 read the same text (Python's precedence; ``^`` is a power, right-associative; juxtaposition
 multiplies, as sympy's ``implicit_multiplication``). Grammar only: nothing is evaluated or
-bounded here (that is :mod:`winnow.answer_expr`).
+bounded here (that is :mod:`winnow.answers.expr`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from pydantic import Field
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION
 from winnow.strategies.base import GenerationRequest, StrategyParams
+from winnow.strategies.parts.selection import Aggregation
 from winnow.strategies.registry import StrategyError
-from winnow.strategies.selection import Aggregation
 
 
 class TreeSearchParams(StrategyParams):

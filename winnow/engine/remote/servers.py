@@ -1,9 +1,11 @@
-"""The servers behind a :class:`~winnow.engine.remote.RemoteEngine`: what it learns about them at
+"""The servers behind a :class:`~winnow.engine.remote.backend.RemoteEngine`: what it learns about
+them at
 start (the model card, tokenizer facts, which of winnow's logits processors each runs, the
 segment sentinel) and which of them a call may go to.
 
 A plain vLLM OpenAI server cannot cut CARDS segments or steer by value models; one started with
-``winnow worker`` (:mod:`winnow.engine.worker`) loads winnow's processors and can. At connect,
+``winnow worker`` (:mod:`winnow.engine.remote.worker`) loads winnow's processors and can. At
+connect,
 :func:`probe_worker` asks each server, for each processor a remote call can use
 (:data:`STEERING`), with one completion of one token carrying ``vllm_xargs`` ``{"winnow_probe":
 name}``: a worker running that processor refuses it with a fixed message (its
@@ -39,7 +41,7 @@ from winnow.engine.processors.specs import (
     VAS,
     probe_answer,
 )
-from winnow.engine.remote_wire import error_message, raise_for_status, refusal
+from winnow.engine.remote.wire import error_message, raise_for_status, refusal
 
 log = logging.getLogger("winnow.engine")
 

@@ -6,11 +6,12 @@ protocol: ``return_token_ids`` (prompt and completion token ids), ``return_token
 (logprobs named by ``token_id:N``, as text is ambiguous), ``prompt_logprobs`` (ids, ranks and
 texts) and ``vllm_xargs`` (per-request arguments for logits processors), so the servers must be
 a recent vLLM. Token texts for logprobs come from the server's ``/detokenize``
-(:mod:`winnow.engine.token_texts`). A server started with ``--enable-tokenizer-info-endpoint``
+(:mod:`winnow.engine.remote.token_texts`). A server started with
+``--enable-tokenizer-info-endpoint``
 also tells us the EOS and special-token ids (then :meth:`RemoteEngine.detokenize` skips special
 tokens as the local engine does); ``--enable-prompt-tokens-details`` makes it report prefix-cache
 hits. ``winnow worker`` starts a server with both, and with winnow's logits processors: at start
-each server is asked which processors it runs (:mod:`winnow.engine.remote_servers`); cards'
+each server is asked which processors it runs (:mod:`winnow.engine.remote.servers`); cards'
 segment cuts and vas go round robin among those that run them (``info.extra["steering"]``), and
 are refused with none. The reward tap is never remote (``info.tap_model`` is None).
 
@@ -42,14 +43,15 @@ from winnow.engine.base import (
     StreamEvent,
 )
 from winnow.engine.processors.specs import SEGMENT
-from winnow.engine.remote_servers import (
+from winnow.engine.remote.servers import (
     Workers,
     find_sentinel,
     health,
     model_card,
     tokenizer_facts,
 )
-from winnow.engine.remote_wire import (
+from winnow.engine.remote.token_texts import TokenTexts
+from winnow.engine.remote.wire import (
     ChoiceTokens,
     cached_tokens,
     choice_tokens,
@@ -62,7 +64,6 @@ from winnow.engine.remote_wire import (
     raise_for_status,
     sse_events,
 )
-from winnow.engine.token_texts import TokenTexts
 
 log = logging.getLogger("winnow.engine")
 

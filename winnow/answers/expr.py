@@ -1,8 +1,8 @@
 """Arithmetic answers as a small tree, read and bounded in-process before anything evaluates them.
 
-:mod:`winnow.answers` turns an answer into plain text (``((1)/(2))``, ``sqrt(8)``, ``2^(10)``,
+:mod:`winnow.answers.final` turns an answer into plain text (``((1)/(2))``, ``sqrt(8)``, ``2^(10)``,
 ``x^2+1``) and reads it into a tree with the grammar sympy would apply to the same text
-(:mod:`winnow.answer_grammar`). This module takes the tree and, without evaluating anything:
+(:mod:`winnow.answers.grammar`). This module takes the tree and, without evaluating anything:
 
 * **bounds** it (:func:`read`): estimates, node by node, how many digits the exact numbers sympy
   would compute have, how far from 1 (in decades) a value can be at the probe points, how large
@@ -18,7 +18,7 @@
 * **evaluates** exactly, with :class:`fractions.Fraction`, what is plain rational arithmetic
   (integer powers of rationals): ``2^{10}``, ``3 \\cdot 10^8``, ``-(3)``. Only what has symbols,
   constants, functions or fractional powers needs sympy (a worker process, see
-  :mod:`winnow.answer_sympy`).
+  :mod:`winnow.answers.symbolic`).
 
 The bounds are estimates from above: a value they admit is cheap to compute. They are not a proof
 about sympy (whose evaluation this grammar only mirrors), so the sympy part still runs under a
@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from winnow.answer_grammar import Node
+from winnow.answers.grammar import Node
 
 __all__ = [
     "MAX_DIGITS",

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "values"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "values"
 HEAD_FILE = "value.safetensors"
 META_FILE = "value.json"
 

@@ -1,5 +1,5 @@
 """How a reward's scores read as probabilities, and how a process reward's step scores become
-one (see :mod:`winnow.strategies.selection` for why votes and means need probabilities).
+one (see :mod:`winnow.strategies.parts.selection` for why votes and means need probabilities).
 
 Scores that are added up (a vote), averaged (best-of-majority) or multiplied (``prod``) are read
 as probabilities first (:func:`probability_reading`): a reward whose scale is a probability as it

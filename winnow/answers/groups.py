@@ -1,8 +1,9 @@
 """Which responses give the same final answer: the answer groups the voting strategies count
 (majority vote, best-of-majority, weighted votes, adaptive stopping, tree search's final vote).
 
-One extraction per response (:func:`winnow.answers.extract_answer`); responses whose answers are
-:func:`~winnow.answers.equivalent` share a group, found without comparing every pair (see
+One extraction per response (:func:`winnow.answers.final.extract_answer`); responses whose answers
+are
+:func:`~winnow.answers.final.equivalent` share a group, found without comparing every pair (see
 :func:`answers_and_groups`).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from winnow.answers import AnswerValue, answer_value, extract_answer, numbers_close, off_loop
+from winnow.answers.final import AnswerValue, answer_value, extract_answer, numbers_close, off_loop
 
 __all__ = ["answers_and_groups", "answers_and_groups_async", "group_answers"]
 

@@ -1,12 +1,13 @@
 """The sympy half of reading answers runs in worker processes; async code never waits for one.
 
-What :mod:`winnow.answers` cannot read in-process (variables, constants, functions, fractional
-powers) goes to :mod:`winnow.answer_sympy` in a worker of :mod:`winnow.sandbox` (:func:`call`),
+What :mod:`winnow.answers.final` cannot read in-process (variables, constants, functions, fractional
+powers) goes to :mod:`winnow.answers.symbolic` in a worker of :mod:`winnow.answers.sandbox`
+(:func:`call`),
 with a hard deadline of :data:`ANSWER_DEADLINE` seconds: a worker past it is killed and
 replaced. A flood of such answers queues for :data:`WORKERS` workers, each caller at most
 ``_WORKER_WAIT`` seconds, then :class:`Unavailable`: it is not served.
 
-The functions of :mod:`winnow.answers` are synchronous and may wait for a worker (up to the
+The functions of :mod:`winnow.answers.final` are synchronous and may wait for a worker (up to the
 deadline, plus the bounded wait for a free worker): async code calls them through
 :func:`off_loop`, which runs them inline when nothing needs a worker and in a thread otherwise.
 """
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from winnow import sandbox
+from winnow.answers import sandbox
 
 __all__ = ["ANSWER_DEADLINE", "WORKERS", "Unavailable", "call", "off_loop", "start_workers"]
 
@@ -50,7 +51,7 @@ def _workers() -> sandbox.Pool:
     with _pool_lock:
         if _pool is None:
             _pool = sandbox.Pool(
-                "winnow.answer_sympy", size=WORKERS, deadline=ANSWER_DEADLINE, wait=_WORKER_WAIT
+                "winnow.answers.symbolic", size=WORKERS, deadline=ANSWER_DEADLINE, wait=_WORKER_WAIT
             )
             atexit.register(_pool.close)
         return _pool
@@ -65,8 +66,9 @@ def start_workers(wait: float | None = None) -> bool:
 
 
 def call(function: str, *args: Any) -> Any:
-    """``winnow.answer_sympy.<function>(*args)`` in a worker; raises the pool's
-    :class:`~winnow.sandbox.DeadlineExceeded` or :class:`~winnow.sandbox.WorkerError`, or
+    """``winnow.answers.symbolic.<function>(*args)`` in a worker; raises the pool's
+    :class:`~winnow.answers.sandbox.DeadlineExceeded` or
+    :class:`~winnow.answers.sandbox.WorkerError`, or
     :class:`Unavailable` when no worker is free in time."""
     if getattr(_local, "inline", False):
         raise _NeedsWorker

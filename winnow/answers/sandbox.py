@@ -4,7 +4,8 @@ Why processes: a thread cannot be stopped, and a signal-based timeout only works
 thread and only between bytecodes (a big-integer power in C holds the GIL to its end; SIGTERM
 itself was ignored that way). A process can be killed at the deadline whatever it is doing.
 
-Each worker is ``python -m winnow.sandbox MODULE`` with pipes for stdin/stdout: one JSON line per
+Each worker is ``python -m winnow.answers.sandbox MODULE`` with pipes for stdin/stdout: one JSON
+line per
 call (``[function, args]``), one JSON line per answer (``["ok", result]`` or ``["error", text]``).
 It imports the module, runs its ``warm`` function when there is one, and says it is ready. It
 limits its own address space (``RLIMIT_AS``) and arms a real-time alarm around every call (the
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("winnow.sandbox")
+log = logging.getLogger("winnow.answers.sandbox")
 
 __all__ = ["DeadlineExceeded", "Pool", "PoolUnavailable", "WorkerError"]
 
@@ -246,11 +247,11 @@ class Pool:
 
 
 def _start_worker(module: str, memory_bytes: int, backstop: float) -> _Worker:
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # above winnow/
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
-        [sys.executable, "-m", "winnow.sandbox", module, str(memory_bytes), str(backstop)],
+        [sys.executable, "-m", "winnow.answers.sandbox", module, str(memory_bytes), str(backstop)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,

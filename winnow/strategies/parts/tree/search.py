@@ -7,14 +7,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.protocol.trace import Trace
 from winnow.strategies.base import GenerationRequest, Rewards
-from winnow.strategies.selection import Reading, as_is
-from winnow.strategies.steps import Beam, score_beams
-from winnow.strategies.tree.expand import Expander
-from winnow.strategies.tree.nodes import Nodes
-from winnow.strategies.tree.params import TreeSearchParams
+from winnow.strategies.parts.selection import Reading, as_is
+from winnow.strategies.parts.steps import Beam, score_beams
+from winnow.strategies.parts.tree.expand import Expander
+from winnow.strategies.parts.tree.nodes import Nodes
+from winnow.strategies.parts.tree.params import TreeSearchParams
 
 
 @dataclass

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from winnow import answers
+from winnow.answers.final import stated_answer
 from winnow.engine.base import (
     Completion,
     FinishReason,
@@ -26,10 +26,10 @@ from winnow.engine.base import (
     TokenLogprob,
 )
 from winnow.engine.tapped import gather_calls
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.rewards.base import OutcomeItem, ProcessItem, Tapped, join_tap
 from winnow.strategies.base import Rewards
-from winnow.strategies.selection import Aggregation, Reading, aggregate, as_is
+from winnow.strategies.parts.selection import Aggregation, Reading, aggregate, as_is
 
 
 @dataclass(slots=True)
@@ -88,7 +88,7 @@ class Beam:
 def has_final_answer(text: str) -> bool:
     """True when ``text`` states its final answer explicitly (``\\boxed{}``, "The answer is
     ...", ``#### n``): a bare last number does not count, it may be an intermediate result."""
-    return answers.stated_answer(text) is not None  # one answer grammar for the whole project
+    return stated_answer(text) is not None  # one answer grammar for the whole project
 
 
 async def generate_all(engine: MeteredEngine, specs: Sequence[SamplingSpec]) -> list[Generation]:

@@ -15,7 +15,7 @@
    number followed by a unit (``12kg``, ``3rd``) is.
 
 Extraction never evaluates anything: whether a span "reads as an answer" is a question of
-grammar, which the caller answers (``reads_as_answer``; :func:`winnow.answers.extract_answer`
+grammar, which the caller answers (``reads_as_answer``; :func:`winnow.answers.final.extract_answer`
 asks the answer grammar), so it runs in-process in microseconds whatever the text.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from winnow.answer_latex import BOXED_RE, UNICODE, read_group
+from winnow.answers.latex import BOXED_RE, UNICODE, read_group
 
 MAX_ANSWER_CHARS = 1000  # longer "answers" (whole solutions) have no key: not even parsed
 _MAX_TRIES = 8  # answer markers tried, from the last: bounds the work on pathological texts

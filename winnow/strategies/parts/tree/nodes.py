@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from winnow.protocol.trace import Trace, TraceNode, finite
-from winnow.strategies.selection import Aggregation, Reading
-from winnow.strategies.steps import Beam
+from winnow.strategies.parts.selection import Aggregation, Reading
+from winnow.strategies.parts.steps import Beam
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What goes over the wire to a remote vLLM server and back, as plain functions: the
 ``/v1/completions`` body of one engine call, vLLM's error bodies and statuses as the seam's
 errors, and its responses (logprobs named ``token_id:N``, prompt logprobs, SSE events) read into
-the seam's shapes. :class:`winnow.engine.remote.RemoteEngine` does the sending.
+the seam's shapes. :class:`winnow.engine.remote.backend.RemoteEngine` does the sending.
 """
 
 from __future__ import annotations

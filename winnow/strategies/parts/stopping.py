@@ -17,7 +17,7 @@ Rules (asked after every wave, once at least ``min_n`` answers are in):
   answers (at least two) all parse and agree.
 * ``weighted`` — the same posterior on reward-weighted votes: each answer's vote is the reward's
   probability that it is right (the reading weighted votes use,
-  :func:`winnow.strategies.selection.probability_reading`), rescaled so the votes still add up
+  :func:`winnow.strategies.parts.selection.probability_reading`), rescaled so the votes still add up
   to the number of answers (the reward moves the shares, not the amount of evidence); the leader
   is the weighted-vote leader.
 

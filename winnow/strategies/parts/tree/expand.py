@@ -2,7 +2,7 @@
 rejection) the rest of the step each kept partial child writes.
 
 Beams are token ids, so every call is a continuation that hits vLLM's prefix cache; all calls of
-a round go to the engine together (:func:`~winnow.strategies.steps.generate_all`).
+a round go to the engine together (:func:`~winnow.strategies.parts.steps.generate_all`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from winnow.engine.base import Completion, SamplingSpec
-from winnow.metering import MeteredEngine
+from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import GenerationRequest
-from winnow.strategies.steps import (
+from winnow.strategies.parts.steps import (
     Beam,
     generate_all,
     has_final_answer,
@@ -21,8 +21,8 @@ from winnow.strategies.steps import (
     straddling,
     tokens_covering,
 )
-from winnow.strategies.tree.nodes import Nodes
-from winnow.strategies.tree.params import TreeSearchParams
+from winnow.strategies.parts.tree.nodes import Nodes
+from winnow.strategies.parts.tree.params import TreeSearchParams
 
 
 @dataclass

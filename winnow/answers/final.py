@@ -1,10 +1,10 @@
 """Final answers of model responses: extraction, canonical keys and equivalence.
 
-One module shared by every voting strategy (their answer groups: :mod:`winnow.answer_groups`)
+One module shared by every voting strategy (their answer groups: :mod:`winnow.answers.groups`)
 and by the rule-based verifier, so that "the answer" means the same thing everywhere.
 
 Extraction (:func:`extract_answer`: the boxed answer, the "answer is" clause, GSM8K's marker...)
-is text scanning, in :mod:`winnow.answer_extract`; whether a span reads as an answer is this
+is text scanning, in :mod:`winnow.answers.extract`; whether a span reads as an answer is this
 module's grammar.
 
 Canonical keys (:func:`canonical`): exact rationals are written as reduced fractions (``"3/4"``,
@@ -14,7 +14,7 @@ signs, degree marks, currency signs, ``\\text{...}`` units and trailing unit wor
 (``12 apples``) are dropped: ``50%`` is ``50``, as GSM8K/MATH references write it. ``x = 3`` is
 ``3`` when the left side is a single variable; an arithmetic chain ``7 + 5 = 12`` is its last
 side when that is a number and the other sides are plain arithmetic. Anything else is read by
-:mod:`winnow.answer_expr` (at most 200 characters of whitelisted tokens: digits, single-letter
+:mod:`winnow.answers.expr` (at most 200 characters of whitelisted tokens: digits, single-letter
 variables, ``+-*/^()``, ``sqrt ln log exp sin cos tan pi e i oo``):
 
 * **A final answer is reduced to a value.** An arithmetic operator between two numbers
@@ -29,7 +29,7 @@ variables, ``+-*/^()``, ``sqrt ln log exp sin cos tan pi e i oo``):
   *refused*: no key, like an unreadable one; :func:`reference_problem` says why.
 * Plain rational arithmetic (``2^{10}``, ``-(3)``) is evaluated exactly in-process. What has
   variables, constants, functions or fractional powers goes to **sympy in a worker process**
-  (:mod:`winnow.answer_workers`) with a hard deadline of :data:`ANSWER_DEADLINE` seconds: a
+  (:mod:`winnow.answers.workers`) with a hard deadline of :data:`ANSWER_DEADLINE` seconds: a
   worker past it is killed and replaced, and the answer is refused. Its key is ``srepr`` of
   sympy's normal form (after ``cancel`` when cheap), so ``2x+1`` and ``1+2*x`` share a key.
   Plain numbers never leave the process.
@@ -56,16 +56,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
-from winnow import answer_expr, answer_extract, answer_grammar, answer_workers, sandbox
-from winnow.answer_extract import MAX_ANSWER_CHARS, final_answer
-from winnow.answer_latex import (
+from winnow.answers import expr, extract, grammar, sandbox, workers
+from winnow.answers.extract import MAX_ANSWER_CHARS, final_answer
+from winnow.answers.latex import (
     UNICODE,
     drop_assignment,
     drop_number_parens,
     parse_number,
     to_plain,
 )
-from winnow.answer_workers import ANSWER_DEADLINE, Unavailable, off_loop, start_workers
+from winnow.answers.workers import ANSWER_DEADLINE, Unavailable, off_loop, start_workers
 
 __all__ = [
     "ANSWER_DEADLINE",
@@ -86,7 +86,7 @@ __all__ = [
     "stated_answer",
 ]
 
-log = logging.getLogger("winnow.answers")
+log = logging.getLogger("winnow.answers.final")
 
 REL_TOL = 1e-6  # relative tolerance for non-integer numeric answers
 MAX_SYMBOLIC_CHARS = 200  # longer expressions are not read
@@ -125,7 +125,7 @@ class _Expression:
     """An answer that is not a plain number: its sympy source and its tree."""
 
     source: str
-    node: answer_grammar.Node
+    node: grammar.Node
 
 
 class AnswerError(ValueError):
@@ -169,11 +169,11 @@ def _form(answer: str) -> Fraction | _Expression | None:
         return number
     if len(plain) > MAX_SYMBOLIC_CHARS or _EXPONENT_NOTATION_RE.search(plain):
         return None  # 1e999999 is no product with Euler's number
-    toks = answer_grammar.tokens(plain)
-    node = answer_grammar.parse(toks) if toks else None
+    toks = grammar.tokens(plain)
+    node = grammar.parse(toks) if toks else None
     if node is None or toks is None:
         return None
-    return _Expression(answer_grammar.sympy_source(toks), node)
+    return _Expression(grammar.sympy_source(toks), node)
 
 
 def _reads_as_answer(span: str) -> bool:
@@ -184,14 +184,14 @@ def _reads_as_answer(span: str) -> bool:
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer of a model response (see :mod:`winnow.answer_extract`), or None."""
+    """The final answer of a model response (see :mod:`winnow.answers.extract`), or None."""
     return final_answer(text, _reads_as_answer)
 
 
 def stated_answer(text: str) -> str | None:
     """The answer ``text`` states explicitly (``\\boxed{}``, "The answer is ...", ``#### n``), or
-    None (see :func:`winnow.answer_extract.stated_answer`)."""
-    return answer_extract.stated_answer(text, _reads_as_answer)
+    None (see :func:`winnow.answers.extract.stated_answer`)."""
+    return extract.stated_answer(text, _reads_as_answer)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -202,8 +202,8 @@ def _analyse(answer: str) -> AnswerValue | _Refused | None:
     if isinstance(form, Fraction):
         return _rational_value(form)
     try:
-        reading = answer_expr.read(form.node)
-    except answer_expr.Refused as exc:
+        reading = expr.read(form.node)
+    except expr.Refused as exc:
         return _Refused(str(exc))
     except ZeroDivisionError:
         return None  # 1/0 has no value
@@ -213,7 +213,7 @@ def _analyse(answer: str) -> AnswerValue | _Refused | None:
     if reading.number is not None:
         return _rational_value(reading.number, reduced=reading.reduced)
     try:
-        result = answer_workers.call("value", form.source, reading.cancel)
+        result = workers.call("value", form.source, reading.cancel)
     except sandbox.DeadlineExceeded:
         log.warning("answer %r: no value within %g s, refused", answer[:80], ANSWER_DEADLINE)
         return _Refused(f"it took longer than {ANSWER_DEADLINE:g} s to evaluate")
@@ -238,7 +238,7 @@ def _rational_value(number: Fraction, reduced: bool = True) -> AnswerValue:
 
 
 # ---------------------------------------------------------------------------------------------
-# equivalence (grouping: winnow.answer_groups)
+# equivalence (grouping: winnow.answers.groups)
 
 
 def equivalent(a: str, b: str) -> bool:
@@ -281,7 +281,7 @@ def numbers_close(a: AnswerValue, b: AnswerValue) -> bool:
 def _sympy_equal(a: AnswerValue, b: AnswerValue) -> bool:
     """Numeric identity test in a worker: ``a - b`` vanishes at a few probe points."""
     try:
-        return bool(answer_workers.call("equal", _source_of(a), _source_of(b)))
+        return bool(workers.call("equal", _source_of(a), _source_of(b)))
     except (sandbox.DeadlineExceeded, sandbox.WorkerError):
         return False
 
@@ -329,8 +329,8 @@ def reference_problem(reference: str) -> str | None:
         form = _form(candidate) if candidate and len(candidate) <= MAX_ANSWER_CHARS else None
         if isinstance(form, _Expression):
             try:
-                answer_expr.read(form.node)
-            except answer_expr.Refused as exc:
+                expr.read(form.node)
+            except expr.Refused as exc:
                 return f"the reference is too large to evaluate: {exc}"
             except ZeroDivisionError:
                 return None

@@ -1,8 +1,10 @@
-"""The sympy half of :mod:`winnow.answers`: runs only inside answer worker processes.
+"""The sympy half of :mod:`winnow.answers.final`: runs only inside answer worker processes.
 
-The parent (:mod:`winnow.answers`) has already tokenised the answer against its whitelist, read
-it with :mod:`winnow.answer_expr`'s grammar and bounded every magnitude, so what arrives here is
-small. It still runs in a worker process (:mod:`winnow.sandbox`) under a hard deadline: sympy is
+The parent (:mod:`winnow.answers.final`) has already tokenised the answer against its whitelist,
+read
+it with :mod:`winnow.answers.expr`'s grammar and bounded every magnitude, so what arrives here is
+small. It still runs in a worker process (:mod:`winnow.answers.sandbox`) under a hard deadline:
+sympy is
 not ours, and a deadline that kills a process works where a signal or a thread cannot.
 
 Arguments and results are JSON values (strings, numbers, booleans, lists, null).

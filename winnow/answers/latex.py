@@ -1,5 +1,6 @@
 """From the LaTeX and prose of an answer span to plain arithmetic text: the text part of reading
-an answer, before its grammar (:mod:`winnow.answer_grammar`) and its value (:mod:`winnow.answers`).
+an answer, before its grammar (:mod:`winnow.answers.grammar`) and its value
+(:mod:`winnow.answers.final`).
 
 ``\\frac{3}{4}`` becomes ``((3)/(4))``, ``\\sqrt{8}`` ``sqrt(8)``, ``2\\cdot 10^{3}`` ``2*10^(3)``;
 decoration (``\\left``, ``$``, ``%``, degree marks, currency signs), ``\\text{...}`` units,

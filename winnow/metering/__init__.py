@@ -1,0 +1,1 @@
+"""The meters: what one request cost, engine and rewards alike (:mod:`.usage`)."""
