@@ -1,4 +1,5 @@
-# The two commands: `make serve` and `make test`. Both install what they need, idempotently.
+# The two commands: `make serve` and `make test` (`make test-fast`: the unit tests only). Each
+# installs what it needs, idempotently.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install model browser serve test lint format clean
+.PHONY: install model browser serve test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -30,8 +31,13 @@ serve: model
 browser:
 	test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
+# Everything: tests/unit, then tests/engine (the real engine, the default model, the browser).
 test: model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# tests/unit only: the fake engine, no model, no browser.
+test-fast: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -337,7 +337,7 @@ def results_page() -> str:
         "Generated from `benchmarks/results/*/MANIFEST.json` by `python -m benchmarks results` "
         "(every benchmark run rewrites it); do not edit by hand. Every file under "
         "`benchmarks/results/` belongs to exactly one run below "
-        "(`tests/test_benchmarks_manifest.py`). `git`: the revision the run was made at (for "
+        "(`tests/unit/test_benchmarks_manifest.py`). `git`: the revision the run was made at (for "
         "runs made before the manifests existed, the commit that last wrote its files); "
         "`-dirty`: with uncommitted code changes. `wall`: the run's wall time where known.",
         "",

@@ -1,6 +1,6 @@
 """winnow.answers.final against Hugging Face's math-verify (issue 13).
 
-On the stored benchmark answers, on the cases of tests/test_answers.py, and on hostile inputs.
+On the stored benchmark answers, on the cases of tests/unit/test_answers.py, and on hostile inputs.
 
 math-verify is not a dependency of winnow: install it anywhere and point ``--math-verify-path``
 at it (its packages are imported from there, :func:`benchmarks.common.use_packages_from`), e.g.
@@ -118,9 +118,9 @@ def _cases(test: Any) -> list[tuple[Any, ...]]:
 
 
 def test_cases() -> dict[str, Any]:
-    """tests/test_answers.py's expectations, asked of math-verify (run from the repository root,
-    where ``tests`` imports as a package, as ``benchmarks`` does)."""
-    from tests import test_answers as t
+    """tests/unit/test_answers.py's expectations, asked of math-verify (run from the repository
+    root, where ``tests`` imports as a package, as ``benchmarks`` does)."""
+    from tests.unit import test_answers as t
 
     out: dict[str, Any] = {}
     rows = []

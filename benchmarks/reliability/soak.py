@@ -12,7 +12,7 @@ benchmarks/results/reliability/.
 
     # the real engine (starts `winnow serve` on a free loopback port; ~1 min to start)
     python -m benchmarks reliability soak --duration 60 --rate 6
-    # the fake engine in-process (seconds; what CI runs, see tests/test_soak.py)
+    # the fake engine in-process (seconds; what CI runs, see tests/unit/test_soak.py)
     python -m benchmarks reliability soak --engine fake --duration 10 --rate 60
 """
 

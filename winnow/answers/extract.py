@@ -35,7 +35,7 @@ _MAX_BARE_CHARS = 64  # a whole response this short may itself be the answer
 # construction: quantifiers are possessive (``*+``, ``++``, ``?+``: never give characters back) or
 # followed by a class they cannot match, and each alternative starts with a literal, ``^`` or a
 # lookbehind that lets it start only at the boundary of a run (so ``finditer`` does not rescan
-# the run from each of its characters). tests/test_answer_linear.py counts the engine's steps.
+# the run from each of its characters). tests/unit/test_answer_linear.py counts the engine's steps.
 
 # "... the answer is X" anywhere; "Answer: X" only at a line start or after "the"/"final", so that
 # "let me answer: first, ..." is not read as an answer.

@@ -14,7 +14,7 @@ regex engine never tries a second split; the patterns that ``sub``/``search`` tr
 position start with a literal, and what they scan from there stops at the next brace or
 non-space, so no character is scanned from many starts; and LaTeX commands are rewritten in one
 pass over a linked list (:class:`_Chars`), not by rebuilding the string per command (see
-:func:`_replace_sqrt` for its budget). ``tests/test_answer_linear.py`` counts the steps of the
+:func:`_replace_sqrt` for its budget). ``tests/unit/test_answer_linear.py`` counts the steps of the
 regex engine and of Python to check it.
 """
 
@@ -156,7 +156,7 @@ def _drop_text_units(s: str) -> str:
 # _MAX_COMMANDS - 1 of them. Rebuilding the string per command costs O(k * n) for k commands;
 # here the text is a linked list of characters, each ``{`` knows its ``}``, and the search
 # resumes where the last rewrite began, so each command costs its own length: O(n + k).
-# ``tests/test_answer_linear.py`` checks the result against the string rebuild on random text.
+# ``tests/unit/test_answer_linear.py`` checks the result against the string rebuild on random text.
 
 _END = -1
 Range = tuple[int, int] | None  # (first, last) node of an argument; None: empty

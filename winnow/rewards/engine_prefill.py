@@ -8,7 +8,7 @@ one-token engine call whose tap reads that token's state (the prefix cache serve
 prompt and every token before the first difference). The engine batches these prefills with
 its decoding, where the reward's own forward pass in the server process would compete with it
 for the same cores. The score is the same function of the same tokens (fp32 engine vs fp32
-backbone: equal within 1e-4, ``tests/test_reward_tap.py``).
+backbone: equal within 1e-4, ``tests/engine/test_reward_tap.py``).
 """
 
 from __future__ import annotations

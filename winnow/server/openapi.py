@@ -3,7 +3,7 @@
 FastAPI documents a 422 ``HTTPValidationError`` for every body, but winnow answers invalid input
 with OpenAI's error body and a 400; it also sends 401/404/413/429/5xx, streams SSE when
 ``stream`` is true, and serves /metrics as Prometheus text. The fuzz tests
-(tests/test_api_fuzz.py) check every response against this schema.
+(tests/unit/test_api_fuzz.py) check every response against this schema.
 """
 
 from __future__ import annotations
