@@ -135,10 +135,11 @@ def tap_file_name(file: str) -> str | None:
     return name if head == directory and _FILE_NAME.fullmatch(name) else None
 
 
-def open_tap_file(file: str) -> int:
-    """A descriptor, for writing, of tap file ``file``: ``OSError`` unless it is a tap file of
-    this process's private directory (:func:`tap_file_name`), a regular file of this user,
-    opened without following a symbolic link and without blocking."""
+def open_tap_file(file: str, *, readable: bool = False) -> int:
+    """A descriptor, for writing (and reading, if ``readable``), of tap file ``file``:
+    ``OSError`` unless it is a tap file of this process's private directory
+    (:func:`tap_file_name`), a regular file of this user, opened without following a symbolic
+    link and without blocking."""
     name = tap_file_name(file)
     directory = private_tap_dir()
     if name is None or directory is None:
@@ -149,7 +150,8 @@ def open_tap_file(file: str) -> int:
         st = os.fstat(dir_fd)
         if st.st_uid != os.getuid() or st.st_mode & 0o077:
             raise PermissionError(f"not a private tap directory: {directory!r}")
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        mode = os.O_RDWR if readable else os.O_WRONLY
+        flags = mode | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         fd = os.open(name, flags, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)

@@ -3,6 +3,7 @@
 * :func:`reward_head`: gather rows of packed hidden states and apply a linear or MLP head.
 * :func:`prm_label_probs`: a PRM's label-token probabilities, without full-vocabulary logits.
 * :func:`next_token_entropy`: full-vocabulary next-token entropy, one streaming pass per row.
+* :func:`token_confidence`: DeepConf's token confidence (negative mean top-k log-probability).
 
 Triton runs on CUDA tensors, the torch reference elsewhere; ``WINNOW_KERNELS`` or
 :func:`force_backend` overrides the choice (see :mod:`winnow.kernels.dispatch`). Triton is
@@ -16,6 +17,7 @@ from .dispatch import (
     prm_label_probs,
     reward_head,
     selected_backend,
+    token_confidence,
 )
 from .heads import LinearHead, MLPHead, RewardHead
 from .reward_head import last_token_positions
@@ -31,4 +33,5 @@ __all__ = [
     "prm_label_probs",
     "reward_head",
     "selected_backend",
+    "token_confidence",
 ]

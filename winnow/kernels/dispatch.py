@@ -16,6 +16,7 @@ from typing import Literal, cast
 import torch
 
 from ._triton import triton_available
+from .confidence import token_confidence_torch
 from .entropy import next_token_entropy_torch, next_token_entropy_triton
 from .heads import RewardHead
 from .prm_labels import prm_label_probs_torch, prm_label_probs_triton
@@ -29,6 +30,7 @@ __all__ = [
     "prm_label_probs",
     "reward_head",
     "selected_backend",
+    "token_confidence",
 ]
 
 Backend = Literal["auto", "triton", "torch"]
@@ -111,3 +113,14 @@ def next_token_entropy(logits: torch.Tensor) -> torch.Tensor:
     if selected_backend(logits.device) == "triton":
         return next_token_entropy_triton(logits)
     return next_token_entropy_torch(logits)
+
+
+def token_confidence(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """DeepConf's token confidence of each row: ``-(1/k) * sum`` of its top-k log-probabilities,
+    fp32 ``[B]``; the torch implementation on every backend (``topk`` and ``logsumexp`` are the
+    device's own kernels).
+
+    See :mod:`winnow.kernels.confidence` (a masked token among the top k gives ``+inf``; an all
+    ``-inf`` row gives NaN).
+    """
+    return token_confidence_torch(logits, top_k)

@@ -23,10 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 SEGMENT_KEY = "winnow_segment"
 VAS_KEY = "winnow_vas"
 TAP_KEY = "winnow_tap"
+CONFIDENCE_KEY = "winnow_confidence"
 PROBE_KEY = "winnow_probe"
 VAS_MAX_TOP_K = 100
+CONFIDENCE_MAX_TOP_K = 100
+CONFIDENCE_MAX_WINDOW = 4096
+"""The longest confidence window (DeepConf's is 2048): the engine keeps each opted-in row's last
+``window`` values."""
 
-SEGMENT, VAS, TAP = "segment", "vas", "tap"
+SEGMENT, VAS, TAP, CONFIDENCE = "segment", "vas", "tap", "confidence"
 """The processors' names, as the capability probe asks for them."""
 
 SENTINEL_CANDIDATES = ("<empty_output>", "<|reserved_special_token_0|>", "<unused0>")
@@ -104,3 +109,47 @@ TAP_RECORD_FLAG = 1.0  # first float of a written tap record; an unwritten one r
 def tap_record_size(heads: int) -> int:
     """Bytes per position in a tap file: the flag, then one float32 per head."""
     return 4 * (heads + 1)
+
+
+CONFIDENCE_FIELDS = ("confidence", "cut")
+"""A confidence file's record after its flag (:data:`TAP_RECORD_FLAG`): the token confidence of
+the position, and 1.0 where the row was ended there (else 0.0); ``tap_record_size(2)`` bytes."""
+
+
+class ConfidenceSpec(BaseModel):
+    """DeepConf's token confidence inside the engine (:mod:`.confidence`): at every position of
+    the row, ``C = -(1/top_k) * sum`` of the top-k log-probabilities of the raw next-token
+    distribution, written to ``file`` (a file of the engine's private tap directory, created
+    by the engine seam) at the position's record. With ``threshold`` set, the row is ended
+    before the first position whose group confidence (the mean C of the last ``window``
+    values) is below it, once the window is full and at least ``min_tokens`` tokens are
+    written; None only records. ``tail`` is the statistics' tail length (tokens), not sent to
+    the engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: int = Field(16, ge=1, le=CONFIDENCE_MAX_WINDOW)
+    top_k: int = Field(20, ge=1, le=CONFIDENCE_MAX_TOP_K)
+    threshold: float | None = Field(None, gt=0.0, allow_inf_nan=False)
+    min_tokens: int = Field(0, ge=0)
+    tail: int = Field(32, ge=1)
+
+    def extra_args(self, sentinel: int | None, file: str) -> dict[str, Any]:
+        """The processor's arguments: records go to ``file``; a row that must end is masked to
+        ``sentinel`` (a stop token of the request; needed only with a threshold)."""
+        if self.threshold is not None and sentinel is None:
+            raise ValueError("a confidence threshold needs a sentinel token to end rows with")
+        args: dict[str, Any] = {
+            "window": self.window,
+            "top_k": self.top_k,
+            "threshold": self.threshold,
+            "min_tokens": self.min_tokens,
+            "file": file,
+        }
+        if sentinel is not None:
+            args["sentinel"] = sentinel
+        return {CONFIDENCE_KEY: args}
+
+    def xargs(self, sentinel: int | None, file: str) -> dict[str, str]:
+        """The same for a remote worker's ``vllm_xargs`` (a worker refuses it: no channel)."""
+        return as_xargs(self.extra_args(sentinel, file))
