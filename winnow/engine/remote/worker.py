@@ -29,7 +29,8 @@ refuses every tap request; the remote backend never sends one. For example, on C
 
     VLLM_CPU_KVCACHE_SPACE=2 ... python -m vllm.entrypoints.openai.api_server --model DIR
       --host 127.0.0.1 --port 8001 --enable-prefix-caching --seed 0 --logits-processors
-      winnow.engine.processors.tap:RewardTap winnow.engine.processors.segment:UncertaintySegmenter
+      winnow.engine.processors.tap:RewardTap winnow.engine.processors.confidence:TokenConfidence
+      winnow.engine.processors.segment:UncertaintySegmenter
       winnow.engine.processors.vas:ValueGuide --dtype float32 --enforce-eager
       --no-enable-chunked-prefill --block-size 32 --max-num-batched-tokens 8192
       --enable-tokenizer-info-endpoint --enable-prompt-tokens-details
