@@ -9,6 +9,7 @@ warm-up threshold and consensus on hand-computed examples.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -411,6 +412,14 @@ def test_malformed_arguments_are_a_400(files: list[str], bad: dict[str, Any]) ->
         with pytest.raises(ValueError, match=CONFIDENCE_KEY):
             TokenConfidence.validate_params(SamplingParams(stop_token_ids=[SENTINEL],
                                                            extra_args=form))  # fmt: skip
+
+
+def test_a_number_no_float_holds_is_a_400_not_an_overflow(files: list[str]) -> None:
+    """A worker's client sends JSON, which allows an integer of 400 digits; ``math.isfinite``
+    raises OverflowError on it, which vLLM would answer with a 500."""
+    form = {CONFIDENCE_KEY: json.dumps(args_of(files[0], threshold=10**400))}
+    with pytest.raises(ValueError, match="threshold"):
+        TokenConfidence.validate_params(SamplingParams(stop_token_ids=[SENTINEL], extra_args=form))
 
 
 def test_other_malformed_requests_are_a_400(files: list[str]) -> None:

@@ -61,15 +61,31 @@ def tap_dir() -> Path:
     if _dir is None or _owner != os.getpid():
         root = _root()
         sweep(root)
-        path = tempfile.mkdtemp(prefix=_PREFIX, dir=root)  # mode 0700, fails if it exists
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # no flock here: a sweep cannot tell, so it keeps it
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path, fd = _locked_dir(root)
         _dir, _owner, _lock_fd = Path(path), os.getpid(), fd
         atexit.register(_remove, path, os.getpid())
     if os.environ.get(TAP_DIR_ENV) != str(_dir):
         os.environ[TAP_DIR_ENV] = str(_dir)  # vLLM's engine core, started after, inherits it
     return _dir
+
+
+def _locked_dir(root: Path, tries: int = 8) -> tuple[str, int]:
+    """A new private directory (``mkdtemp``: mode 0700, a name nobody had) and a descriptor that
+    holds its lock. Between ``mkdtemp`` and ``flock`` another server's sweep may find the new
+    directory unlocked and take it for stale: then its lock is taken, the sweep removes it, and
+    a fresh one is made."""
+    for _ in range(tries):
+        path = tempfile.mkdtemp(prefix=_PREFIX, dir=root)  # mode 0700, fails if it exists
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a sweep holds it and is removing it
+            os.close(fd)
+            continue
+        except OSError:  # no flock on this file system: a sweep cannot tell, so it keeps it
+            pass
+        return path, fd
+    raise OSError(f"could not make a private tap directory in {root}")
 
 
 def _remove(path: str, pid: int) -> None:

@@ -29,7 +29,8 @@ REFERENCE_DESCRIPTION = (
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # ignore, not forbid: the SDK sends options winnow has no use for (include_obfuscation)
+    model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
     continuous_usage_stats: StrictBool = False
 

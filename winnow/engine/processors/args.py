@@ -17,6 +17,7 @@ Nothing here imports vLLM or torch (``params`` is a ``vllm.SamplingParams``, rea
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from winnow.engine.processors.specs import PROBE_KEY, probe_answer
@@ -51,3 +52,13 @@ def answer_probe(params: Any, name: str) -> None:
     extra = getattr(params, "extra_args", None) if params is not None else None
     if extra and extra.get(PROBE_KEY) == name:
         raise ValueError(probe_answer(name))
+
+
+def finite(number: float) -> bool:
+    """``math.isfinite`` that says False for an integer too large for a float (JSON allows one of
+    400 digits; ``math.isfinite`` raises ``OverflowError`` on it, which vLLM would not turn into
+    a 400)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False

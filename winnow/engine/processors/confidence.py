@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import struct
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
 from winnow.engine.confidence import RECORD_SIZE, ConfidenceWindow, parse_confidence
-from winnow.engine.processors.args import answer_probe, request_args
+from winnow.engine.processors.args import answer_probe, finite, request_args
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import (
     CONFIDENCE,
@@ -103,7 +102,7 @@ def parse_args(params: SamplingParams | None) -> ConfidenceArgs | None:
     if threshold is not None and (
         isinstance(threshold, bool)
         or not isinstance(threshold, int | float)
-        or not math.isfinite(threshold)
+        or not finite(threshold)
     ):
         raise ValueError(f"extra_args.{KEY}.threshold must be a finite number or null")
     sentinel = args.get("sentinel")
@@ -192,9 +191,10 @@ def record_and_cut(logits: torch.Tensor, rows: dict[int, ConfidenceRule]) -> lis
     values = confidences(logits, rows)
     cut = []
     for i, rule in rows.items():
-        if rule.step(values[i]) and rule.sentinel is not None:
+        sentinel = rule.sentinel
+        if rule.step(values[i]) and sentinel is not None and 0 <= sentinel < logits.shape[1]:
             logits[i].fill_(float("-inf"))
-            logits[i, rule.sentinel] = 0.0
+            logits[i, sentinel] = 0.0
             cut.append(i)
     return cut
 
@@ -223,8 +223,8 @@ class TokenConfidence(LogitsProcessor):
                 return None
             # only a file the seam created in its private directory; never created here
             fd = open_tap_file(args.file, readable=True)
-        except (ValueError, OSError):  # validated on arrival; a missing file: call is over
-            return None
+        except Exception:  # validated on arrival; a missing file: the call is over. Never raise
+            return None  # inside the engine
         return ConfidenceRule(args, output, fd)
 
     @staticmethod

@@ -30,7 +30,6 @@ Value models are read only from allowed directories (:mod:`.allowed`: on a worke
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
@@ -38,7 +37,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
 from winnow.engine.processors.allowed import MAX_DIRS_PER_REQUEST, Loaded, allowed_dir
-from winnow.engine.processors.args import answer_probe, request_args
+from winnow.engine.processors.args import answer_probe, finite, request_args
 from winnow.engine.processors.inverse import inverse_error, shared_inverse
 from winnow.engine.processors.rows import RowRules
 from winnow.engine.processors.specs import SEGMENT_KEY, VAS, VAS_KEY, VAS_MAX_TOP_K
@@ -70,7 +69,7 @@ def parse_rule(params: SamplingParams | None) -> VasRule | None:
         raise ValueError(f"extra_args.{VAS_KEY}.values: at most {MAX_DIRS_PER_REQUEST}")
     values: dict[str, float] = {}
     for path, beta in args["values"].items():
-        if not isinstance(beta, int | float) or not math.isfinite(beta):
+        if not isinstance(beta, int | float) or isinstance(beta, bool) or not finite(beta):
             raise ValueError(
                 f"extra_args.{VAS_KEY}.values: beta of {path!r} must be a finite number"
             )
@@ -169,6 +168,7 @@ class ValueGuide(LogitsProcessor):
         self.state = RowRules(self._rule)
         self.rows = self.state.rows
         self.inverse: EmbeddingInverse | None = None
+        self._logged: set[str] = set()  # failures logged once each
         self.error: str | None = None
         self._placed: dict[str, QHead] = {}  # the value heads on the logits' device
         self.model = getattr(getattr(vllm_config, "model_config", None), "model", None)
@@ -240,5 +240,11 @@ class ValueGuide(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.rows and self.inverse is not None:
-            guide_rows(logits, self.rows, *self._on(logits.device))
+            try:
+                guide_rows(logits, self.rows, *self._on(logits.device))
+            except Exception as exc:  # never fail inside the engine: rows go unguided
+                key = type(exc).__name__
+                if key not in self._logged:
+                    self._logged.add(key)
+                    log.exception("value guide failed; rows sampled unguided")
         return logits
