@@ -197,6 +197,10 @@ class EngineRequestError(EngineError):
 class Engine(abc.ABC):
     """The generator seam. Implementations must be safe to share across concurrent requests."""
 
+    blocking_text_ops: bool = False
+    """Whether ``tokenize``/``detokenize``/``apply_chat_template`` are synchronous CPU work
+    inside ``async def`` (the server then runs them off its event loop)."""
+
     @property
     @abc.abstractmethod
     def info(self) -> ModelInfo: ...

@@ -46,6 +46,8 @@ log = logging.getLogger("winnow.engine")
 
 
 class VllmEngine(Engine):
+    blocking_text_ops = True  # the tokenizer and the chat template run in the calling thread
+
     def __init__(
         self,
         model: str,

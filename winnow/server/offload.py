@@ -9,8 +9,8 @@ shared); the coroutine is created and driven there, and must finish without susp
 a synchronous body does. An engine whose text calls are real I/O (the remote engine) is awaited
 on the loop as before.
 
-An engine says which it is with a ``blocking_text_ops`` attribute; without one, the local vLLM
-engine blocks and others do not.
+An engine says which it is with its ``blocking_text_ops`` attribute
+(:attr:`winnow.engine.base.Engine.blocking_text_ops`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,7 @@ _executor: ThreadPoolExecutor | None = None
 
 def blocks(engine: Engine) -> bool:
     """Whether ``engine``'s text calls are synchronous CPU work inside ``async def``."""
-    declared = getattr(engine, "blocking_text_ops", None)
-    if isinstance(declared, bool):
-        return declared
-    from winnow.engine.vllm_local import VllmEngine  # light: vLLM itself loads at start()
-
-    return isinstance(engine, VllmEngine)
+    return bool(getattr(engine, "blocking_text_ops", False))
 
 
 def _drive(call: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -5,9 +5,8 @@ The check (:func:`winnow.answers.final.reference_problem`: a reference past the 
 the GIL for a whole match: in a thread as much as on the event loop, a hostile reference would
 stall every request and /health for as long as the match takes. In a worker of
 :mod:`winnow.answers.sandbox` it cannot: past :data:`DEADLINE` the worker is killed and the
-reference
-refused. The request is admitted first, so at most ``--max-running-requests`` checks wait for
-the :data:`WORKERS` workers; one that finds none free in time is told to retry (429).
+reference refused. The request is admitted first, so at most ``--max-running-requests`` checks
+wait for the :data:`WORKERS` workers; one that finds none free in time is told to retry (429).
 """
 
 from __future__ import annotations
