@@ -401,7 +401,7 @@ def test_strategies_endpoint_and_openapi_describe_adaptive():
                  "budget", "return_candidates"):  # fmt: skip
         assert name in props, name
     assert "Dirichlet" in props["rule"]["description"]
-    assert set(props["rule"]["enum"]) == {"dirichlet", "agreement", "weighted"}
+    assert set(props["rule"]["enum"]) == {"dirichlet", "agreement", "weighted", "confidence"}
     variants = doc["components"]["schemas"]["CompletionRequest"]["properties"]["strategy"]["anyOf"]
     (schema,) = [v for v in variants if v.get("title") == "strategy adaptive"]
     assert schema["properties"]["name"]["const"] == "adaptive"

@@ -513,12 +513,14 @@ def test_trace_statistics() -> None:
     stats = trace_confidence([*values[:5], None, math.nan, *values[5:]], window=2, tail=4)
     # groups of 2: 1.5, 2.5, ..., 20.5 (20 groups); the lowest 10%: 1.5 and 2.5
     assert stats == TraceConfidence(
-        lowest_group=1.5, bottom_10=2.0, tail=19.5, mean=11.0, tokens=21
+        lowest_group=1.5, bottom_10=2.0, tail=19.5, mean=11.0, tokens=21, window=2
     )
     assert stats.get("tail") == 19.5
     short = trace_confidence([4.0, 2.0, 6.0], window=8, tail=2)  # shorter than the window
     assert (short.lowest_group, short.bottom_10, short.tail, short.mean) == (4.0, 4.0, 4.0, 4.0)
-    assert trace_confidence([None], window=2, tail=2) == TraceConfidence(None, None, None, None, 0)
+    assert trace_confidence([None], window=2, tail=2) == TraceConfidence(
+        None, None, None, None, 0, window=2
+    )
     dip = trace_confidence([9.0, 9.0, 1.0, 9.0, 9.0, 9.0], window=2, tail=2)
     assert (dip.lowest_group, dip.bottom_10, dip.tail) == (5.0, 5.0, 9.0)
 

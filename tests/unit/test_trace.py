@@ -272,5 +272,5 @@ def test_openapi_describes_the_trace():
     traced = {v["title"] for v in strategy if "trace" in v.get("properties", {})}
     assert traced == {
         f"strategy {n}"
-        for n in ("best_of_n", "best_of_majority", "adaptive", "cards", "tree_search")
+        for n in ("best_of_n", "best_of_majority", "adaptive", "cards", "deepconf", "tree_search")
     }

@@ -28,12 +28,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from winnow.engine.processors.specs import SegmentSpec, VasSpec
+from winnow.engine.confidence import ConfidenceRecords
+from winnow.engine.processors.specs import ConfidenceSpec, SegmentSpec, VasSpec
 
 FinishReason = Literal["stop", "length", "abort"]
 
 
 SEGMENT_STOP = "segment"
+CONFIDENCE_STOP = "confidence"
+"""``stop_reason`` of a completion the confidence processor ended (``SamplingSpec.confidence``
+with a threshold): its group confidence fell below the threshold there."""
 
 
 class SamplingSpec(BaseModel):
@@ -70,6 +74,12 @@ class SamplingSpec(BaseModel):
         "inside the engine (Completion.tap); an engine that cannot tap returns none.",
     )
     vas: VasSpec | None = Field(None, description="Steer every token by value models (VAS).")
+    confidence: ConfidenceSpec | None = Field(
+        None,
+        description="Record every sample's token confidence inside the engine "
+        "(Completion.confidence) and, with a threshold, end a sample where its group confidence "
+        "falls below it (stop_reason 'confidence'); an engine that cannot refuses the call.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SamplingSpec:
@@ -92,7 +102,7 @@ class SamplingSpec(BaseModel):
 
 
 _BACKEND_OWN = {
-    "prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap"
+    "prompt", "logprobs", "prompt_logprobs", "extra_args", "segment", "vas", "tap", "confidence"
 }  # fmt: skip
 
 TapScores = dict[str, list[float | None]]
@@ -125,6 +135,9 @@ class Completion:
     # token sampled after a tapped length-finished candidate): work done, so usage counts them
     unseen_tokens: int = 0
     tap: TapScores | None = None  # the probe scores the engine computed (SamplingSpec.tap)
+    # the token confidences the engine recorded and where it ended the sample, if it did
+    # (SamplingSpec.confidence); values[k] is that of token_ids[k]'s distribution
+    confidence: ConfidenceRecords | None = None
 
 
 @dataclass(slots=True)
@@ -154,6 +167,9 @@ class CompletionDelta:
     # a tapped stream (SamplingSpec.tap, n 1): the scores the engine wrote since the last delta,
     # continuing the completion's TapScores (the first delta's start with the prompt's state)
     tap: TapScores | None = None
+    # a confidence stream (SamplingSpec.confidence, n 1): on the last delta, every record
+    confidence: ConfidenceRecords | None = None
+    unseen_tokens: int = 0  # generated but not in token_ids (a cut's sentinel)
 
 
 @dataclass(slots=True)

@@ -12,11 +12,13 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from winnow.engine.base import (
+    CONFIDENCE_STOP,
     SEGMENT_STOP,
     ChatMessage,
     Completion,
     CompletionDelta,
     Engine,
+    EngineRequestError,
     EngineUnavailable,
     Generation,
     ModelInfo,
@@ -24,12 +26,20 @@ from winnow.engine.base import (
     StreamEvent,
     TokenLogprob,
 )
+from winnow.engine.confidence import ConfidenceRecords, first_cut
 
 EOS_ID = 0
 UNCERTAIN = "\u00a6"
 """Scripts may mark positions where the fake model is "uncertain" with ``¦``: a call with
 ``SamplingSpec.segment`` stops before the first mark after ``min_tokens`` characters (as the
 entropy processor does in vLLM); otherwise marks are invisible."""
+DOUBT = "\u2193"
+"""Scripts may mark tokens the fake model is not confident of with ``↓`` before them: with
+``SamplingSpec.confidence`` each position's token confidence is :data:`LOW_CONFIDENCE` at a mark
+and :data:`HIGH_CONFIDENCE` elsewhere (the one after the text too: its stop), and a threshold
+ends the completion where the engine's rule would (:func:`~winnow.engine.confidence.first_cut`);
+otherwise marks are invisible."""
+HIGH_CONFIDENCE, LOW_CONFIDENCE = 10.0, 1.0
 Script = Callable[[str, int, SamplingSpec], str]
 """(prompt text, completion index, spec) -> the completion's full text before truncation."""
 
@@ -44,11 +54,13 @@ class FakeEngine(Engine):
         script: Script = echo_script,
         *,
         delay: float = 0.0,
+        token_delay: float = 0.0,
         max_model_len: int = 2048,
         name: str = "fake-model",
     ) -> None:
         self.script = script
         self.delay = delay
+        self.token_delay = token_delay  # a stream's pause per token (longer answers end later)
         self.calls: list[SamplingSpec] = []
         self.aborted = 0
         self.healthy = True
@@ -60,7 +72,8 @@ class FakeEngine(Engine):
         return self._info
 
     def _complete(self, prompt: str, index: int, spec: SamplingSpec) -> Completion:
-        text, uncertain = _uncertain_positions(self.script(prompt, index, spec))
+        text, marks = _marked(self.script(prompt, index, spec), (UNCERTAIN, DOUBT))
+        uncertain, doubts = marks[UNCERTAIN], set(marks[DOUBT])
         finish: str = "length"
         stop_reason: str | int | None = None
         cut = len(text)
@@ -68,6 +81,14 @@ class FakeEngine(Engine):
             at = next((u for u in uncertain if u >= spec.segment.min_tokens), None)
             if at is not None:
                 cut, finish, stop_reason = at, "stop", SEGMENT_STOP
+        values: list[float | None] = [
+            LOW_CONFIDENCE if k in doubts else HIGH_CONFIDENCE for k in range(len(text) + 1)
+        ]
+        confident = spec.confidence
+        if confident is not None and confident.threshold is not None:
+            at = first_cut(values, confident.window, confident.threshold, confident.min_tokens)
+            if at is not None and at < cut:
+                cut, finish, stop_reason = at, "stop", CONFIDENCE_STOP
         for stop in spec.stop:
             at = text.find(stop)
             if 0 <= at < cut:
@@ -95,8 +116,14 @@ class FakeEngine(Engine):
                 TokenLogprob(t, chr(t) if t else "", -0.5, ((t, chr(t) if t else "", -0.5),))
                 for t in ids
             ]
-        unseen = 1 if stop_reason == SEGMENT_STOP else 0  # vLLM writes a sentinel token there
-        return Completion(index, text, ids, finish, stop_reason, logprobs, unseen)  # type: ignore[arg-type]
+        unseen = 1 if stop_reason in (SEGMENT_STOP, CONFIDENCE_STOP) else 0  # vLLM's sentinel
+        completion = Completion(index, text, ids, finish, stop_reason, logprobs, unseen)  # type: ignore[arg-type]
+        if confident is not None:  # a record per token sampled (the sentinel's too)
+            ended = stop_reason == CONFIDENCE_STOP
+            completion.confidence = ConfidenceRecords(
+                values[: len(ids) + unseen], len(ids) if ended else None
+            )
+        return completion
 
     async def _prompt_text(self, spec: SamplingSpec) -> str:
         if isinstance(spec.prompt, str):
@@ -119,6 +146,8 @@ class FakeEngine(Engine):
         return Generation([ord(c) for c in prompt], completions)
 
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
+        if spec.confidence is not None and spec.n > 1:
+            raise EngineRequestError("a confidence stream samples one sequence (n=1)")
         generation = await self.generate(spec)
         self._running += 1
         finished = False
@@ -131,18 +160,19 @@ class FakeEngine(Engine):
                         continue
                     last = step == len(c.token_ids) - 1
                     tid = c.token_ids[step]
-                    deltas.append(
-                        CompletionDelta(
-                            c.index,
-                            c.text[step] if step < len(c.text) else "",
-                            [tid],
-                            c.finish_reason if last else None,
-                            c.stop_reason if last else None,
-                            c.logprobs[step : step + 1] if c.logprobs else None,
-                        )
+                    delta = CompletionDelta(
+                        c.index,
+                        c.text[step] if step < len(c.text) else "",
+                        [tid],
+                        c.finish_reason if last else None,
+                        c.stop_reason if last else None,
+                        c.logprobs[step : step + 1] if c.logprobs else None,
                     )
+                    if last:
+                        delta.confidence, delta.unseen_tokens = c.confidence, c.unseen_tokens
+                    deltas.append(delta)
                 yield StreamEvent(generation.prompt_token_ids, deltas)
-                await asyncio.sleep(self.delay / max(longest, 1))
+                await asyncio.sleep(self.delay / max(longest, 1) + self.token_delay)
             finished = True
         finally:
             self._running -= 1
@@ -169,13 +199,16 @@ class FakeEngine(Engine):
         return self._running
 
 
-def _uncertain_positions(marked: str) -> tuple[str, list[int]]:
-    pieces = marked.split(UNCERTAIN)
-    positions, length = [], 0
-    for piece in pieces[:-1]:
-        length += len(piece)
-        positions.append(length)
-    return "".join(pieces), positions
+def _marked(text: str, marks: Sequence[str]) -> tuple[str, dict[str, list[int]]]:
+    """``text`` without the marks, and where each mark was (the position of the next char)."""
+    kept: list[str] = []
+    positions: dict[str, list[int]] = {mark: [] for mark in marks}
+    for char in text:
+        if char in positions:
+            positions[char].append(len(kept))
+        else:
+            kept.append(char)
+    return "".join(kept), positions
 
 
 def cycle_script(texts: Sequence[str]) -> Script:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.engine.base import (
+    CONFIDENCE_STOP,
     SEGMENT_STOP,
     ChatMessage,
     Completion,
@@ -38,8 +39,7 @@ from winnow.engine.base import (
     StreamEvent,
     TokenLogprob,
 )
-from winnow.engine.processors.specs import TapSpec
-from winnow.engine.tapped import generate_tapped, stream_tapped
+from winnow.engine.tapped import Channels, channelled, generate_channelled, stream_channelled
 from winnow.engine.vllm_config import configure_environment, default_engine_args, has_cuda
 
 log = logging.getLogger("winnow.engine")
@@ -184,18 +184,30 @@ class VllmEngine(Engine):
 
     # ---- sampling -----------------------------------------------------------------------------
 
-    def _sampling_params(self, spec: SamplingSpec, stream: bool, tap: TapSpec | None = None) -> Any:
+    def _sampling_params(
+        self, spec: SamplingSpec, stream: bool, channels: Channels | None = None
+    ) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         stop_token_ids, extra_args = list(spec.stop_token_ids), spec.extra_args
-        if tap is not None:
-            extra_args = {**(extra_args or {}), **tap.extra_args()}
+        channels = channels or Channels()
+        if channels.tap is not None:
+            extra_args = {**(extra_args or {}), **channels.tap.extra_args()}
+        if spec.confidence is not None:
+            if channels.confidence is None:
+                raise ValueError("token confidence is recorded one sample per request")
+            sentinel = None
+            if spec.confidence.threshold is not None:
+                sentinel = self._needs_sentinel("end low-confidence samples")
+                stop_token_ids.append(sentinel)
+            args = spec.confidence.extra_args(sentinel, channels.confidence)
+            extra_args = {**(extra_args or {}), **args}
         if spec.segment is not None:
-            if self._sentinel is None:
-                raise ValueError("this model has no sentinel token to end uncertainty segments")
-            stop_token_ids.append(self._sentinel)
-            extra_args = {**(extra_args or {}), **spec.segment.extra_args(self._sentinel)}
+            sentinel = self._needs_sentinel("end uncertainty segments")
+            if sentinel not in stop_token_ids:
+                stop_token_ids.append(sentinel)
+            extra_args = {**(extra_args or {}), **spec.segment.extra_args(sentinel)}
         if spec.vas is not None:
             extra_args = {**(extra_args or {}), **spec.vas.extra_args()}
         settings = {**spec.vllm_settings(), "stop_token_ids": stop_token_ids}
@@ -207,6 +219,11 @@ class VllmEngine(Engine):
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 
+    def _needs_sentinel(self, what: str) -> int:
+        if self._sentinel is None:
+            raise ValueError(f"this model has no sentinel token to {what}")
+        return self._sentinel
+
     async def _prompt(self, spec: SamplingSpec) -> dict[str, Any]:
         ids = spec.prompt
         if isinstance(ids, str):
@@ -214,7 +231,7 @@ class VllmEngine(Engine):
         return {"prompt_token_ids": list(ids)}
 
     async def _outputs(
-        self, spec: SamplingSpec, stream: bool, tap: TapSpec | None = None
+        self, spec: SamplingSpec, stream: bool, channels: Channels | None = None
     ) -> AsyncIterator[Any]:
         llm = self.llm
         if llm.errored:
@@ -222,7 +239,7 @@ class VllmEngine(Engine):
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            params = self._sampling_params(spec, stream, tap)
+            params = self._sampling_params(spec, stream, channels)
         except ValueError as exc:
             raise EngineRequestError(str(exc)) from exc
         prompt = await self._prompt(spec)
@@ -239,14 +256,15 @@ class VllmEngine(Engine):
             self._running.discard(request_id)
 
     async def generate(self, spec: SamplingSpec) -> Generation:
-        if spec.tap:
-            return await generate_tapped(self._generate, spec)
+        if channelled(spec):
+            return await generate_channelled(self._generate, spec)
         return await self._generate(spec)
 
-    async def _generate(self, spec: SamplingSpec, tap: TapSpec | None = None) -> Generation:
-        """One vLLM request (``n`` children inside vLLM); ``tap`` (with ``n`` 1) taps it."""
+    async def _generate(self, spec: SamplingSpec, channels: Channels | None = None) -> Generation:
+        """One vLLM request (``n`` children inside vLLM); ``channels`` (with ``n`` 1): its
+        files for the tap and the confidence processor."""
         final = None
-        async for output in self._outputs(spec, stream=False, tap=tap):
+        async for output in self._outputs(spec, stream=False, channels=channels):
             final = output
         if final is None:
             raise EngineError("vLLM returned no output")
@@ -269,21 +287,24 @@ class VllmEngine(Engine):
         )
 
     async def stream(self, spec: SamplingSpec) -> AsyncIterator[StreamEvent]:
-        if spec.tap and spec.n == 1:  # a tapped stream carries its scores (n > 1: untapped)
-            async for event in stream_tapped(self._stream, spec):
+        if spec.confidence is not None and spec.n > 1:
+            raise EngineRequestError("a confidence stream samples one sequence (n=1)")
+        if channelled(spec) and spec.n == 1:  # a tapped stream carries its scores
+            async for event in stream_channelled(self._stream, spec):
                 yield event
             return
-        async for event in self._stream(spec):
+        async for event in self._stream(spec.replace(tap=())):  # n > 1: untapped
             yield event
 
     async def _stream(
-        self, spec: SamplingSpec, tap: TapSpec | None = None
+        self, spec: SamplingSpec, channels: Channels | None = None
     ) -> AsyncIterator[StreamEvent]:
-        async for output in self._outputs(spec, stream=True, tap=tap):
-            deltas = [
-                CompletionDelta(o.index, o.text, *self._tokens_and_reasons(o, spec))
-                for o in output.outputs
-            ]
+        async for output in self._outputs(spec, stream=True, channels=channels):
+            deltas = []
+            for o in output.outputs:
+                delta = CompletionDelta(o.index, o.text, *self._tokens_and_reasons(o, spec))
+                delta.unseen_tokens = len(o.token_ids) - len(delta.token_ids)  # the sentinel
+                deltas.append(delta)
             yield StreamEvent(
                 prompt_token_ids=list(output.prompt_token_ids or []),
                 deltas=deltas,
@@ -294,10 +315,15 @@ class VllmEngine(Engine):
         self, output: Any, spec: SamplingSpec
     ) -> tuple[list[int], Any, Any, list[TokenLogprob] | None]:
         """(token ids, finish reason, stop reason, logprobs) of one vLLM output; a segment cut
-        drops its sentinel token (it is not text) and reports ``stop_reason="segment"``."""
+        or a confidence stop drops its sentinel token (it is not text) and reports
+        ``stop_reason="segment"`` (``"confidence"``: the seam checks the confidence records)."""
         ids, logprobs, stop_reason = list(output.token_ids), output.logprobs, output.stop_reason
-        if spec.segment is not None and stop_reason == self._sentinel and ids:
-            ids, stop_reason = ids[:-1], SEGMENT_STOP
+        ends = spec.segment is not None or (
+            spec.confidence is not None and spec.confidence.threshold is not None
+        )
+        if ends and stop_reason == self._sentinel and ids and self._sentinel is not None:
+            ids = ids[:-1]
+            stop_reason = SEGMENT_STOP if spec.segment is not None else CONFIDENCE_STOP
             logprobs = logprobs[: len(ids)] if logprobs is not None else None
         return ids, output.finish_reason, stop_reason, self._logprobs(ids, logprobs, spec.logprobs)
 

@@ -45,8 +45,12 @@ def token_confidence_torch(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     if x.shape[0] == 0:
         return x.new_empty(0)
     k = min(top_k, x.shape[1])
-    # relative to the row's max, so large logits do not cancel; an all -inf row (max -inf) and
-    # a +inf or NaN logit make z NaN: no distribution
-    z = x - x.amax(dim=-1, keepdim=True)
-    top = z.topk(k, dim=-1, sorted=False).values
-    return torch.logsumexp(z, dim=-1) - top.mean(dim=-1)
+    # relative to the row's max (the largest of the top k), so large logits do not cancel; an
+    # all -inf row (max -inf) and a +inf or NaN logit make the shifted row NaN: no distribution.
+    # One temporary the size of the logits, exponentiated in place (the engine runs this on
+    # every decoding step).
+    top = x.topk(k, dim=-1, sorted=False).values
+    peak = top.amax(dim=-1, keepdim=True)
+    shifted = x - peak
+    shifted.exp_()
+    return shifted.sum(dim=-1).log() - (top - peak).mean(dim=-1)

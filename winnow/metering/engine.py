@@ -60,7 +60,9 @@ class MeteredEngine:
                             len(event.prompt_token_ids), 0, event.cached_prompt_tokens
                         )
                         first = False
-                    self.usage.generated_tokens += sum(len(d.token_ids) for d in event.deltas)
+                    self.usage.generated_tokens += sum(
+                        len(d.token_ids) + d.unseen_tokens for d in event.deltas
+                    )
                     self._check_budget()  # leaving the loop closes the stream: the engine aborts
                     yield event
         finally:

@@ -63,6 +63,30 @@ class TraceLimits(BaseModel):
     )
 
 
+MAX_CURVE = 4096
+"""Token confidences kept per candidate in a trace at most."""
+
+
+class CandidateConfidence(BaseModel):
+    """A candidate's token confidence, as the engine recorded it (strategy ``confidence``)."""
+
+    window: int = Field(description="Tokens per group of the group confidence.")
+    lowest_group: float | None = None
+    bottom_10: float | None = None
+    tail: float | None = None
+    mean: float | None = None
+    weight: float | None = Field(None, description="Its weight in the vote; null: no vote.")
+    cut: int | None = Field(
+        None, description="The token where the engine ended it for low confidence; null: not."
+    )
+    threshold: float | None = Field(None, description="The threshold it was sampled under.")
+    curve: list[float | None] = Field(
+        default_factory=list,
+        description="Token confidence at each position (the first MAX_CURVE); the playground "
+        "draws its sliding-window mean.",
+    )
+
+
 class TraceCandidate(BaseModel):
     """A sampled answer (selection) or a finished beam (tree search)."""
 
@@ -77,6 +101,7 @@ class TraceCandidate(BaseModel):
     chosen: bool = False
     wave: int | None = Field(None, description="adaptive: the wave that drew it (from 0).")
     node: int | None = Field(None, description="tree_search: the node of its last step.")
+    confidence: CandidateConfidence | None = None
 
 
 class TraceGroup(BaseModel):
@@ -163,6 +188,9 @@ class Trace(BaseModel):
     winner: list[int] = Field(
         default_factory=list,
         description="The returned choices: candidate indices (chains for cards), in order.",
+    )
+    threshold: float | None = Field(
+        None, description="deepconf / adaptive rule confidence: the warm-up threshold."
     )
     r0: float | None = Field(None, description="cards: tau's start.")
     r_star: float | None = Field(None, description="cards: tau's end.")

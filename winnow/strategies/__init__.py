@@ -5,6 +5,7 @@ from winnow.strategies import (  # noqa: F401  (registration)
     best_of_majority,
     best_of_n,
     cards,
+    deepconf,
     sample,
     speculative,
     tree_search,

@@ -11,6 +11,10 @@ alpha. With the published alpha = 0.01 a single answer passes at any N < 100, an
 "best mean score", which degrades with N as best-of-N does; ``min_count`` = 2 keeps only answers
 given more than once (see :func:`winnow.strategies.parts.selection.majority_threshold` and
 ``benchmarks/results/bom_filter.md`` for the measurement behind the default).
+
+With ``token_confidence`` (DeepConf's token confidence, recorded inside the engine) a member's value
+is its confidence statistic times its reward's probability, or the statistic alone when
+``reward`` is null: best-of-majority with no reward model.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
 from winnow.strategies.parts.selection import (
     MIN_COUNT,
+    Candidate,
     SelectionParams,
     as_choices,
+    as_is,
     candidate_report,
+    confidence_weights,
     groups_of,
     majority_threshold,
     pick_best_of_majority,
@@ -51,6 +58,11 @@ class BestOfMajorityParams(SelectionParams):
         "1: the published filter, which passes every answer when n < 1/alpha); capped at the "
         "largest group's size, so when no answer repeats all pass.",
     )
+    reward: str | dict[str, float] | None = Field(
+        "default",
+        description='A configured reward name, or weights over rewards ({"default": 1, "x": '
+        "0.5}); null: none (then strategy.token_confidence ranks the groups).",
+    )
 
     def check(self, request: GenerationRequest) -> None:
         super().check(request)
@@ -58,6 +70,11 @@ class BestOfMajorityParams(SelectionParams):
             raise StrategyError("give either n or strategy.k (they mean the same here)", "n")
         if (self.k or request.spec.n) > self.n:
             raise StrategyError(f"k={self.k} answers asked from strategy.n={self.n}", "strategy.k")
+        if self.reward is None and self.token_confidence is None:
+            raise StrategyError(
+                "best_of_majority ranks answers by a reward or by strategy.token_confidence",
+                "strategy.reward",
+            )
 
 
 @register("best_of_majority", BestOfMajorityParams)
@@ -68,12 +85,23 @@ async def best_of_majority(
     params = request.params
     assert isinstance(params, BestOfMajorityParams)
     k = params.k or request.spec.n
-    rewards.info(params.reward)
-    tap = tap_for(rewards, engine, params.reward)
-    prompt, candidates = await sample_candidates(request, engine, params.n, tap)
-    reading = await score_candidates(prompt, candidates, rewards, params)
+    scored = params.reward is not None
+    if scored:
+        rewards.info(params.reward)
+    tap = tap_for(rewards, engine, params.reward) if scored else ()
+    confidence = params.token_confidence
+    prompt, candidates = await sample_candidates(request, engine, params.n, tap, confidence)
+    reading = await score_candidates(prompt, candidates, rewards, params) if scored else as_is
+    value = None
+    if confidence is not None:
+        _, weights = confidence_weights(candidates, confidence, reading if scored else None)
+        by_index = {c.completion.index: w or 0.0 for c, w in zip(candidates, weights, strict=True)}
+
+        def value(member: Candidate) -> float:
+            return by_index[member.completion.index]
+
     chosen, qualifying = pick_best_of_majority(
-        candidates, k, params.alpha, reading, params.min_count
+        candidates, k, params.alpha, reading, params.min_count, value
     )
     report = None
     if params.return_candidates:
@@ -86,7 +114,7 @@ async def best_of_majority(
             candidates,
             chosen,
             "best_of_majority",
-            reading,
+            reading if scored else None,
             passed=lambda g: g.count >= needed,
         )
     return StrategyResult(

@@ -1,7 +1,9 @@
 """Best-of-N: sample N in one engine call, score them in one reward call, select.
 
 The client's ``n`` is how many choices come back (``n=2`` returns the two best); ``strategy.n``
-is how many candidates are sampled. With ``selection="majority"`` no reward is called.
+is how many candidates are sampled. With ``selection="majority"`` no reward is called; with
+``selection="confidence"`` the engine records each candidate's token confidence and the most
+confident ones vote (DeepConf offline), weighted by the reward too unless ``reward`` is null.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from pydantic import Field
 
 from winnow.metering.engine import MeteredEngine
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyResult
+from winnow.strategies.parts.confidence import ConfidenceParams
 from winnow.strategies.parts.selection import (
     SelectionParams,
     as_choices,
     as_is,
     candidate_report,
+    pick_by_confidence,
     pick_by_groups,
     rank_best,
     sample_candidates,
@@ -24,15 +28,35 @@ from winnow.strategies.parts.selection import (
     selection_trace,
     tap_for,
 )
-from winnow.strategies.registry import register
+from winnow.strategies.registry import StrategyError, register
 
 
 class BestOfNParams(SelectionParams):
-    selection: Literal["best", "weighted_vote", "majority"] = Field(
+    selection: Literal["best", "weighted_vote", "majority", "confidence"] = Field(
         "best",
         description="best score; weighted_vote: the answer whose candidates' scores, read as "
-        "probabilities (a logit-scale reward through a sigmoid), sum highest; or plain majority.",
+        "probabilities (a logit-scale reward through a sigmoid), sum highest; plain majority; "
+        "or confidence: the top eta of the candidates by token confidence vote with it (times "
+        "the reward's probability unless reward is null).",
     )
+    reward: str | dict[str, float] | None = Field(
+        "default",
+        description='A configured reward name, or weights over rewards ({"default": 1, "x": '
+        "0.5}); null: none (selection majority or confidence).",
+    )
+
+    def check(self, request: GenerationRequest) -> None:
+        super().check(request)
+        if self.reward is None and self.selection in ("best", "weighted_vote"):
+            raise StrategyError(
+                f"selection {self.selection!r} needs strategy.reward", "strategy.reward"
+            )
+
+    def reading_confidence(self) -> ConfidenceParams | None:
+        """The confidence settings, when the engine must record it."""
+        if self.selection == "confidence":
+            return self.token_confidence or ConfidenceParams()
+        return self.token_confidence
 
 
 @register("best_of_n", BestOfNParams)
@@ -42,24 +66,39 @@ async def best_of_n(
     """Sample N candidates, score each with a reward, return the best n (or vote)."""
     params = request.params
     assert isinstance(params, BestOfNParams)
-    if params.selection != "majority":
+    scored = params.selection != "majority" and params.reward is not None
+    if scored:
         rewards.info(params.reward)  # an unknown reward fails before any sampling
-    scored = params.selection != "majority"
     tap = tap_for(rewards, engine, params.reward) if scored else ()
-    prompt, candidates = await sample_candidates(request, engine, params.n, tap)
+    confidence = params.reading_confidence()
+    prompt, candidates = await sample_candidates(request, engine, params.n, tap, confidence)
     reading = as_is  # majority: no scores; ties between equal counts stay by index
     if scored:
         reading = await score_candidates(prompt, candidates, rewards, params)
-    if params.selection == "best":
+    vote = None
+    if params.selection == "confidence":
+        assert confidence is not None
+        chosen, vote = pick_by_confidence(
+            candidates, request.spec.n, confidence, reading if scored else None
+        )
+    elif params.selection == "best":
         chosen = rank_best(candidates)[: request.spec.n]
     else:
         chosen = pick_by_groups(candidates, request.spec.n, params.selection, reading)
+    details: dict[str, object] = {"candidates": len(candidates), "selection": params.selection}
+    if vote is not None:
+        details |= {"voters": len(vote.voters), "leader_share": vote.share}
     return StrategyResult(
         as_choices(chosen),
         candidates=candidate_report(candidates, chosen) if params.return_candidates else None,
-        details={"candidates": len(candidates), "selection": params.selection},
+        details=details,
         trace=selection_trace(
-            "best_of_n", candidates, chosen, params.selection, reading if scored else None
+            "best_of_n",
+            candidates,
+            chosen,
+            params.selection,
+            reading if scored else None,
+            vote=vote,
         )
         if params.trace
         else None,

@@ -176,9 +176,12 @@ def confidences(logits: torch.Tensor, rows: dict[int, ConfidenceRule]) -> dict[i
     """Token confidence of each row's logits, by its own top-k (one pass per distinct top-k)."""
     values: dict[int, float] = {}
     for k in sorted({rule.top_k for rule in rows.values()}):
-        picked = [i for i, rule in rows.items() if rule.top_k == k]
-        index = torch.tensor(picked, dtype=torch.long, device=logits.device)
-        found = token_confidence(logits.index_select(0, index), k).tolist()
+        picked = sorted(i for i, rule in rows.items() if rule.top_k == k)
+        if picked == list(range(logits.shape[0])):  # every row of the batch: no copy
+            found = token_confidence(logits, k).tolist()
+        else:
+            index = torch.tensor(picked, dtype=torch.long, device=logits.device)
+            found = token_confidence(logits.index_select(0, index), k).tolist()
         values.update(zip(picked, found, strict=True))
     return values
 

@@ -30,6 +30,10 @@ REFUSAL = (
     "cards and vas steer decoding with winnow's logits processors, which run in winnow's local "
     "engine or on servers started with `winnow worker`: none of the remote vLLM servers does"
 )
+CONFIDENCE_REFUSAL = (
+    "token confidence (deepconf, selection 'confidence') is read inside winnow's local engine; "
+    "a remote engine cannot serve it"
+)
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -130,6 +134,8 @@ def completion_payload(
     """
     if needed(spec) and not steered:
         raise refusal()
+    if spec.confidence is not None:
+        raise EngineRequestError(CONFIDENCE_REFUSAL)
     payload: dict[str, Any] = {
         "model": model,
         "prompt": spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt),

@@ -36,11 +36,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from winnow.engine.confidence import exact_mean, group_confidences
+from winnow.engine.processors.specs import (
+    CONFIDENCE_MAX_TOP_K,
+    CONFIDENCE_MAX_WINDOW,
+    ConfidenceSpec,
+)
 
 __all__ = [
     "BOTTOM_SHARE",
+    "ConfidenceParams",
     "ConfidenceVote",
     "Statistic",
     "TraceConfidence",
@@ -67,6 +74,7 @@ class TraceConfidence:
     tail: float | None
     mean: float | None
     tokens: int  # the finite token confidences they come from
+    window: int = 1  # the group size they were computed with
 
     def get(self, statistic: Statistic) -> float | None:
         value: float | None = getattr(self, statistic)
@@ -80,7 +88,7 @@ def trace_confidence(values: Sequence[float | None], window: int, tail: int) -> 
     finite = [v for v in values if v is not None and math.isfinite(v)]
     groups = group_confidences(finite, window)
     if not groups:
-        return TraceConfidence(None, None, None, None, 0)
+        return TraceConfidence(None, None, None, None, 0, window)
     lowest = sorted(groups)[: max(1, int(len(groups) * BOTTOM_SHARE))]
     return TraceConfidence(
         lowest_group=lowest[0],
@@ -88,7 +96,66 @@ def trace_confidence(values: Sequence[float | None], window: int, tail: int) -> 
         tail=exact_mean(finite[-tail:]),
         mean=exact_mean(finite),
         tokens=len(finite),
+        window=window,
     )
+
+
+class ConfidenceParams(BaseModel):
+    """How a request reads the policy's token confidence (``strategy.confidence``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int = Field(
+        16,
+        ge=1,
+        le=CONFIDENCE_MAX_WINDOW,
+        description="Tokens per group (sliding window) of the group confidence; DeepConf's 2048 "
+        "is for long reasoning traces, short answers need a short window.",
+    )
+    top_k: int = Field(
+        20,
+        ge=1,
+        le=CONFIDENCE_MAX_TOP_K,
+        description="Token confidence: minus the mean log-probability of the top-k tokens.",
+    )
+    statistic: Statistic = Field(
+        "lowest_group",
+        description="A trace's confidence: lowest_group (the online mode's), bottom_10 (mean of "
+        "the lowest 10% of groups), tail (mean of the last `tail` tokens) or mean.",
+    )
+    eta: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Vote with the top eta of the traces by confidence (0.1: DeepConf-low, "
+        "0.9: DeepConf-high); online, a later trace is ended when it falls below the "
+        "warm-up traces' top-eta bar.",
+    )
+    tail: int = Field(32, ge=1, description="Tokens of the `tail` statistic.")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="End a trace inside the engine as soon as its group confidence falls below "
+        "this; null: best_of_n and best_of_majority only record, adaptive's rule 'confidence' "
+        "sets it from its first wave (DeepConf's warm-up).",
+    )
+    min_tokens: int = Field(0, ge=0, description="Tokens a trace writes before it may be ended.")
+
+    def spec(self, threshold: float | None = None) -> ConfidenceSpec:
+        """The engine call's confidence: recorded, and ended below ``threshold`` (else this
+        setting's own threshold, if any)."""
+        return ConfidenceSpec(
+            window=self.window,
+            top_k=self.top_k,
+            threshold=self.threshold if threshold is None else threshold,
+            min_tokens=self.min_tokens,
+            tail=self.tail,
+        )
+
+    def of(self, values: Sequence[float | None]) -> TraceConfidence:
+        """The statistics of one trace's token confidences."""
+        return trace_confidence(values, self.window, self.tail)
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -135,6 +202,14 @@ class ConfidenceVote:
     weights: dict[int, float] = field(default_factory=dict)
     voters: list[int] = field(default_factory=list)
     share: float = 0.0
+    given: list[float] = field(default_factory=list)  # each voter's weight, as voters
+
+    def weight_of(self, candidate: int) -> float | None:
+        """The weight candidate ``candidate`` voted with (None: it did not vote)."""
+        try:
+            return self.given[self.voters.index(candidate)]
+        except ValueError:
+            return None
 
 
 def weighted_vote(
@@ -159,7 +234,8 @@ def weighted_vote(
         assert group is not None
         totals[group] = totals.get(group, 0.0) + w
     leader = max(totals, key=lambda g: totals[g])  # the first-seen of tied leaders
-    return ConfidenceVote(leader, totals, voters, totals[leader] / math.fsum(totals.values()))
+    share = totals[leader] / math.fsum(totals.values())
+    return ConfidenceVote(leader, totals, voters, share, given)
 
 
 def filter_and_vote(

@@ -7,6 +7,9 @@ Selection rules (search-and-learn's and the Best-of-Majority paper's):
 * ``majority`` — group equal final answers, count per group (no reward calls at all).
 * best-of-majority — groups frequent enough (at least ``max(min_count, ceil(alpha * N))``
   members, or the largest groups when none is that large), ranked by MEAN score.
+* ``confidence`` — DeepConf's offline vote: the top ``eta`` of the candidates by their token
+  confidence (recorded inside the engine) vote, each with its confidence, times its reward's
+  probability when a reward is used (:func:`pick_by_confidence`).
 
 Scores that are added up (a vote), averaged (best-of-majority) or multiplied (``prod``) are read
 as probabilities first (:func:`probability_reading`): a reward whose scale is a probability as it
@@ -30,13 +33,28 @@ from typing import Literal
 from pydantic import Field
 
 from winnow.answers.groups import answers_and_groups_async
-from winnow.engine.base import Completion
+from winnow.engine.base import CONFIDENCE_STOP, Completion, Generation
 from winnow.metering.engine import MeteredEngine
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
-from winnow.protocol.trace import TRACE_DESCRIPTION, Trace, TraceCandidate, TraceGroup, finite
+from winnow.protocol.trace import (
+    MAX_CURVE,
+    TRACE_DESCRIPTION,
+    CandidateConfidence,
+    Trace,
+    TraceCandidate,
+    TraceGroup,
+    finite,
+)
 from winnow.rewards.base import OutcomeItem, ProcessItem, Tapped, split_steps
 from winnow.rewards.registry import RewardRef
 from winnow.strategies.base import Choice, GenerationRequest, Rewards, StrategyParams
+from winnow.strategies.parts.confidence import (
+    ConfidenceParams,
+    ConfidenceVote,
+    TraceConfidence,
+    keep_top,
+    weighted_vote,
+)
 from winnow.strategies.parts.readings import (
     Aggregation,
     Reading,
@@ -60,9 +78,17 @@ RewardField = Field(
 )
 
 
+CONFIDENCE_DESCRIPTION = (
+    "Read the policy's token confidence inside the engine (DeepConf): window, top_k, "
+    "statistic, eta, tail; used by selection 'confidence' (defaults if absent) and reported "
+    "with the candidates and in the trace."
+)
+
+
 class SelectionParams(StrategyParams):
     n: int = Field(4, ge=1, le=1024, description="Candidates to sample (N).")
     reward: str | dict[str, float] = RewardField
+    token_confidence: ConfidenceParams | None = Field(None, description=CONFIDENCE_DESCRIPTION)
     aggregation: Aggregation = Field(
         "last",
         description="How a PRM's step scores become one: the last, the lowest, or the product "
@@ -95,10 +121,21 @@ class Candidate:
     answer: str | None = None
     group: int | None = None
     tapped: Tapped | None = None  # what the engine scored while generating it
+    confidence: TraceConfidence | None = None  # its token confidence, when recorded
+
+    @property
+    def cut(self) -> bool:
+        """The engine ended it for low confidence (it has no final answer of its own)."""
+        return self.completion.stop_reason == CONFIDENCE_STOP
+
+    @property
+    def generated(self) -> int:
+        """Tokens the engine generated for it (a cut's sentinel too)."""
+        return len(self.completion.token_ids) + self.completion.unseen_tokens
 
     def as_dict(self, chosen: bool) -> dict[str, object]:
         c = self.completion
-        return {
+        report = {
             "index": c.index,
             "text": c.text,
             "score": self.score,
@@ -109,6 +146,16 @@ class Candidate:
             "chosen": chosen,
             "note": None if self.answer is not None else "no parseable final answer: no group",
         }
+        if self.confidence is not None:
+            stats = self.confidence
+            report["confidence"] = {
+                "lowest_group": stats.lowest_group,
+                "bottom_10": stats.bottom_10,
+                "tail": stats.tail,
+                "mean": stats.mean,
+                "cut": self.cut,
+            }
+        return report
 
 
 def tap_for(rewards: Rewards, engine: MeteredEngine, reward: RewardRef) -> tuple[str, ...]:
@@ -120,20 +167,48 @@ def tap_for(rewards: Rewards, engine: MeteredEngine, reward: RewardRef) -> tuple
 
 
 async def sample_candidates(
-    request: GenerationRequest, engine: MeteredEngine, n: int, tap: tuple[str, ...] = ()
+    request: GenerationRequest,
+    engine: MeteredEngine,
+    n: int,
+    tap: tuple[str, ...] = (),
+    confidence: ConfidenceParams | None = None,
 ) -> tuple[str, list[Candidate]]:
     """N samples in ONE engine call (the prompt is prefilled once); returns the prompt text.
-    ``tap``: probe heads the engine scores while it generates (:meth:`Rewards.tap_heads`)."""
-    generation = await engine.generate(request.spec.replace(n=n, tap=tap))
+    ``tap``: probe heads the engine scores while it generates (:meth:`Rewards.tap_heads`);
+    ``confidence``: the engine records each sample's token confidence too."""
+    spec = request.spec.replace(
+        n=n, tap=tap, confidence=None if confidence is None else confidence.spec()
+    )
+    candidates = candidates_of(await engine.generate(spec), confidence)
+    await read_answers(candidates)
+    return request.prompt_text, candidates
+
+
+def candidates_of(
+    generation: Generation, confidence: ConfidenceParams | None = None, first: int = 0
+) -> list[Candidate]:
+    """The candidates of one engine call (indexed from ``first``), with what the engine read
+    while it generated them: the tap's scores, and their confidence statistics."""
     prompt_ids = tuple(generation.prompt_token_ids)
-    candidates = [
-        Candidate(c, tapped=Tapped(prompt_ids, tuple(c.token_ids), c.tap) if c.tap else None)
-        for c in generation.completions
-    ]
+    candidates = []
+    for i, c in enumerate(generation.completions):
+        c.index = first + i
+        tapped = Tapped(prompt_ids, tuple(c.token_ids), c.tap) if c.tap else None
+        stats = None
+        if confidence is not None and c.confidence is not None:
+            stats = confidence.of(c.confidence.values)
+        candidates.append(Candidate(c, tapped=tapped, confidence=stats))
+    return candidates
+
+
+async def read_answers(candidates: Sequence[Candidate]) -> None:
+    """Each candidate's final answer and answer group (equal answers share one), in place; a
+    sample the engine cut for low confidence has neither (it stopped before answering)."""
     answers, groups = await answers_and_groups_async([c.completion.text for c in candidates])
     for candidate, answer, group in zip(candidates, answers, groups, strict=True):
+        if candidate.cut:
+            answer, group = None, None
         candidate.answer, candidate.group = answer, group
-    return request.prompt_text, candidates
 
 
 async def score_candidates(
@@ -228,6 +303,63 @@ def pick_by_groups(
     return fill([g.representative() for g in groups[:k]], candidates, k)
 
 
+def confidence_weights(
+    candidates: Sequence[Candidate], params: ConfidenceParams, reading: Reading | None = None
+) -> tuple[list[float | None], list[float | None]]:
+    """(statistics, vote weights): each candidate's confidence statistic, and its weight in the
+    vote: the statistic, times its reward's probability when scored (``reading``)."""
+    stats = [c.confidence.get(params.statistic) if c.confidence else None for c in candidates]
+    if reading is None:
+        return stats, list(stats)
+    weights = [
+        None if s is None else s * probability(c.score, reading)
+        for s, c in zip(stats, candidates, strict=True)
+    ]
+    return stats, weights
+
+
+def confidence_vote(
+    candidates: Sequence[Candidate], params: ConfidenceParams, reading: Reading | None = None
+) -> ConfidenceVote:
+    """DeepConf's offline vote: the top ``eta`` of the answered candidates by their confidence
+    statistic vote with :func:`confidence_weights`; with no statistic known, every answered
+    candidate votes with weight 1 (a plain, or reward-weighted, vote)."""
+    stats, weights = confidence_weights(candidates, params, reading)
+    groups = [c.group for c in candidates]
+    answered = [i for i, g in enumerate(groups) if g is not None]
+    known = [i for i in answered if stats[i] is not None]
+    if not known:
+        plain = [1.0 if reading is None else probability(c.score, reading) for c in candidates]
+        return weighted_vote(groups, plain, answered)
+    kept = keep_top([stats[i] for i in known], params.eta)
+    return weighted_vote(groups, weights, [known[i] for i in kept])
+
+
+def pick_by_confidence(
+    candidates: Sequence[Candidate],
+    k: int,
+    params: ConfidenceParams,
+    reading: Reading | None = None,
+) -> tuple[list[Candidate], ConfidenceVote]:
+    """The representatives of the k groups the confidence vote weighs most (each group's
+    best-scored member, or its most confident one without a reward); short of groups, the
+    best other candidates."""
+    vote = confidence_vote(candidates, params, reading)
+    stats, _ = confidence_weights(candidates, params)
+    voters = set(vote.voters)
+    ranked = sorted(vote.weights, key=lambda g: -vote.weights[g])  # stable: first seen first
+    chosen = []
+    for group in ranked[:k]:
+        members = [c for i, c in enumerate(candidates) if c.group == group and i in voters]
+        if reading is None:
+            position = {id(c): i for i, c in enumerate(candidates)}
+            members.sort(key=lambda c: (-_key(stats[position[id(c)]]), c.completion.index))
+            chosen.append(members[0])
+        else:
+            chosen.append(rank_best(members)[0])
+    return fill(chosen, candidates, k), vote
+
+
 MIN_COUNT = 2
 """best-of-majority's default floor on a group's size: see :func:`majority_threshold`."""
 
@@ -257,13 +389,17 @@ def pick_best_of_majority(
     alpha: float,
     reading: Reading = as_is,
     min_count: int = MIN_COUNT,
+    value: Callable[[Candidate], float] | None = None,
 ) -> tuple[list[Candidate], int]:
     """Best-of-majority: groups passing :func:`majority_threshold`, ranked by the MEAN of their
-    scores read as probabilities; (chosen, groups that passed). When no answer parses (no group),
-    the best-scored candidate, so a response always has a choice."""
+    scores read as probabilities (or of ``value`` of each member); (chosen, groups that
+    passed). When no answer parses (no group), the best-scored candidate, so a response always
+    has a choice."""
     needed = majority_threshold(candidates, alpha, min_count)
     groups = [g for g in groups_of(candidates) if g.count >= needed]
     means = {g.id: g.mean(reading) for g in groups}
+    if value is not None:  # e.g. each member's confidence weight
+        means = {g.id: math.fsum(value(m) for m in g.members) / g.count for g in groups}
     groups.sort(key=lambda g: (-means[g.id], -g.count, g.first))
     chosen = [g.representative() for g in groups[:k]]
     if not chosen:
@@ -301,11 +437,14 @@ def selection_trace(
     passed: Callable[[Group], bool] | None = None,
     waves: Sequence[int] | None = None,
     trace: Trace | None = None,
+    vote: ConfidenceVote | None = None,
+    thresholds: Sequence[float | None] | None = None,
 ) -> Trace:
     """The trace of a selection: every candidate (the chosen ones first when the list is full),
     the answer groups with their votes, and the winners. ``passed`` is best-of-majority's
     frequency filter; ``waves`` the wave of each candidate (adaptive); ``trace`` one to add
-    to (tree search's, with its nodes)."""
+    to (tree search's, with its nodes); ``vote`` the confidence vote (its weights are the
+    groups' votes), ``thresholds`` the confidence threshold each candidate ran under."""
     trace = trace or Trace(strategy=strategy)
     trace.selection = selection
     picked = [c.completion.index for c in chosen]
@@ -332,11 +471,19 @@ def selection_trace(
                 group=c.group,
                 chosen=c.completion.index in picked,
                 wave=None if waves is None else waves[position],
+                confidence=_trace_confidence(
+                    c,
+                    None if vote is None else vote,
+                    position,
+                    None if thresholds is None else thresholds[position],
+                ),
             )
         )
     winning_groups = {c.group for c in chosen if c.group is not None}
     for g in groups_of(candidates):
-        vote = g.total(reading) if reading is not None else None
+        total = g.total(reading) if reading is not None else None
+        if vote is not None:
+            total = vote.weights.get(g.id, 0.0)
         trace.add(
             trace.groups,
             TraceGroup(
@@ -344,11 +491,33 @@ def selection_trace(
                 answer=g.members[0].answer,
                 members=[m.completion.index for m in g.members],
                 count=g.count,
-                vote=finite(vote),
-                mean=finite(None if vote is None else vote / g.count),
+                vote=finite(total),
+                mean=finite(None if total is None else total / g.count),
                 passed=None if passed is None else passed(g),
                 winner=g.id in winning_groups,
             ),
         )
     trace.winner = picked
     return trace
+
+
+def _trace_confidence(
+    candidate: Candidate, vote: ConfidenceVote | None, position: int, threshold: float | None
+) -> CandidateConfidence | None:
+    stats, records = candidate.confidence, candidate.completion.confidence
+    if stats is None or records is None:
+        return None
+    weight = None
+    if vote is not None and position in vote.voters:
+        weight = vote.weight_of(position)
+    return CandidateConfidence(
+        window=stats.window,
+        lowest_group=finite(stats.lowest_group),
+        bottom_10=finite(stats.bottom_10),
+        tail=finite(stats.tail),
+        mean=finite(stats.mean),
+        weight=finite(weight),
+        cut=records.cut,
+        threshold=threshold,
+        curve=[None if v is None else round(v, 4) for v in records.values[:MAX_CURVE]],
+    )

@@ -21,6 +21,11 @@ Rules (asked after every wave, once at least ``min_n`` answers are in):
   to the number of answers (the reward moves the shares, not the amount of evidence); the leader
   is the weighted-vote leader.
 
+* ``confidence`` — DeepConf's online stop (Fu et al., 2025): each answer votes with its weight
+  (its token confidence, times the reward's probability when a reward is used; a trace the
+  engine ended, or one without an answer, does not vote); stop when the leading answer holds at
+  least ``confidence`` (DeepConf's tau) of the weights.
+
 With ``accept`` set (any rule; needs scores), a candidate whose probability reaches it stops the
 sampling at once. Independently of the rule, sampling ends at ``max_n`` answers, or when the
 token ``budget`` cannot pay for another sample of ``max_tokens`` (waves shrink to what it can
@@ -37,7 +42,7 @@ from typing import Literal
 
 import numpy as np
 
-RuleName = Literal["dirichlet", "agreement", "weighted"]
+RuleName = Literal["dirichlet", "agreement", "weighted", "confidence"]
 Reason = Literal["confident", "wave_agreed", "accepted", "max_n", "budget"]
 PRIOR = 1.0
 """Dirichlet prior per category (uniform), as in adaptive consistency."""
@@ -50,6 +55,7 @@ class Vote:
     group: int | None  # its answer group; None: no parseable final answer
     probability: float | None = None  # the reward's P(correct), read as a probability; or unscored
     tokens: int = 0  # tokens the engine generated for it
+    weight: float | None = None  # rule confidence: its vote's weight (None: it does not vote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,8 @@ def next_wave(stopping: Stopping, drawn: int, generated: int) -> tuple[int, Reas
 def verdict(stopping: Stopping, votes: Sequence[Vote], last_wave: int) -> Verdict:
     """Stop now? ``votes`` are all answers so far in sampling order, the last ``last_wave`` of
     them from the wave just drawn."""
+    if stopping.rule == "confidence":
+        return consensus_verdict(stopping, votes)
     counts, other = pseudo_counts(votes, weighted=stopping.rule == "weighted")
     leader, share, confidence = None, 0.0, None
     if counts:
@@ -137,6 +145,30 @@ def verdict(stopping: Stopping, votes: Sequence[Vote], last_wave: int) -> Verdic
     if confidence is not None and confidence >= stopping.confidence:
         return go("confident")
     return go(None)
+
+
+def consensus_verdict(stopping: Stopping, votes: Sequence[Vote]) -> Verdict:
+    """Rule ``confidence``: the leader's share of the weighted votes (its ``confidence`` too)."""
+    totals: dict[int, float] = {}
+    for vote in votes:
+        if vote.group is not None and vote.weight is not None and math.isfinite(vote.weight):
+            totals[vote.group] = totals.get(vote.group, 0.0) + max(vote.weight, 0.0)
+    total = math.fsum(totals.values())
+    if not totals or total <= 0.0:
+        return Verdict(False, None, 0.0, next(iter(totals), None), 0.0)
+    leader = max(totals, key=lambda g: totals[g])  # the first-seen of tied leaders
+    share = totals[leader] / total
+    stop = len(votes) >= stopping.min_n
+    reason: Reason | None = None
+    if (
+        stop
+        and stopping.accept is not None
+        and any(v.probability is not None and v.probability >= stopping.accept for v in votes)
+    ):
+        reason = "accepted"
+    elif stop and share >= stopping.confidence:
+        reason = "confident"
+    return Verdict(reason is not None, reason, share, leader, share)
 
 
 async def run_waves(stopping: Stopping, draw: Callable[[int], Awaitable[list[Vote]]]) -> Outcome:

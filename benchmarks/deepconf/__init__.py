@@ -1,0 +1,1 @@
+"""DeepConf: the policy's own token confidence as guidance, with and without a reward."""
