@@ -21,7 +21,9 @@ CORPUS = [
     "Вопрос: сколько будет ки? Ответ: ки ки ки",
     "user\n\nHello.\n\nassistant\n\n+\n\nuser\n\nNext.\n\nassistant\n\n-\n\n",
 ]
-ALPHABET_EXTRA = "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ{}[]<>|_^~`'\"@#$%&"
+ALPHABET_EXTRA = (
+    "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ{}[]<>|_^~`'\"@#$%&"
+)
 
 # Llama 3's pre-tokenizer split (tokenizer.json of Meta-Llama-3.1): "\n\n" is one piece, "+" another
 LLAMA3_SPLIT = (
@@ -75,6 +77,15 @@ def _train(model: Any, pre: Any, specials: Sequence[str], vocab: int, alphabet: 
     return tokenizer
 
 
+def _saved(tokenizer: Any, directory: Path) -> Any:
+    """The tokenizer as a user loads it from ``directory`` (transformers may rebuild parts of it
+    on loading; the tests read the checkpoint as its users do)."""
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(directory)
+    return AutoTokenizer.from_pretrained(directory)
+
+
 def _byte_alphabet() -> list[str]:
     from tokenizers import pre_tokenizers
 
@@ -106,8 +117,7 @@ def llama3(directory: Path, *, pad: bool = True) -> Any:
         pad_token="<|finetune_right_pad_id|>" if pad else None,
     )
     tokenizer.chat_template = LLAMA31_TEMPLATE
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+    return _saved(tokenizer, directory)
 
 
 def qwen25(directory: Path, *, extra: Sequence[str] = (), bos: str | None = None) -> Any:
@@ -128,8 +138,7 @@ def qwen25(directory: Path, *, extra: Sequence[str] = (), bos: str | None = None
         additional_special_tokens=list(extra) or None,
     )
     tokenizer.chat_template = QWEN25_TEMPLATE
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+    return _saved(tokenizer, directory)
 
 
 def mistral(directory: Path) -> Any:
@@ -152,5 +161,4 @@ def mistral(directory: Path) -> Any:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+    return _saved(tokenizer, directory)

@@ -175,7 +175,7 @@ def score_positions(
             [e.hidden[list(jobs[i].positions)] for i, e in zip(group, encoded, strict=True)]
         )  # on the model's device, in its dtype: the scorer runs there
         at = torch.arange(rows.shape[0], device=rows.device)
-        flat = scorer(rows, at).reshape(-1).float().cpu().tolist()
+        flat = scorer(rows, at).reshape(-1).float().tolist()  # one copy to the host
         start = 0
         for i, e in zip(group, encoded, strict=True):
             n = len(jobs[i].positions)

@@ -186,7 +186,7 @@ class ProbeReward(Reward):
         """The probe's score of every row of ``hidden`` ``[N, H]``: states it reads, already
         computed (which position of a response each row is, is the caller's choice)."""
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return self._scorer(hidden, rows).reshape(-1).float().cpu().tolist()
+        return self._scorer(hidden, rows).reshape(-1).float().tolist()
 
     async def start(self) -> None:
         import asyncio

@@ -177,14 +177,14 @@ def _build_one(
     if isinstance(config, SequenceClassifierConfig):
         from winnow.rewards.seq_cls import SequenceClassifierReward
 
-        _require_dir(config.name, config.path)
         _placement(config)
+        _require_dir(config.name, config.path)
         return SequenceClassifierReward(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, StepTagPRMConfig):
         from winnow.rewards.step_tag_prm import StepTagPRM
 
-        _require_dir(config.name, config.path)
         _placement(config)
+        _require_dir(config.name, config.path)
         return StepTagPRM(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, JudgeConfig):
         from winnow.rewards.judge import JudgeReward
