@@ -21,8 +21,7 @@ policy's hidden states.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from winnow.rewards.base import prompt_messages
 
@@ -105,8 +104,7 @@ def covering(
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class TaggedText:
+class TaggedText(NamedTuple):
     """A step-tag PRM's input: the text, the character span of every step's tag in it, and
     where the steps begin (what comes before may be cut to fit)."""
 

@@ -1,9 +1,12 @@
-"""Sequence-classification reward models (Skywork-Reward style) from a local Hugging Face dir.
+"""Outcome reward models (Skywork-Reward style) from a local Hugging Face dir.
 
-The model is loaded with ``AutoModelForSequenceClassification`` (decoder architectures whose
-trunk is ``model.model`` and whose head is a linear ``model.score``: Llama, Qwen2, Mistral,
-Gemma...). Remote-code models (ArmoRM's gated multi-objective head) are not loaded: winnow never
-passes ``trust_remote_code``.
+The model is built as the class its config names (:mod:`.layouts`: transformers'
+``*ForSequenceClassification`` for Llama, Qwen2/3, Mistral, Gemma...; ``Qwen2ForRewardModel``,
+Qwen2.5-Math-RM's Linear-ReLU-Linear ``score``, rebuilt without its remote code), on the
+configured device and dtype. With ``logit_token_id`` the model is a causal LM and the score is
+its logit of that token at the last position (Llama-3.1-Nemotron-70B-Reward-HF reads token 0).
+Remote-code models with other heads (ArmoRM's gated multi-objective head, InternLM2's reward
+model) are not loaded: winnow never passes ``trust_remote_code``.
 
 What the model reads is what its authors feed it: the request's chat messages (see
 :mod:`.formats`; a configured ``system_prompt`` replaces the request's own) followed by the
@@ -19,9 +22,9 @@ leading BOS stays): the response and the question's end matter most.
 The score is not taken from the model's own forward (which pools "the last non-pad token" and
 errs when the pad id is also the end-of-turn id): one padded pass over the trunk gives the final
 hidden states, and the head runs on each sequence's real last row through
-:func:`winnow.kernels.reward_head`. Heads: one label, its logit; two labels, the log-odds of
-label 1 over label 0 (a binary classifier's "good" class); more, the logit of label 0. Scores are
-raw logits (higher is better), not probabilities.
+:func:`winnow.kernels.reward_head`, on the model's device. Heads: one label, its logit; two
+labels, the log-odds of label 1 over label 0 (a binary classifier's "good" class); more, the
+logit of label 0. Scores are raw logits (higher is better), not probabilities.
 """
 
 from __future__ import annotations
