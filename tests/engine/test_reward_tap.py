@@ -433,5 +433,4 @@ def test_heads_are_placed_on_the_processors_device(default_model_dir: str):
     assert cpu_scorer is not None and meta_scorer is not None and cpu_scorer is not meta_scorer
     hidden = torch.zeros(2, 576)
     assert cpu_scorer(hidden, torch.arange(2)).shape[0] == 2
-    with pytest.raises((RuntimeError, ValueError, NotImplementedError)):
-        meta_scorer(hidden, torch.arange(2))  # its weights are not on the CPU
+    assert meta_scorer.placed.head.first_weight.device.type == "meta"  # type: ignore[attr-defined]

@@ -7,8 +7,9 @@ arguments: ``strays`` lists those not on the given device, ``moves`` the copies 
 (``Tensor.to``), which a processor should make once, not on every step. ``meta`` alone is not
 enough: it refuses CPU operands in elementwise ops but not in matmuls or as indices.
 
-Data-dependent reads (``tolist``, ``item``) cannot run on ``meta``; :class:`OnlyOn` answers them
-from ``reads`` (callables from the tensor to its value) and counts them in ``host_reads``.
+Data-dependent reads (``tolist``, ``item``, and ``bool`` when ``reads`` has it: transformers'
+mask helpers branch on one) cannot run on ``meta``; :class:`OnlyOn` answers them from ``reads``
+(callables from the tensor to its value) and counts them in ``host_reads``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-_READS = {torch.Tensor.tolist: "tolist", torch.Tensor.item: "item"}
+_READS = {torch.Tensor.tolist: "tolist", torch.Tensor.item: "item", torch.Tensor.__bool__: "bool"}
 _MOVES = {torch.Tensor.to, torch.Tensor.cuda}
 
 
@@ -49,6 +50,8 @@ class OnlyOn(TorchFunctionMode):
             if isinstance(value, torch.Tensor) and value.device != self.device:
                 found.append(f"{name}: {tuple(value.shape)} {value.dtype} on {value.device}")
         read = _READS.get(func)
+        if read == "bool" and "bool" not in self.reads:  # answered only when asked to
+            read = None
         if read is not None and args and args[0].device.type == "meta":
             self.host_reads.append(read)
             return self.reads[read](args[0])

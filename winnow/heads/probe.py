@@ -45,13 +45,34 @@ def save_head(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str,
     (directory / PROBE_META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+class PlacedHead:
+    """A head placed where the states it scores are: cast to their device and dtype on first
+    sight and kept per (device, dtype), so a GPU's bfloat16 states are scored on the GPU without
+    a copy of them to the host or of the head on every call."""
+
+    def __init__(self, head: RewardHead) -> None:
+        self.head = head
+        self.placed: dict[tuple[torch.device, torch.dtype], RewardHead] = {}
+
+    def on(self, hidden: torch.Tensor) -> RewardHead:
+        key = (hidden.device, hidden.dtype)
+        placed = self.placed.get(key)
+        if placed is None:
+            placed = self.placed[key] = self.head.to(hidden.device, hidden.dtype)
+        return placed
+
+
 def head_scorer(head: RewardHead, sigmoid: bool) -> RowScorer:
-    """The probe's scorer: its head on the given rows, through a sigmoid if its output is one."""
+    """The probe's scorer: its head on the given rows, through a sigmoid if its output is one.
+    The head runs on the rows' device in their dtype (:class:`PlacedHead`), accumulating in
+    float32 (:func:`winnow.kernels.reward_head`)."""
+    placed = PlacedHead(head)
 
     def scorer(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        values = reward_head(hidden, rows, head)
+        values = reward_head(hidden, rows, placed.on(hidden))
         return torch.sigmoid(values) if sigmoid else values
 
+    scorer.placed = placed  # type: ignore[attr-defined]  # where it went, for tests
     return scorer
 
 

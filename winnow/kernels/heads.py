@@ -53,13 +53,15 @@ class _Head:
         """Whether the head returns ``[P]`` rather than ``[P, C]``."""
         return self.last_weight.dim() == 1
 
-    def to(self, device: torch.device | str) -> RewardHead:
-        """The same head with its tensors on ``device`` (itself if they are there already)."""
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> RewardHead:
+        """The same head with its tensors on ``device`` (and in ``dtype`` if given); itself if
+        they are there already."""
+        where = torch.device(device)
         moved = {
-            f.name: t.to(device)
+            f.name: t.to(where, dtype or t.dtype)
             for f in fields(self)  # type: ignore[arg-type]
             if isinstance(t := getattr(self, f.name), torch.Tensor)
-            and t.device != torch.device(device)
+            and (t.device != where or (dtype is not None and t.dtype != dtype))
         }
         return replace(self, **moved) if moved else self  # type: ignore[type-var,return-value]
 

@@ -4,6 +4,9 @@ Texts are tokenized segment by segment (prompt, then each step) and the ids conc
 token ids of a growing prefix never change when a step is appended, and step ends are known
 exactly without offset mapping. The prompt gets the special tokens the tokenizer puts before a
 text (:func:`special_prefix`: BOS for Gemma, none for SmolLM).
+
+The model runs on its :class:`~.placement.Placement` (cuda and bfloat16 when CUDA is available,
+else cpu and float32, unless configured): hidden states stay there, and the scorers run there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import torch
 
+from winnow.rewards.placement import Placement, resolve
 from winnow.rewards.prefix_cache import Encoded, PrefixCache, encode
 
 
@@ -57,16 +61,20 @@ def special_prefix(tokenizer: Any) -> list[int]:
 
 
 class Backbone:
-    """Loads a causal LM once; ``encode_sequences`` is thread-safe (one forward at a time) and
-    reuses the KV cache of recently scored prefixes (:mod:`winnow.rewards.prefix_cache`)."""
+    """Loads a causal LM once, on ``placement`` (default: :func:`~.placement.resolve`'s);
+    ``encode_sequences`` is thread-safe (one forward at a time) and reuses the KV cache of
+    recently scored prefixes (:mod:`winnow.rewards.prefix_cache`)."""
 
     def __init__(
         self,
         model_dir: str | Path,
         max_batch_tokens: int = 16384,
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+        *,
+        placement: Placement | None = None,
     ) -> None:
         self.model_dir = str(model_dir)
+        self.placement = placement or resolve()
         self.max_batch_tokens = max_batch_tokens
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._model: Any = None
@@ -81,8 +89,11 @@ class Backbone:
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self._prefix = special_prefix(self._tokenizer)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-        model.eval()
+        kwargs: dict[str, Any] = {"dtype": self.placement.dtype}
+        if self.placement.device.type == "cuda":
+            kwargs["device_map"] = {"": self.placement.device}
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, **kwargs)
+        model.to(self.placement.device).eval()
         self._model = model
 
     @property
@@ -162,8 +173,9 @@ def score_positions(
         encoded = model.encode_sequences([jobs[i].ids for i in group], layer)
         rows = torch.cat(
             [e.hidden[list(jobs[i].positions)] for i, e in zip(group, encoded, strict=True)]
-        )
-        flat = scorer(rows, torch.arange(rows.shape[0])).reshape(-1).tolist()
+        )  # on the model's device, in its dtype: the scorer runs there
+        at = torch.arange(rows.shape[0], device=rows.device)
+        flat = scorer(rows, at).reshape(-1).float().tolist()  # one copy to the host
         start = 0
         for i, e in zip(group, encoded, strict=True):
             n = len(jobs[i].positions)

@@ -4,8 +4,13 @@
 :class:`HFModel` loads the weights through the auto class the checkpoint is (and refuses a
 checkpoint without the head it must hold); :class:`HFReward` is what both backends share around
 it: the configuration, the model, the tokenizer's leading special tokens, the chat template, and
-the micro-batcher that runs their forward passes. A backend says which auto class loads it
-(:meth:`HFReward.model_kind`), loads its scorer (``_load``) and scores a batch (``_run``).
+the micro-batcher that runs their forward passes. A backend says which auto class loads a
+checkpoint whose config names no architecture (:meth:`HFReward.model_kind`), which of the model's
+heads it reads, loads its scorer (``_load``) and scores a batch (``_run``).
+
+The class built is the one the checkpoint's config names (:mod:`.layouts`), on the configured
+``device`` in the configured ``dtype`` (:mod:`.placement`: cuda and bfloat16 when CUDA is
+available, else cpu and float32); a load that would drop weights is refused.
 """
 
 from __future__ import annotations
@@ -27,16 +32,19 @@ from winnow.rewards.base import Reward, RewardInfo
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 from winnow.rewards.configs import SequenceClassifierConfig, StepTagPRMConfig
 from winnow.rewards.formats import ChatTemplate
+from winnow.rewards.layouts import check_reads, load_checked
+from winnow.rewards.placement import Placement, resolve
 
 Config = TypeVar("Config", SequenceClassifierConfig, StepTagPRMConfig)
 
 
 class HFModel(Backbone):
-    """A :class:`Backbone` loaded through any transformers auto class.
+    """A :class:`Backbone` built as the class its checkpoint names (:mod:`.layouts`).
 
-    ``head`` names a module the checkpoint must hold: transformers silently initialises a
-    missing head at random (a causal LM dir loaded as a classifier), which would give confident
-    nonsense scores, so a missing head fails the load instead.
+    ``reads`` names the heads (top-level modules besides the trunk) the backend reads: a model
+    holding another head is refused, and so is a load that drops or lacks weights, so a
+    checkpoint can never give confident nonsense scores through a head initialised at random or
+    a head ignored.
     """
 
     def __init__(
@@ -44,44 +52,38 @@ class HFModel(Backbone):
         model_dir: str | Path,
         auto_class: str = "AutoModelForCausalLM",
         *,
-        head: str | None = None,
+        reads: tuple[str, ...] = (),
+        what: str = "this reward",
+        placement: Placement | None = None,
         max_batch_tokens: int = 16384,
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
-        super().__init__(model_dir, max_batch_tokens, prefix_cache_bytes)
+        super().__init__(model_dir, max_batch_tokens, prefix_cache_bytes, placement=placement)
         self.auto_class = auto_class
-        self.head = head
+        self.reads = reads
+        self.what = what
 
     def load(self) -> None:
         if self._model is not None:
             return
         import transformers
 
-        loader = getattr(transformers, self.auto_class)
         tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
-        model, loading = loader.from_pretrained(
-            self.model_dir, dtype=torch.float32, output_loading_info=True
-        )
-        self._check_loaded(model, loading)
-        model.eval()
-        self._tokenizer = tokenizer
-        self._model = model
-
-    def _check_loaded(self, model: Any, loading: dict[str, Any]) -> None:
-        kind = self.auto_class.removeprefix("AutoModelFor")
+        model = load_checked(self.model_dir, self.auto_class, self.placement)
         if not isinstance(getattr(model, "model", None), torch.nn.Module):
             raise ValueError(
                 f"{self.model_dir}: unsupported architecture {type(model).__name__} "
                 "(expected a decoder with its trunk at .model)"
             )
-        if self.head is None:
-            return
-        missing = sorted(k for k in loading.get("missing_keys", ()) if k.split(".")[0] == self.head)
-        if missing or not hasattr(model, self.head):
-            raise ValueError(
-                f"{self.model_dir} holds no trained {self.head!r} head "
-                f"(missing {', '.join(missing) or self.head}): not a {kind} checkpoint"
-            )
+        check_reads(model, self.reads, self.what, self.model_dir)  # first: name what it holds
+        for head in self.reads:
+            if not isinstance(getattr(model, head, None), torch.nn.Module):
+                raise ValueError(
+                    f"{self.model_dir} ({type(model).__name__}) has no {head!r} head, which "
+                    f"{self.what} reads"
+                )
+        self._tokenizer = tokenizer
+        self._model = model
 
     @property
     def tokenizer(self) -> Any:
@@ -112,9 +114,14 @@ class HFReward(Reward, Generic[Config]):
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         self.config = config
-        auto_class, head = self.model_kind(config)
+        auto_class, reads = self.model_kind(config)
         self.model = HFModel(
-            config.path, auto_class, head=head, prefix_cache_bytes=prefix_cache_bytes
+            config.path,
+            auto_class,
+            reads=reads,
+            what=f"a {config.backend} reward ({self.reading(config)})",
+            placement=resolve(config.device, config.dtype),
+            prefix_cache_bytes=prefix_cache_bytes,
         )
         self._prefix: list[int] = []  # the special tokens the tokenizer puts first
         self._template: ChatTemplate | None = None
@@ -124,8 +131,14 @@ class HFReward(Reward, Generic[Config]):
 
     @staticmethod
     @abc.abstractmethod
-    def model_kind(config: Config) -> tuple[str, str | None]:
-        """The transformers auto class that loads the model, and the head module it must hold."""
+    def model_kind(config: Config) -> tuple[str, tuple[str, ...]]:
+        """The transformers auto class that loads a checkpoint naming no architecture, and the
+        head modules the backend reads (it must hold them, and no other)."""
+
+    @staticmethod
+    def reading(config: Config) -> str:
+        """How the backend reads the model, for messages."""
+        return getattr(config, "style", "score head")
 
     @abc.abstractmethod
     def _load(self) -> Any:

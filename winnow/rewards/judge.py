@@ -1,4 +1,6 @@
-"""A generative judge: the policy engine's own P(Yes) to "is this answer correct?".
+"""A generative judge: P(Yes) to "is this answer correct?", from the policy engine or from another
+OpenAI-compatible endpoint and model (``base_url``, ``model``, ``api_key_env``;
+:mod:`.judge_endpoint`).
 
 No extra weights: each item becomes one chat prompt (``config.template`` with ``{question}`` and
 ``{answer}``, default :data:`DEFAULT_TEMPLATE`, ending with "Answer Yes or No."), rendered with
@@ -12,7 +14,10 @@ the judge has no opinion and the score is 0.5.
 markers included. Recovering the bare question from an arbitrary chat template is fragile, and
 the judge is the policy itself, which reads its own template well enough.
 
-Items are judged concurrently; ``tokens`` counts the prompt tokens of every verdict prompt. A
+At ``base_url`` the verdict prompt is sent as the one user message of a chat completion (the
+endpoint applies its model's template) and ``{question}`` receives the question as the request's
+last user message. Items are judged concurrently, at most ``max_concurrency`` verdicts in flight
+per reward; ``tokens`` counts the prompt tokens of every verdict prompt. A
 small policy is a weak judge of its own answers (measured near chance on the default model):
 this backend is offered for larger models, never used by default.
 """
@@ -27,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from winnow.engine.base import Engine, SamplingSpec
 from winnow.rewards.base import OutcomeItem, Reward, RewardError, RewardInfo, Scored
 from winnow.rewards.configs import JudgeConfig, RewardConfigError
+from winnow.rewards.formats import question
 
 DEFAULT_TEMPLATE = (
     "Below is a question and a proposed answer.\n\n"
@@ -78,17 +84,33 @@ def check_template(name: str, template: str) -> str:
 class JudgeReward(Reward):
     """Outcome reward: P(Yes) of the shared policy engine; see the module docstring."""
 
-    def __init__(self, config: JudgeConfig, engine: Engine) -> None:
+    def __init__(self, config: JudgeConfig, engine: Engine | None) -> None:
+        from winnow.rewards.judge_endpoint import JudgeEndpoint
+
         self.engine = engine
+        self.endpoint = None if config.base_url is None else JudgeEndpoint(config, TOP_LOGPROBS)
+        if self.engine is None and self.endpoint is None:
+            raise RewardConfigError(
+                f"reward {config.name!r}: the judge needs the policy engine or a base_url"
+            )
         self.template = check_template(config.name, config.template or DEFAULT_TEMPLATE)
+        self.limit = asyncio.Semaphore(config.max_concurrency)
+        where: dict[str, object] = {"max_concurrency": config.max_concurrency}
+        if config.base_url is not None:
+            where |= {"base_url": config.base_url, "model": config.model}
         self._info = RewardInfo(
             name=config.name,
             kind="outcome",
             backend="judge",
             scale="probability in [0, 1] that the policy answers Yes (0.5: no opinion)",
-            description="generative judge: the policy's P(Yes) when asked whether the answer "
-            "is correct; weak on small models",
-            extra={"template": self.template, "top_logprobs": TOP_LOGPROBS},
+            description=(
+                "generative judge: the policy's P(Yes) when asked whether the answer is correct; "
+                "weak on small models"
+                if self.endpoint is None
+                else f"generative judge: {config.model}'s P(Yes) when asked whether the answer "
+                "is correct"
+            ),
+            extra={"template": self.template, "top_logprobs": TOP_LOGPROBS, **where},
         )
 
     @property
@@ -96,11 +118,21 @@ class JudgeReward(Reward):
         return self._info
 
     async def verdict_prompt(self, item: OutcomeItem) -> str:
+        assert self.engine is not None
         content = self.template.format(question=item.prompt, answer=item.response)
         return await self.engine.apply_chat_template([{"role": "user", "content": content}])
 
     async def judge(self, item: OutcomeItem) -> tuple[float, int]:
         """P(Yes) for one item and the prompt tokens it took."""
+        async with self.limit:
+            if self.endpoint is not None:
+                content = self.template.format(question=question(item.prompt), answer=item.response)
+                candidates, tokens = await self.endpoint.verdict(content)
+                return yes_probability(candidates), tokens
+            return await self._engine_judge(item)
+
+    async def _engine_judge(self, item: OutcomeItem) -> tuple[float, int]:
+        assert self.engine is not None
         spec = SamplingSpec(
             prompt=await self.verdict_prompt(item),
             max_tokens=1,
@@ -125,3 +157,7 @@ class JudgeReward(Reward):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return Scored([p for p, _ in results], sum(n for _, n in results))
+
+    async def shutdown(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.close()

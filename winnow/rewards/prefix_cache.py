@@ -185,6 +185,8 @@ def _extend(
         ids[b, : len(suffix)] = suffix
         mask[b, past_len - n : past_len + len(suffix)] = 1
         positions[b] = n + torch.arange(width)
+    device = _device(trunk)  # built on the host, moved once: the model may be on a GPU
+    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
     kwargs: dict[str, Any] = {"use_cache": True, "output_hidden_states": layer != -1}
     if past_len:
         kwargs["past_key_values"] = _left_padded_past(hits, past_len)
@@ -204,6 +206,14 @@ def _extend(
         cache.put(Entry(s, kv, states, layer))
         results.append(Encoded(states, fresh, n))
     return results
+
+
+def _device(trunk: Any) -> torch.device:
+    """Where the trunk's weights are (its inputs go there)."""
+    device = getattr(trunk, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(trunk.parameters()).device
 
 
 def _left_padded_past(hits: Sequence[tuple[Entry | None, int]], past_len: int) -> Any:

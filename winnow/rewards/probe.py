@@ -114,6 +114,7 @@ class ProbeReward(Reward):
         self.directory = Path(directory)
         self.engine = engine  # the policy engine: it scores what its tap saw but cannot serve
         self.head, self.meta = load_head(self.directory)
+        self._scorer = head_scorer(self.head, has_sigmoid(self.meta))  # placed once per device
         self.backbone = backbone
         kind: RewardKind = self.meta.get("kind", "outcome")
         self._info = RewardInfo(
@@ -144,7 +145,7 @@ class ProbeReward(Reward):
         return self._info
 
     def _run(self, jobs: list[ProbeJob]) -> tuple[list[ProbeResult], int]:
-        return score_jobs(self.backbone, self.head, jobs, self.layer, self._sigmoid)
+        return score_positions(self.backbone, jobs, self._scorer, self.layer)
 
     def reads_final_states_of(self, model_dir: str) -> bool:
         """Whether this is an outcome probe on the final hidden states (layer -1) of the model in
@@ -184,8 +185,8 @@ class ProbeReward(Reward):
     def score_states(self, hidden: torch.Tensor) -> list[float]:
         """The probe's score of every row of ``hidden`` ``[N, H]``: states it reads, already
         computed (which position of a response each row is, is the caller's choice)."""
-        rows = torch.arange(hidden.shape[0])
-        return head_scorer(self.head, self._sigmoid)(hidden, rows).reshape(-1).tolist()
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self._scorer(hidden, rows).reshape(-1).float().tolist()
 
     async def start(self) -> None:
         import asyncio

@@ -124,13 +124,15 @@ def build_rewards(
     rewards = RewardSet()
     backbones: dict[str, Backbone] = {}
 
-    def backbone(path: str | None) -> Backbone:
-        model = path or default_model_dir
+    def backbone(config: ProbeConfig) -> Backbone:
+        model = config.backbone or default_model_dir
         if model is None:
             raise RewardConfigError("a probe reward needs a backbone: set 'backbone'")
-        if model not in backbones:
-            backbones[model] = Backbone(model, prefix_cache_bytes=cache_bytes)
-        return backbones[model]
+        placement = _placement(config)
+        key = f"{model} on {placement}"  # probes on one backbone and placement share it
+        if key not in backbones:
+            backbones[key] = Backbone(model, prefix_cache_bytes=cache_bytes, placement=placement)
+        return backbones[key]
 
     composites = []
     for config in configs:
@@ -166,7 +168,7 @@ def _build_one(
         if engine is not None and hasattr(engine, "allow_dirs"):
             engine.allow_dirs([directory])  # the engine's tap loads only directories it was told
         return ProbeReward(
-            config.name, directory, backbone(config.backbone), observer=observer, engine=engine
+            config.name, directory, backbone(config), observer=observer, engine=engine
         )
     if isinstance(config, VerifierConfig):
         from winnow.rewards.verifier import VerifierReward
@@ -175,20 +177,34 @@ def _build_one(
     if isinstance(config, SequenceClassifierConfig):
         from winnow.rewards.seq_cls import SequenceClassifierReward
 
+        _placement(config)
         _require_dir(config.name, config.path)
         return SequenceClassifierReward(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, StepTagPRMConfig):
         from winnow.rewards.step_tag_prm import StepTagPRM
 
+        _placement(config)
         _require_dir(config.name, config.path)
         return StepTagPRM(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, JudgeConfig):
         from winnow.rewards.judge import JudgeReward
 
-        if engine is None:
-            raise RewardConfigError(f"reward {config.name!r}: the judge needs the policy engine")
+        if engine is None and config.base_url is None:
+            raise RewardConfigError(
+                f"reward {config.name!r}: the judge needs the policy engine, or a base_url"
+            )
         return JudgeReward(config, engine)
     raise RewardConfigError(f"unsupported reward backend: {config!r}")
+
+
+def _placement(config: Any) -> Any:
+    """The configured device and dtype, or a start-up error naming the reward."""
+    from winnow.rewards.placement import resolve
+
+    try:
+        return resolve(config.device, config.dtype)
+    except ValueError as exc:
+        raise RewardConfigError(f"reward {config.name!r}: {exc}") from None
 
 
 def _require_dir(name: str, path: str) -> None:

@@ -1,9 +1,12 @@
-"""Sequence-classification reward models (Skywork-Reward style) from a local Hugging Face dir.
+"""Outcome reward models (Skywork-Reward style) from a local Hugging Face dir.
 
-The model is loaded with ``AutoModelForSequenceClassification`` (decoder architectures whose
-trunk is ``model.model`` and whose head is a linear ``model.score``: Llama, Qwen2, Mistral,
-Gemma...). Remote-code models (ArmoRM's gated multi-objective head) are not loaded: winnow never
-passes ``trust_remote_code``.
+The model is built as the class its config names (:mod:`.layouts`: transformers'
+``*ForSequenceClassification`` for Llama, Qwen2/3, Mistral, Gemma...; ``Qwen2ForRewardModel``,
+Qwen2.5-Math-RM's Linear-ReLU-Linear ``score``, rebuilt without its remote code), on the
+configured device and dtype. With ``logit_token_id`` the model is a causal LM and the score is
+its logit of that token at the last position (Llama-3.1-Nemotron-70B-Reward-HF reads token 0).
+Remote-code models with other heads (ArmoRM's gated multi-objective head, InternLM2's reward
+model) are not loaded: winnow never passes ``trust_remote_code``.
 
 What the model reads is what its authors feed it: the request's chat messages (see
 :mod:`.formats`; a configured ``system_prompt`` replaces the request's own) followed by the
@@ -19,21 +22,22 @@ leading BOS stays): the response and the question's end matter most.
 The score is not taken from the model's own forward (which pools "the last non-pad token" and
 errs when the pad id is also the end-of-turn id): one padded pass over the trunk gives the final
 hidden states, and the head runs on each sequence's real last row through
-:func:`winnow.kernels.reward_head`. Heads: one label, its logit; two labels, the log-odds of
-label 1 over label 0 (a binary classifier's "good" class); more, the logit of label 0. Scores are
-raw logits (higher is better), not probabilities.
+:func:`winnow.kernels.reward_head`, on the model's device. Heads: one label, its logit; two
+labels, the log-odds of label 1 over label 0 (a binary classifier's "good" class); more, the
+logit of label 0. Scores are raw logits (higher is better), not probabilities.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from winnow.kernels.dispatch import reward_head
-from winnow.kernels.heads import LinearHead
+from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
 from winnow.rewards.backbone import (
     ProbeJob,
     ProbeResult,
@@ -45,12 +49,24 @@ from winnow.rewards.base import OutcomeItem, RewardInfo, Scored
 from winnow.rewards.configs import SequenceClassifierConfig
 from winnow.rewards.formats import ChatTemplate, conversation
 from winnow.rewards.hf_model import HFReward
+from winnow.rewards.layouts import module_head
 
 
-def outcome_head(score: Any) -> tuple[LinearHead, str]:
-    """A scalar :class:`LinearHead` from a ``score`` linear layer, and how to read it."""
+def outcome_head(score: Any) -> tuple[RewardHead, str]:
+    """A scalar kernel head from a ``score`` module, and how to read it: a Linear layer
+    (``*ForSequenceClassification``) or Linear-ReLU-Linear (Qwen2.5-Math-RM's
+    ``Qwen2ForRewardModel``, one label)."""
+    if isinstance(score, torch.nn.Sequential) and len(score) == 3:
+        head = module_head(score)
+        if head.out_features != 1:
+            raise ValueError(f"an MLP score head needs 1 label, this one has {head.out_features}")
+        assert isinstance(head, MLPHead)
+        return replace(head, w2=head.w2.reshape(-1), b2=_flat(head.b2)), "logit"
     if not isinstance(score, torch.nn.Linear):
-        raise ValueError(f"unsupported score head {type(score).__name__} (expected nn.Linear)")
+        raise ValueError(
+            f"unsupported score head {type(score).__name__} (expected nn.Linear or "
+            "Linear-ReLU-Linear)"
+        )
     weight = score.weight.detach()
     bias = None if score.bias is None else score.bias.detach()
     labels = weight.shape[0]
@@ -61,21 +77,51 @@ def outcome_head(score: Any) -> tuple[LinearHead, str]:
     return LinearHead(weight[0], None if bias is None else bias[:1]), reading
 
 
+def token_head(model: Any, token_id: int) -> tuple[RewardHead, str]:
+    """The LM head's row of ``token_id`` as a scalar head: the logit of that token (Nemotron's
+    reward is the logit of token 0 after the whole conversation)."""
+    lm_head = model.get_output_embeddings()
+    if lm_head is None:
+        raise ValueError(f"{type(model).__name__} has no LM head to read token {token_id} from")
+    weight = lm_head.weight.detach()
+    if token_id >= weight.shape[0]:
+        raise ValueError(f"logit_token_id {token_id} is outside the vocabulary ({weight.shape[0]})")
+    bias = getattr(lm_head, "bias", None)
+    row_bias = None if bias is None else bias.detach()[token_id : token_id + 1]
+    return LinearHead(weight[token_id], row_bias), f"logit of token {token_id}"
+
+
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.reshape(-1)
+
+
 class SequenceClassifierReward(HFReward[SequenceClassifierConfig]):
     """Outcome reward from a sequence-classification reward model; see the module docstring."""
 
     def __init__(self, config: SequenceClassifierConfig, **options: Any) -> None:
         super().__init__(config, **options)
-        self._head: LinearHead | None = None
+        self._head: RewardHead | None = None
         self._max_length = config.max_length
         self._info = self._make_info(reading=None)
 
     @staticmethod
-    def model_kind(config: SequenceClassifierConfig) -> tuple[str, str | None]:
-        return "AutoModelForSequenceClassification", "score"
+    def model_kind(config: SequenceClassifierConfig) -> tuple[str, tuple[str, ...]]:
+        if config.logit_token_id is not None:
+            return "AutoModelForCausalLM", ("lm_head",)
+        return "AutoModelForSequenceClassification", ("score",)
+
+    @staticmethod
+    def reading(config: SequenceClassifierConfig) -> str:
+        if config.logit_token_id is not None:
+            return f"the logit of token {config.logit_token_id}"
+        return "its score head"
 
     def _make_info(self, reading: str | None) -> RewardInfo:
-        extra: dict[str, object] = {"path": self.config.path, "max_length": self.config.max_length}
+        extra: dict[str, object] = {
+            "path": self.config.path,
+            "max_length": self.config.max_length,
+            "placement": str(self.model.placement),
+        }
         if reading is not None:
             extra["head"] = reading
         return RewardInfo(
@@ -87,12 +133,14 @@ class SequenceClassifierReward(HFReward[SequenceClassifierConfig]):
             extra=extra,
         )
 
-    def _load(self) -> LinearHead:
+    def _load(self) -> RewardHead:
         """Load weights and tokenizer details once; callable from any thread."""
         if self._head is not None:
             return self._head
         self.model.load()
-        head, reading = outcome_head(self.model.model.score)
+        model = self.model.model
+        token = self.config.logit_token_id
+        head, reading = outcome_head(model.score) if token is None else token_head(model, token)
         tokenizer = self.model.tokenizer
         self._prefix = special_prefix(tokenizer)
         self._template = ChatTemplate(tokenizer, self.config.chat_template, self.model.model_dir)

@@ -1,30 +1,36 @@
-"""Step-tag process reward models from a local Hugging Face dir, in two styles.
+"""Step-tag process reward models from a local Hugging Face dir, in three styles.
 
-``label_token`` (Math-Shepherd): a causal LM trained to predict ``good_token``/``bad_token`` right
-after ``step_tag``. A step's score is P(good) = softmax over the two label logits at the tag
-position, computed by :func:`winnow.kernels.prm_label_probs` from the two LM-head rows only
-(never the full-vocabulary logits).
+``label_token`` (Math-Shepherd, RLHFlow): a causal LM trained to predict ``good_token`` or
+``bad_token`` next. A step's score is P(good) = softmax over the two label logits at the position
+read, computed by :func:`winnow.kernels.prm_label_probs` from the two LM-head rows only (never
+the full-vocabulary logits).
 
-``two_way`` (Qwen2.5-Math-PRM style): a decoder with a 2-class token-classification head
-(``AutoModelForTokenClassification``; a ``score`` module that is a linear layer or
-Linear-ReLU-Linear). A step's score is P(class 1) = softmax of the head at the step's tag,
-computed by :func:`winnow.kernels.reward_head`.
+``two_way`` (Qwen2.5-Math-PRM): a decoder with a 2-class head, ``score``: a linear layer
+(``*ForTokenClassification``) or Linear-ReLU-Linear (``Qwen2ForProcessRewardModel``, rebuilt by
+:mod:`.layouts`). A step's score is P(label 1) = softmax of the head at the step's tag, computed
+by :func:`winnow.kernels.reward_head`.
 
-What the model reads is the format it was trained on (``format`` in the config; see
-:mod:`.formats`), never the policy's rendered text. Every step is stripped of surrounding
-whitespace and followed by ``step_tag``:
+``value_head`` (Skywork-o1-Open-PRM, ``Qwen2ForPrmModel``): a decoder with ``v_head.summary``, one
+linear output; a step's score is its sigmoid at the step's tag.
+
+What the model reads is its authors' format (:mod:`.formats`), rendered from the request's chat
+messages:
 
 * ``question`` (Math-Shepherd, the default for ``label_token``): the question (the request's
-  last user message) and the tagged steps, ``f"{question} {step_1} {tag}\n{step_2} {tag}"``,
-  tokenized with the tokenizer's special tokens (BOS), as Math-Shepherd's model card does;
+  last user message) and the tagged steps, ``f"{question} {step_1} {tag}\\n{step_2} {tag}"``,
+  tokenized with the tokenizer's special tokens (BOS), read at each tag;
 * ``chat`` (Qwen2.5-Math-PRM, the default for ``two_way``): the request's messages (a configured
   ``system_prompt`` replaces the request's own) and an assistant message
   ``f"{step_1}{tag}{step_2}{tag}"``, rendered with the model's own chat template (or
-  ``chat_template`` from the config) and tokenized as it stands.
+  ``chat_template`` from the config) and tokenized as it stands, read at each tag;
+* ``multi_turn`` (RLHFlow): one user turn per step, each answered by the assistant with the tag
+  (``+``), in the chat template; read one token before each answer, where the model predicts it;
+* ``lines`` (Skywork-o1-PRM, the default for ``value_head``): BOS, the question and a newline,
+  then each step tokenized on its own followed by the tag token (a newline), read at each tag.
 
-The whole text is tokenized in one call, as the reference code does, and each step is read at
-the token holding its tag (found from the tokenizer's character offsets, so step text that
-happens to contain the tag cannot shift the positions read). Nothing after the last tag is
+Text formats are tokenized in one call, as the reference code does, and each step is read at the
+token holding its tag (found from the tokenizer's character offsets, so step text that happens
+to contain the tag cannot shift the positions read). Nothing after the last position read is
 computed (it cannot change the scores). An unfinished last step (``ProcessItem.partial``) gets
 its tag like any other: it is scored as if complete.
 
@@ -32,7 +38,9 @@ Inputs longer than the model's position limit lose tokens from the left of the p
 BOS stays); if the steps alone do not fit, the call is refused (:class:`RewardInputError`).
 
 ``step_tag`` must be exactly one token where the format writes it, and ``good_token`` and
-``bad_token`` (``label_token`` only) one token each; this is checked at start-up.
+``bad_token`` (``label_token`` only) one token each; this is checked at start-up, and so is the
+head: a model holding weights the style does not read (Skywork-o1's ``v_head`` read as
+``label_token``) is refused (:mod:`.layouts`).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from typing import Any
 import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
-from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
+from winnow.kernels.heads import LinearHead, RewardHead
 from winnow.rewards.backbone import (
     ProbeJob,
     ProbeResult,
@@ -55,8 +63,23 @@ from winnow.rewards.backbone import (
 )
 from winnow.rewards.base import ProcessItem, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.configs import StepTagPRMConfig
-from winnow.rewards.formats import ChatTemplate, conversation, covering, question, tokenize
+from winnow.rewards.formats import (
+    ChatTemplate,
+    FormatError,
+    TaggedText,
+    chat_format,
+    conversation,
+    covering,
+    lines_format,
+    multi_turn_format,
+    question_format,
+    tokenize,
+)
 from winnow.rewards.hf_model import HFModel, HFReward
+from winnow.rewards.layouts import module_head
+
+HEADS = {"label_token": "lm_head", "two_way": "score", "value_head": "v_head"}
+"""The head module each style reads."""
 
 
 def single_token(model: HFModel, text: str, what: str) -> int:
@@ -72,35 +95,19 @@ def single_token(model: HFModel, text: str, what: str) -> int:
 
 def two_way_head(module: Any) -> RewardHead:
     """The 2-class head of a token-classification PRM as a kernel head (``[in, out]`` weights)."""
-
-    def detached(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.detach()
-
-    head: RewardHead
-    if isinstance(module, torch.nn.Linear):
-        head = LinearHead(module.weight.detach().T, detached(module.bias))
-    elif (
-        isinstance(module, torch.nn.Sequential)
-        and len(module) == 3
-        and isinstance(module[0], torch.nn.Linear)
-        and isinstance(module[1], torch.nn.ReLU)
-        and isinstance(module[2], torch.nn.Linear)
-    ):
-        first, second = module[0], module[2]
-        head = MLPHead(
-            first.weight.detach().T,
-            detached(first.bias),
-            second.weight.detach().T,
-            detached(second.bias),
-        )
-    else:
-        raise ValueError(
-            f"unsupported two_way head {type(module).__name__} "
-            "(expected nn.Linear or Linear-ReLU-Linear)"
-        )
+    head = module_head(module)
     if head.out_features != 2:
         raise ValueError(f"a two_way PRM needs a 2-class head, this one has {head.out_features}")
     return head
+
+
+def value_head(module: Any) -> RewardHead:
+    """Skywork-o1-PRM's ``v_head``: its ``summary`` linear layer, one output, as a scalar head."""
+    summary = getattr(module, "summary", None)
+    if not isinstance(summary, torch.nn.Linear) or summary.out_features != 1:
+        raise ValueError("a value_head PRM needs v_head.summary, a linear layer with one output")
+    bias = None if summary.bias is None else summary.bias.detach()
+    return LinearHead(summary.weight.detach()[0], bias)
 
 
 class StepTagPRM(HFReward[StepTagPRMConfig]):
@@ -109,7 +116,9 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
     def __init__(self, config: StepTagPRMConfig, **options: Any) -> None:
         super().__init__(config, **options)
         self.format = config.input_format
+        self.tag = config.tag
         self._scorer: RowScorer | None = None
+        self._tag_id: int | None = None  # the lines format writes the tag as a token id
         self._info = RewardInfo(
             name=config.name,
             kind="process",
@@ -119,27 +128,37 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
             extra={
                 "path": config.path,
                 "style": config.style,
-                "step_tag": config.step_tag,
+                "step_tag": self.tag,
                 "format": self.format,
+                "placement": str(self.model.placement),
             },
         )
 
     @staticmethod
-    def model_kind(config: StepTagPRMConfig) -> tuple[str, str | None]:
-        if config.style == "label_token":
-            return "AutoModelForCausalLM", None
-        return "AutoModelForTokenClassification", "score"
+    def model_kind(config: StepTagPRMConfig) -> tuple[str, tuple[str, ...]]:
+        if config.style == "two_way":
+            return "AutoModelForTokenClassification", ("score",)
+        return "AutoModelForCausalLM", (HEADS[config.style],)
 
     def _load(self) -> RowScorer:
         """Load weights, resolve the tag and label tokens once; callable from any thread."""
         if self._scorer is not None:
             return self._scorer
         self.model.load()
-        if self.format == "chat":
+        if self.format in ("chat", "multi_turn"):
             template = self.config.chat_template
             self._template = ChatTemplate(self.model.tokenizer, template, self.model.model_dir)
-        self._check_tag()
-        scorer = self._label_scorer() if self.config.style == "label_token" else self._head_scorer()
+        if self.format == "lines":
+            self._tag_id = single_token(self.model, self.tag, "step_tag")
+        else:
+            self._check_tag()
+        style = self.config.style
+        if style == "label_token":
+            scorer = self._label_scorer()
+        elif style == "two_way":
+            scorer = self._head_scorer(two_way_head(self.model.model.score), softmax=True)
+        else:
+            scorer = self._head_scorer(value_head(self.model.model.v_head), softmax=False)
         self._prefix = special_prefix(self.model.tokenizer)
         self._scorer = scorer
         return scorer
@@ -147,13 +166,13 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
     def _check_tag(self) -> None:
         """The tag must be one token where the format writes it, the same token every time."""
         sample = ProcessItem("What is 1 + 1?", ("1 + 1 = 2.", "The answer is 2."))
-        text, spans, _ = self.text(sample)
-        ids, offsets = tokenize(self.model.tokenizer, text, self._special_tokens)
-        tokens = [[ids[i] for i in found] for found in covering(offsets, spans)]
+        tagged = self.text(sample)
+        ids, offsets = tokenize(self.model.tokenizer, tagged.text, self._special_tokens)
+        tokens = [[ids[i] for i in found] for found in covering(offsets, tagged.tags)]
         if any(len(t) != 1 for t in tokens) or len({t[0] for t in tokens}) != 1:
             widest = max(tokens, key=len)
             raise ValueError(
-                f"step_tag {self.config.step_tag!r} is {len(widest)} tokens {widest} in the "
+                f"step_tag {self.tag!r} is {len(widest)} tokens {widest} in the "
                 f"tokenizer of {self.model.model_dir} where the {self.format!r} format writes "
                 "it; it must be exactly one token"
             )
@@ -164,51 +183,66 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
         if good == bad:
             raise ValueError(f"good_token and bad_token are the same token ({good})")
         lm_head = self.model.model.get_output_embeddings().weight.detach()
-        labels = torch.tensor([good, bad], dtype=torch.long)
+        labels = torch.tensor([good, bad], dtype=torch.long, device=lm_head.device)
         return lambda hidden, rows: prm_label_probs(hidden, rows, lm_head, labels)[:, 0]
 
-    def _head_scorer(self) -> RowScorer:
-        head = two_way_head(self.model.model.score)
-        return lambda hidden, rows: torch.softmax(reward_head(hidden, rows, head), dim=-1)[:, 1]
+    @staticmethod
+    def _head_scorer(head: RewardHead, softmax: bool) -> RowScorer:
+        if softmax:
+            return lambda hidden, rows: torch.softmax(reward_head(hidden, rows, head), -1)[:, 1]
+        return lambda hidden, rows: torch.sigmoid(reward_head(hidden, rows, head))
 
     @property
     def _special_tokens(self) -> bool:
         """Math-Shepherd's reference tokenizes with BOS; a chat template writes its own."""
         return self.format == "question"
 
-    def text(self, item: ProcessItem) -> tuple[str, list[tuple[int, int]], int]:
-        """The text the model reads, the character span of every step's tag in it, and where
-        the steps begin."""
-        tag = self.config.step_tag
+    def text(self, item: ProcessItem) -> TaggedText:
+        """The text the model reads (text formats), the character span of every step's tag in
+        it, and where the steps begin."""
         bodies = [step.strip() for step in item.steps]
-        if self.format == "question":
-            head = question(item.prompt) + " "
-            answer = "\n".join(f"{body} {tag}" for body in bodies)
-            ends = _ends(bodies, len(" " + tag), 1)
-        else:
+        try:
+            if self.format == "question":
+                return question_format(item.prompt, bodies, self.tag)
             assert self._template is not None
-            answer = "".join(body + tag for body in bodies)
-            messages = conversation(item.prompt, self.config.system_prompt)
-            rendered = self._template.render([*messages, {"role": "assistant", "content": answer}])
-            at = rendered.rfind(answer)
-            if at < 0:
-                raise RewardInputError(
-                    f"reward {self.info.name!r}: the chat template changed the tagged answer"
-                )
-            head, answer = rendered[:at], rendered[at:]
-            ends = _ends(bodies, len(tag), 0)
-        start = len(head)
-        return head + answer, [(start + e - len(tag), start + e) for e in ends], start
+            if self.format == "chat":
+                messages = conversation(item.prompt, self.config.system_prompt)
+                return chat_format(self._template, messages, bodies, self.tag)
+            if self.format == "multi_turn":
+                system = self.config.system_prompt
+                return multi_turn_format(self._template, item.prompt, bodies, self.tag, system)
+        except FormatError as exc:
+            raise RewardInputError(f"reward {self.info.name!r}: {exc}") from None
+        raise ValueError(f"the {self.format!r} format is not text")
 
     def job(self, item: ProcessItem) -> ProbeJob:
-        """Token ids of one item and the positions of its tags."""
+        """Token ids of one item and the positions read."""
         self._load()
-        text, spans, steps_start = self.text(item)
-        ids, offsets = tokenize(self.model.tokenizer, text, self._special_tokens)
-        positions = [found[-1] for found in covering(offsets, spans)]
-        prompt_end = next((i for i, (a, b) in enumerate(offsets) if b > steps_start), len(ids))
-        ids = ids[: positions[-1] + 1] if positions else ids  # nothing after the last tag counts
+        if self.format == "lines":
+            return self._lines_job(item)
+        tagged = self.text(item)
+        ids, offsets = tokenize(self.model.tokenizer, tagged.text, self._special_tokens)
+        positions = [found[-1] for found in covering(offsets, tagged.tags)]
+        if self.format == "multi_turn":  # the position that predicts the answer
+            positions = [p - 1 for p in positions]
+        start = tagged.steps_start
+        prompt_end = next((i for i, (a, b) in enumerate(offsets) if b > start), len(ids))
+        ids = ids[: positions[-1] + 1] if positions else ids  # nothing after the last read
         return self._truncate(ids, positions, min(prompt_end, len(ids)))
+
+    def _lines_job(self, item: ProcessItem) -> ProbeJob:
+        """Skywork-o1-PRM: the prompt segment with the tokenizer's special tokens, then each
+        step's own tokens and the tag token (its reference tokenizes step by step)."""
+        assert self._tag_id is not None
+        tokenizer = self.model.tokenizer
+        ids = list(tokenizer.encode(lines_format(tokenizer, item.prompt)))
+        prompt_end = len(ids)
+        positions = []
+        for step in item.steps:
+            ids.extend(self.model.encode(step.strip()))
+            ids.append(self._tag_id)
+            positions.append(len(ids) - 1)
+        return self._truncate(ids, positions, prompt_end)
 
     def _truncate(self, ids: list[int], positions: list[int], prompt_end: int) -> ProbeJob:
         limit = self.model.max_positions
@@ -235,14 +269,3 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
         for i, result in zip(todo, results, strict=True):
             scores[i] = result.scores
         return StepScored(scores, *cost(results))
-
-
-def _ends(bodies: list[str], tagged: int, joint: int) -> list[int]:
-    """Where each tag ends in the answer text: every body is followed by ``tagged`` characters
-    (its tag, with any space before it) and then ``joint`` characters before the next body."""
-    ends, at = [], 0
-    for body in bodies:
-        at += len(body) + tagged
-        ends.append(at)
-        at += joint
-    return ends

@@ -37,6 +37,7 @@ def train_prm(out_dir: Path | None) -> dict:
     engine: features by transformers)."""
     from winnow.models.default_model import build_default_model
     from winnow.rewards.backbone import Backbone
+    from winnow.rewards.placement import TRAINING
     from winnow.train import datasets
     from winnow.train.cards import reward_card
     from winnow.train.features import FeatureReader, extract
@@ -51,7 +52,7 @@ def train_prm(out_dir: Path | None) -> dict:
     labelled = {q.question for q in train}
     samples = [q for q in datasets.train_rows() if q.question in labelled]
     features = extract(FeatureReader(model), samples, datasets.feature_dir())
-    backbone = Backbone(model)
+    backbone = Backbone(model, placement=TRAINING)
     journals = {"train": STEP_JOURNAL, "held": BENCH_STEP_JOURNAL}
     metrics = train_process_head(
         backbone,

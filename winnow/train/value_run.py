@@ -189,6 +189,7 @@ async def train_values(
 
     from winnow.heads.value import output_embedding
     from winnow.rewards.backbone import Backbone
+    from winnow.rewards.placement import TRAINING
 
     started = time.time()
     torch.manual_seed(config.seed)
@@ -207,7 +208,7 @@ async def train_values(
         saved = load_file(str(features_path))
         hidden, last_hidden = saved["hidden"], saved["last"]
     else:
-        backbone = Backbone(model)
+        backbone = Backbone(model, placement=TRAINING)
         eos_ids = _eos_ids(model)
         hidden, last_hidden = hidden_features(backbone, samples, eos_ids)
         save_file({"hidden": hidden.contiguous(), "last": last_hidden.contiguous()},

@@ -134,7 +134,10 @@ class RewardTap(LogitsProcessor):
 
     def _scorer(self, head: str) -> RowScorer | None:
         """The scorer of probe directory ``head`` (allowed: the request was checked) on this
-        processor's device, loaded once per real path and device."""
+        processor's device, loaded once per real path and device. It casts the head to the
+        states' device and dtype the first time it sees them and keeps that copy
+        (:class:`~winnow.heads.probe.PlacedHead`): a head never stays on the CPU beside GPU
+        states, and is never copied on every step."""
         real = os.path.realpath(head)
 
         def load() -> RowScorer | None:
