@@ -66,13 +66,14 @@ def family(name: str, count: int) -> list[Problem]:
 
 
 def fresh(count: int) -> list[Problem]:
-    """The quality benchmark's fresh questions (``benchmarks/quality/run.py --fresh``)."""
-    out = []
+    """The quality benchmark's fresh questions (``benchmarks/quality/run.py --fresh``), the two
+    tasks taken in turn, so that the first k of them are the same for every ``count``."""
+    per_task = []
     for task in ("add_sub_1digit", "mul_1digit"):
         stored = {p.question for p in problems(task, "eval", 100)}
-        pool = [p for p in problems(task, "eval", 100 + count // 2, seed=1)]
-        out += [p for p in pool if p.question not in stored][: count // 2]
-    return out
+        pool = problems(task, "eval", 100 + count // 2, seed=1)
+        per_task.append([p for p in pool if p.question not in stored][: count // 2])
+    return [p for pair in zip(*per_task, strict=True) for p in pair]
 
 
 def question_sets(args: argparse.Namespace) -> list[tuple[str, Problem]]:
@@ -194,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", type=int, default=200)
     p.add_argument("--family", type=int, default=30, help="questions per unseen family")
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    p.add_argument(
+        "--sets", nargs="+", default=list(SETS), choices=SETS, help="in the order they are asked"
+    )
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)

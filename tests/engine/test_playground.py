@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "playground"
 README_SHOTS = ROOT / "benchmarks" / "results" / "playground"
-STRATEGIES = ("best_of_n", "best_of_majority", "adaptive", "cards", "tree_search")
+STRATEGIES = ("best_of_n", "best_of_majority", "adaptive", "deepconf", "cards", "tree_search")
 
 
 # ---- a fake-engine server with scripted rewards named like the real ones --------------------
@@ -148,6 +148,15 @@ def check_drawn(page: Any, name: str, state: dict) -> None:
         assert len(points.split()) == len(segments)
         taken = "".join(s["text"] for s in segments if s["outcome"] != "rejected")
         assert taken == state["answer"]
+    if name == "deepconf":
+        curves = [c for c in trace["candidates"] if c["confidence"] and c["confidence"]["curve"]]
+        assert curves
+        assert len(page.query_selector_all("#confidence-chart polyline.curve")) == len(curves)
+        cut = [c for c in curves if c["confidence"]["cut"] is not None]
+        assert len(page.query_selector_all("#confidence-chart .cutmark")) == len(cut)
+        assert len(page.query_selector_all("#confidence-chart polyline.cut")) == len(cut)
+        threshold = page.query_selector_all("#confidence-chart line.threshold")
+        assert len(threshold) == (trace["threshold"] is not None)
     if name == "tree_search":
         nodes = trace["nodes"]
         assert len(page.query_selector_all("#tree li.node")) == len(nodes)
@@ -193,6 +202,7 @@ FAKE_RUNS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "best_of_n": ({"n": 6, "selection": "weighted_vote"}, {}),
     "best_of_majority": ({"n": 6}, {}),
     "adaptive": ({"wave": 2, "max_n": 6, "reward": "default", "selection": "weighted_vote"}, {}),
+    "deepconf": ({"wave": 2, "max_n": 6}, {}),
     "cards": ({"alpha": 1, "acceptance": "hard", "min_segment_tokens": 2, "max_rejections": 3}, {}),
     "tree_search": ({"n": 4, "beam_width": 2}, {"max-tokens": 300}),
 }
@@ -225,6 +235,7 @@ ENGINE_RUNS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "best_of_n": ({"n": 4}, {}),
     "best_of_majority": ({"n": 4, "min_count": 1}, {}),
     "adaptive": ({"wave": 2, "max_n": 4, "reward": "default", "selection": "weighted_vote"}, {}),
+    "deepconf": ({"wave": 4, "max_n": 12}, {}),
     "cards": ({"max_rejections": 2, "horizon": 48, "max_segment_tokens": 24}, {}),
     "tree_search": ({"n": 4, "beam_width": 2, "max_depth": 3, "step_tokens": 24}, {}),
 }
