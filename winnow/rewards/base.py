@@ -12,7 +12,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from winnow.heads.domain import DomainVerdict
 
 RewardKind = Literal["outcome", "process"]
 
@@ -128,6 +131,9 @@ class Scored:
     tokens: int = 0  # tokens the reward model processed (0 for rule-based rewards)
     cached_tokens: int = 0  # tokens whose states the reward reused from its prefix cache
     tapped: int = 0  # scores read from the engine's states (Tapped) instead of a forward pass
+    # per item, whether its prompt is in the reward's domain (a probe with a domain head,
+    # winnow.heads.domain); None: the reward does not know where it applies
+    domain: list[DomainVerdict] | None = None
 
 
 @dataclass(slots=True)
