@@ -51,17 +51,22 @@ def select_head(
     *,
     positions: tuple[str, ...] = FEATURES,
     mlp: bool = True,
+    objectives: tuple[str, ...] = OBJECTIVES,
+    grid: tuple[float, ...] = GRID,
 ) -> Chosen:
     """Choose the read position, objective and L2 by 5-fold cross-validation by question on
     within-question AUC; refit the best on all of ``y`` and Platt-calibrate it."""
     cv: dict[str, float] = {}
     for name in positions:
-        _, by_config = ranking.choose(features[name].float(), y, qid, OBJECTIVES, GRID)
-        cv.update({f"{name}/{key}": value for key, value in by_config.items()})
+        if objectives:
+            _, by_config = ranking.choose(features[name].float(), y, qid, objectives, grid)
+            cv.update({f"{name}/{key}": value for key, value in by_config.items()})
         for decay in MLP_DECAY if mlp else ():
             cv[f"{name}/mlp@{decay:g}"] = ranking.cross_validate(
                 features[name].float(), y, qid, "mlp", decay
             )
+    if not cv:
+        raise ValueError("no head to choose from: give objectives or the MLP")
     best = max(cv, key=lambda k: -1.0 if math.isnan(cv[k]) else cv[k])
     feature, rest = best.split("/")
     objective, l2_text = rest.split("@")
