@@ -142,3 +142,37 @@ def test_a_probe_without_a_domain_head_says_nothing(tmp_path: Path, tiny: Path) 
     assert reward.tap_heads(str(tiny)) == (str(probe.resolve()),)
     scored = asyncio.run(reward.score([OutcomeItem(_prompt("q"), "a")]))
     assert scored.domain is None and "domain" not in reward.info.extra
+
+
+def test_post_rewards_reports_the_domain_per_item(tmp_path: Path, tiny: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from winnow.engine.fake import FakeEngine
+    from winnow.rewards.configs import ProbeConfig, VerifierConfig
+    from winnow.rewards.registry import build_rewards
+    from winnow.server.app import create_app
+    from winnow.settings import Settings
+
+    inside = [_prompt(f"Calculate {a} + {b}.") for a in range(6) for b in range(4)]
+    probe = _probe_with_domain(tmp_path, tiny, inside)
+    rewards = build_rewards(
+        [ProbeConfig(name="p", path=str(probe)), VerifierConfig(name="verifier")],
+        default_model_dir=str(tiny),
+    )
+    with TestClient(create_app(Settings(), FakeEngine(), rewards)) as client:
+        far = _prompt("Tell me about whales, at length!")
+        items = [{"prompt": inside[1], "response": "4"}, {"prompt": far, "response": "no"}]
+        body = client.post("/v1/rewards", json={"reward": "p", "items": items}).json()
+        first, second = (d["domain"] for d in body["data"])
+        assert first["in_domain"] and not second["in_domain"]
+        assert first["threshold"] == second["threshold"] and second["distance"] > first["distance"]
+        plain = client.post(
+            "/v1/rewards",
+            json={
+                "reward": "verifier",
+                "items": [{"prompt": "q", "response": "4", "reference": "4"}],
+            },
+        ).json()
+        assert plain["data"][0]["domain"] is None
+        card = next(r for r in client.get("/v1/rewards").json()["data"] if r["name"] == "p")
+        assert card["extra"]["domain"]["calibrated_on"] == "held-out"
