@@ -176,3 +176,23 @@ def test_post_rewards_reports_the_domain_per_item(tmp_path: Path, tiny: Path) ->
         assert plain["data"][0]["domain"] is None
         card = next(r for r in client.get("/v1/rewards").json()["data"] if r["name"] == "p")
         assert card["extra"]["domain"]["calibrated_on"] == "held-out"
+
+
+def test_a_request_can_ask_the_domain_without_scoring(tmp_path: Path, tiny: Path) -> None:
+    """The hook a strategy uses before it picks (MeteredRewards.domain_of): verdicts, their
+    encoding counted in the request's usage; None from a reward without a domain."""
+    from winnow.metering.rewards import MeteredRewards
+    from winnow.metering.usage import UsageMeter
+    from winnow.rewards.registry import RewardSet
+    from winnow.rewards.verifier import VerifierReward
+
+    inside = [_prompt(f"Calculate {a} - {b}.") for a in range(6) for b in range(4)]
+    probe = _probe_with_domain(tmp_path, tiny, inside)
+    reward = ProbeReward("p", probe, Backbone(tiny))
+    asyncio.run(reward.start())
+    usage = UsageMeter()
+    metered = MeteredRewards(RewardSet({"p": reward, "verifier": VerifierReward()}), usage)
+    verdicts = asyncio.run(metered.domain_of("p", [inside[0], _prompt("Sing!")]))
+    assert verdicts is not None and [v.in_domain for v in verdicts] == [True, False]
+    assert usage.reward_tokens > 0 and usage.reward_calls == 1
+    assert asyncio.run(metered.domain_of("verifier", [inside[0]])) is None

@@ -180,6 +180,14 @@ class Reward(abc.ABC):
         so that this reward reads them from :class:`Tapped` (none: it always encodes)."""
         return ()
 
+    async def domain_of(
+        self, prompts: Sequence[str], tapped: Sequence[Tapped | None] | None = None
+    ) -> tuple[list[DomainVerdict] | None, int]:
+        """Per prompt, whether it is in the domain this reward was trained on, and the tokens
+        encoded to know it; None: the reward does not know where it applies (a probe with a
+        domain head does: :meth:`winnow.rewards.probe.ProbeReward.domain_of`)."""
+        return None, 0
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights, warm up."""
 
