@@ -79,10 +79,15 @@ class DomainHead:
         """How the engine's tap names this head (its resolved directory)."""
         return str(self.directory.resolve())
 
+    def scorer(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The distances of ``hidden``'s ``rows``, in float32 whatever the states' dtype (the
+        whitening amplifies small directions: bfloat16 would move the calibrated distances)."""
+        return self._scorer(hidden.float(), rows)
+
     def distances(self, states: torch.Tensor) -> list[float]:
         """The distance of every row of ``states`` ``[N, H]`` (final hidden states)."""
-        rows = torch.arange(states.shape[0])
-        return self._scorer(states.float(), rows).reshape(-1).tolist()
+        rows = torch.arange(states.shape[0], device=states.device)
+        return self.scorer(states, rows).reshape(-1).float().tolist()
 
     def verdict(self, distance: float) -> DomainVerdict:
         threshold = self.meta.threshold

@@ -288,9 +288,8 @@ class ProbeReward(Reward):
             import asyncio
 
             jobs = [ProbeJob(ids, (len(ids) - 1,)) for ids in encode.values()]
-            scorer = head_scorer(domain.head, False)
             results, tokens = await asyncio.to_thread(
-                score_positions, self.backbone, jobs, scorer, -1
+                score_positions, self.backbone, jobs, domain.scorer, -1
             )
             for prompt, result in zip(encode, results, strict=True):
                 distance[prompt] = result.scores[0]
