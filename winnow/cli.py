@@ -154,6 +154,7 @@ def _train_parser(sub: Any) -> None:
         "prm", help="train the default process head (default_prm) from the step-label journals"
     )
     m.add_argument("--out", type=Path, default=None, help="default: the package's assets")
+    _fit_parser(tsub)
     v = tsub.add_parser("value", help="train VAS value models (Q-heads) on the default policy")
     v.add_argument(
         "--reward",
@@ -167,6 +168,51 @@ def _train_parser(sub: Any) -> None:
     v.add_argument("--quick", action="store_true", help="a small run, to check the pipeline")
     v.add_argument("--fresh", action="store_true", help="ignore the work dir (no resume)")
     v.add_argument("--seed", type=int, default=0)
+
+
+def _fit_parser(tsub: Any) -> None:
+    f = tsub.add_parser(
+        "fit",
+        help="questions with answers -> a reward for any model (samples, labels, fit, card)",
+        description="Sample the model's answers to the questions (journaled: a re-run resumes), "
+        "label them with the verifier or --checker, fit a probe head on the model's own hidden "
+        "states, measure it on held-out questions (split by problem key), and write OUT/reward/ "
+        "(head, card, domain) and OUT/rewards.json for `winnow serve --model DIR "
+        "--rewards-config OUT/rewards.json`.",
+    )
+    f.add_argument("--model", required=True, help="the model directory the server will serve")
+    source = f.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--questions", type=Path,
+        help='JSONL: {"question"|"messages", "answer"[, "group"][, "task"]} per line',
+    )  # fmt: skip
+    source.add_argument(
+        "--tasks", help="named task sets instead, comma-separated (e.g. add_sub_3term_1digit)"
+    )
+    f.add_argument("--per-task", type=int, default=200, help="questions per named task set")
+    f.add_argument("--out", type=Path, help="default: DATA_DIR/rewards/<model>-<questions>")
+    f.add_argument("--name", default="fitted", help="the reward's name in rewards.json")
+    f.add_argument(
+        "--base-url", help="sample through this OpenAI-compatible server of the same model "
+        "(default: the engine in this process)",
+    )  # fmt: skip
+    f.add_argument("--served-model", help="the model name at --base-url (default: its first)")
+    f.add_argument("--api-key", help="API key of --base-url (not stored)")
+    f.add_argument(
+        "--checker", help="module:function(response, answer) -> bool (default: verifier)"
+    )
+    f.add_argument("--n", type=int, default=16, help="answers per question (16)")
+    f.add_argument("--max-tokens", type=int, default=256)
+    f.add_argument("--temperature", type=float, default=0.7)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--eval-fraction", type=float, default=0.3, help="of problem keys held out")
+    f.add_argument("--domain-quantile", type=float, default=0.95, help="of held-out distances")
+    f.add_argument("--concurrency", type=int, default=4, help="questions sampled at once")
+    f.add_argument("--no-mlp", dest="mlp", action="store_false", help="linear heads only")
+    f.add_argument(
+        "--objectives", default="listwise,pairwise,pointwise",
+        help="linear heads' objectives tried, comma-separated ('' for the MLP only)",
+    )  # fmt: skip
 
 
 def _bench_parser(sub: Any) -> None:
@@ -222,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         train_value(
             args.rewards, args.out, args.work_dir, args.prompts, args.quick, args.seed, args.fresh
         )
+        return 0
+    if args.command == "train" and args.train_command == "fit":
+        from winnow.train.cli import train_fit
+
+        try:
+            train_fit(args)
+        except ValueError as exc:  # bad questions, settings or data: said, not a traceback
+            parser.exit(2, f"winnow train fit: {exc}\n")
         return 0
     if args.command == "train" and args.train_command == "prm":
         from winnow.train.cli import train_prm

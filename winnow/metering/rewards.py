@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Iterator, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from winnow.metering.usage import UsageMeter
 from winnow.rewards.base import (
@@ -20,8 +20,12 @@ from winnow.rewards.base import (
     RewardTimeout,
     Scored,
     StepScored,
+    Tapped,
 )
 from winnow.rewards.registry import RewardRef, RewardSet, UnknownReward
+
+if TYPE_CHECKING:
+    from winnow.heads.domain import DomainVerdict
 
 T = TypeVar("T")
 S = TypeVar("S", Scored, StepScored)
@@ -56,6 +60,22 @@ class MeteredRewards:
         if tap_model is None or not self._rewards.tap:
             return ()
         return self.resolve(reward).tap_heads(tap_model)
+
+    async def domain_of(
+        self,
+        reward: RewardRef,
+        prompts: Sequence[str],
+        tapped: Sequence[Tapped | None] | None = None,
+    ) -> list[DomainVerdict] | None:
+        """Per prompt, whether it is in ``reward``'s domain (None: the reward does not know),
+        without scoring any response; the tokens it encodes count as reward tokens. (Scores
+        carry the same verdicts: :attr:`Scored.domain`.)"""
+        resolved = self.resolve(reward)
+        with _backend_errors(resolved):
+            verdicts, tokens = await self._bounded(resolved, resolved.domain_of(prompts, tapped))
+        if tokens:
+            self.usage.record_reward(tokens, 0, 0)
+        return verdicts
 
     async def score(self, reward: RewardRef, items: Sequence[OutcomeItem]) -> Scored:
         resolved = self.resolve(reward)

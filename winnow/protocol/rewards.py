@@ -35,10 +35,22 @@ class RewardRequest(BaseModel):
     items: list[RewardItemIn] = Field(min_length=1, max_length=256)
 
 
+class RewardDomain(BaseModel):
+    """Whether the item's prompt is in the domain the reward was trained on (a probe reward
+    with a domain head: ``winnow train fit``)."""
+
+    distance: float = Field(description="The prompt state's distance from the training ones'.")
+    threshold: float = Field(description="The largest distance in the domain (calibrated).")
+    in_domain: bool
+
+
 class RewardScore(BaseModel):
     index: int
     score: float | None = Field(None, description="Outcome score (process: the last step's).")
     step_scores: list[float] | None = None
+    domain: RewardDomain | None = Field(
+        None, description="The prompt's distance from the reward's domain, where it knows one."
+    )
 
 
 class RewardUsage(BaseModel):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from winnow.heads.domain import DomainVerdict
 
 RewardKind = Literal["outcome", "process"]
 
@@ -128,6 +131,9 @@ class Scored:
     tokens: int = 0  # tokens the reward model processed (0 for rule-based rewards)
     cached_tokens: int = 0  # tokens whose states the reward reused from its prefix cache
     tapped: int = 0  # scores read from the engine's states (Tapped) instead of a forward pass
+    # per item, whether its prompt is in the reward's domain (a probe with a domain head,
+    # winnow.heads.domain); None: the reward does not know where it applies
+    domain: list[DomainVerdict] | None = None
 
 
 @dataclass(slots=True)
@@ -173,6 +179,14 @@ class Reward(abc.ABC):
         """The probe directories the engine serving ``model_dir`` can score while it generates,
         so that this reward reads them from :class:`Tapped` (none: it always encodes)."""
         return ()
+
+    async def domain_of(
+        self, prompts: Sequence[str], tapped: Sequence[Tapped | None] | None = None
+    ) -> tuple[list[DomainVerdict] | None, int]:
+        """Per prompt, whether it is in the domain this reward was trained on, and the tokens
+        encoded to know it; None: the reward does not know where it applies (a probe with a
+        domain head does: :meth:`winnow.rewards.probe.ProbeReward.domain_of`)."""
+        return None, 0
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights, warm up."""

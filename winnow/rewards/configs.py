@@ -31,7 +31,13 @@ class _Placed(_Config):
 class ProbeConfig(_Placed):
     backend: Literal["probe"] = "probe"
     path: str | None = Field(None, description="Probe directory; default: assets/rewards/<name>.")
-    backbone: str | None = Field(None, description="Backbone model dir; default: default model.")
+    backbone: str | None = Field(None, description="Backbone model dir; default: the served model.")
+    allow_other_policy: bool = Field(
+        False,
+        description="Serve the probe whatever model is served: its head's recorded backbone is "
+        "not checked against the served model (its scores then mean what they mean on another "
+        "model's answers, not what its card reports).",
+    )
 
 
 def _chat_template() -> Any:

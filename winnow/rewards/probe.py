@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from winnow.engine.base import Engine
+from winnow.heads.domain import DomainHead, DomainVerdict, load_domain
 from winnow.heads.probe import has_sigmoid, head_scorer, load_head, save_head
 from winnow.kernels.heads import RewardHead
 from winnow.rewards.backbone import (
@@ -46,6 +47,23 @@ from winnow.rewards.base import (
 from winnow.rewards.batcher import BatchObserver, MicroBatcher
 
 __all__ = ["ProbeReward", "answer_tokens", "head_scorer", "load_head", "save_head"]
+
+
+def _tapped_prompt_score(
+    tapped: Tapped | None, head: str, prompt_ids: tuple[int, ...]
+) -> float | None:
+    """The engine's score of ``head`` at the prompt's last state, if it saw ``prompt_ids``."""
+    if tapped is None or tapped.prompt_ids != prompt_ids:
+        return None
+    scores = tapped.scores.get(head)
+    return float(scores[0]) if scores and scores[0] is not None else None
+
+
+def _domain_info(domain: DomainHead) -> dict[str, object]:
+    """What GET /v1/rewards shows of a domain head."""
+    meta = domain.meta
+    return {"threshold": meta.threshold, "quantile": meta.quantile,
+            "calibrated_on": meta.calibrated_on, "distances": meta.distances}  # fmt: skip
 
 
 def answer_span(text: str) -> tuple[int, int] | None:
@@ -96,7 +114,8 @@ def score_jobs(
     return score_positions(backbone, jobs, head_scorer(head, sigmoid), layer)
 
 
-_INFO_KEYS = {"metrics", "backbone", "calibration"}  # probe.json entries GET /v1/rewards shows
+# probe.json entries GET /v1/rewards shows
+_INFO_KEYS = {"metrics", "backbone", "calibration", "identity", "heldout"}
 
 
 class ProbeReward(Reward):
@@ -115,6 +134,7 @@ class ProbeReward(Reward):
         self.engine = engine  # the policy engine: it scores what its tap saw but cannot serve
         self.head, self.meta = load_head(self.directory)
         self._scorer = head_scorer(self.head, has_sigmoid(self.meta))  # placed once per device
+        self.domain = load_domain(self.directory)  # where it applies, when it knows
         self.backbone = backbone
         kind: RewardKind = self.meta.get("kind", "outcome")
         self._info = RewardInfo(
@@ -123,7 +143,8 @@ class ProbeReward(Reward):
             backend="probe",
             scale="probability in [0, 1]" if self._sigmoid else "raw head output",
             description=str(self.meta.get("description", "")),
-            extra={k: v for k, v in self.meta.items() if k in _INFO_KEYS},
+            extra={k: v for k, v in self.meta.items() if k in _INFO_KEYS}
+            | ({"domain": _domain_info(self.domain)} if self.domain else {}),
         )
         self.layer = int(self.meta.get("layer", -1))
         # outcome probes read the response's last token, or with "answer" the last token of its
@@ -158,8 +179,12 @@ class ProbeReward(Reward):
         )
 
     def tap_heads(self, model_dir: str) -> tuple[str, ...]:
+        """This head, and its domain head when it has one (the engine scores the prompt's last
+        state with it: :meth:`domain_of` reads ``tap[domain][0]``)."""
         same = Path(self.backbone.model_dir).resolve() == Path(model_dir).resolve()
-        return (self.tap_head,) if self.layer == -1 and same else ()
+        if self.layer != -1 or not same:
+            return ()
+        return (self.tap_head,) + ((self.domain.tap_head,) if self.domain else ())
 
     @property
     def tap_head(self) -> str:
@@ -226,7 +251,49 @@ class ProbeReward(Reward):
         scores, tokens, cached, tapped = await self._tapped_or_encoded(
             [i.tapped for i in items], jobs
         )
-        return Scored([s[0] for s in scores], tokens, cached, tapped)
+        domain, domain_tokens = None, 0
+        if self.domain is not None:
+            domain, domain_tokens = await self.domain_of(
+                [i.prompt for i in items], [i.tapped for i in items]
+            )
+        return Scored([s[0] for s in scores], tokens + domain_tokens, cached, tapped, domain)
+
+    async def domain_of(
+        self, prompts: Sequence[str], tapped: Sequence[Tapped | None] | None = None
+    ) -> tuple[list[DomainVerdict] | None, int]:
+        """Per prompt, its distance from this reward's training prompts and whether it is in
+        the domain (None: the probe has no domain head), and the tokens encoded to know it.
+
+        The distance is of the final state at the prompt's last token: read from the engine's
+        tap (``tap[domain][0]``) when it scored the same prompt tokens, else from one forward
+        pass of the backbone over each distinct prompt (its prefix cache keeps it for the
+        responses' scoring)."""
+        domain = self.domain
+        if domain is None:
+            return None, 0
+        tapped = tapped or [None] * len(prompts)
+        distance: dict[str, float] = {}
+        encode: dict[str, tuple[int, ...]] = {}
+        for prompt, tap in zip(prompts, tapped, strict=True):
+            if prompt in distance or prompt in encode:
+                continue
+            ids = tuple(self.backbone.encode_prompt(prompt))
+            found = _tapped_prompt_score(tap, domain.tap_head, ids)
+            if found is not None:
+                distance[prompt] = found
+            else:
+                encode[prompt] = ids
+        tokens = 0
+        if encode:
+            import asyncio
+
+            jobs = [ProbeJob(ids, (len(ids) - 1,)) for ids in encode.values()]
+            results, tokens = await asyncio.to_thread(
+                score_positions, self.backbone, jobs, domain.scorer, -1
+            )
+            for prompt, result in zip(encode, results, strict=True):
+                distance[prompt] = result.scores[0]
+        return [domain.verdict(distance[p]) for p in prompts], tokens
 
     async def _tapped_or_encoded(
         self, tapped: Sequence[Tapped | None], jobs: list[ProbeJob]

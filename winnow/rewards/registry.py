@@ -31,6 +31,7 @@ from winnow.rewards.configs import (
     StepTagPRMConfig,
     VerifierConfig,
 )
+from winnow.rewards.policy_check import Policy
 
 T = TypeVar("T")
 S = TypeVar("S", Scored, StepScored)
@@ -113,10 +114,13 @@ def build_rewards(
     engine: Any = None,
     observer: BatchObserver | None = None,
     prefix_cache_bytes: int | None = None,
+    policy: Policy | None = None,
 ) -> RewardSet:
     """Instantiate every configured reward (weights load later, in :meth:`RewardSet.start`).
 
-    Probes on one backbone share its weights and its prefix cache (``prefix_cache_bytes``)."""
+    Probes on one backbone share its weights and its prefix cache (``prefix_cache_bytes``).
+    With ``policy`` (the served model; a server always gives it) a probe whose head was not
+    trained on that model is refused (:mod:`winnow.rewards.policy_check`)."""
     from winnow.rewards.backbone import DEFAULT_PREFIX_CACHE_BYTES, Backbone
 
     cache_bytes = DEFAULT_PREFIX_CACHE_BYTES if prefix_cache_bytes is None else prefix_cache_bytes
@@ -139,6 +143,8 @@ def build_rewards(
         if isinstance(config, CompositeConfig):
             composites.append(config)
         else:
+            if isinstance(config, ProbeConfig) and policy is not None:
+                _check_policy(config, policy)
             rewards.add(_build_one(config, backbone, engine, observer, cache_bytes))
     for config in composites:
         from winnow.rewards.composite import CompositeReward
@@ -147,6 +153,23 @@ def build_rewards(
             rewards.get(part) if part in rewards.names() else _missing(config.name, part, rewards)
         rewards.add(CompositeReward(config.name, rewards, config.weights))
     return rewards
+
+
+def probe_directory(config: ProbeConfig) -> Path:
+    return Path(config.path) if config.path else ASSETS / config.name
+
+
+def _check_policy(config: ProbeConfig, policy: Policy) -> None:
+    from winnow.heads.probe import load_head
+    from winnow.rewards.policy_check import check_probe
+
+    if config.allow_other_policy:
+        return
+    directory = probe_directory(config)
+    if not (directory / "probe.json").exists():
+        return  # _build_one says so
+    head, meta = load_head(directory)
+    check_probe(config.name, directory, meta, head.in_features, policy, config.backbone)
 
 
 def _missing(composite: str, part: str, rewards: RewardSet) -> None:
@@ -162,7 +185,7 @@ def _build_one(
     if isinstance(config, ProbeConfig):
         from winnow.rewards.probe import ProbeReward
 
-        directory = Path(config.path) if config.path else ASSETS / config.name
+        directory = probe_directory(config)
         if not (directory / "probe.json").exists():
             raise RewardConfigError(f"reward {config.name!r}: no probe.json in {directory}")
         if engine is not None and hasattr(engine, "allow_dirs"):

@@ -16,6 +16,7 @@ from fastapi import Request
 from winnow.metering.rewards import MeteredRewards
 from winnow.metering.usage import UsageMeter
 from winnow.protocol.rewards import (
+    RewardDomain,
     RewardItemIn,
     RewardRequest,
     RewardResponse,
@@ -150,7 +151,13 @@ async def score_items(state: ServerState, body: RewardRequest) -> RewardResponse
             for p, it in zip(prompts, body.items, strict=True)
         ]
         result = await rewards.score(body.reward, outcome)
-        data = [RewardScore(index=i, score=s) for i, s in enumerate(result.scores)]
+        domain = result.domain or [None] * len(result.scores)
+        data = [
+            RewardScore(
+                index=i, score=s, domain=RewardDomain(**d.model_dump()) if d is not None else None
+            )
+            for i, (s, d) in enumerate(zip(result.scores, domain, strict=True))
+        ]
     return RewardResponse(
         reward=name,
         kind=info.kind,

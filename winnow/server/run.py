@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from winnow.engine import build_engine
-from winnow.rewards.registry import build_rewards, default_configs, load_configs
+from winnow.rewards.configs import RewardConfigError
+from winnow.rewards.policy_check import Policy
+from winnow.rewards.registry import RewardSet, build_rewards, default_configs, load_configs
 from winnow.server.app import create_app
 from winnow.server.lifecycle import Drain
 from winnow.server.serving import ServerState
@@ -26,15 +29,40 @@ HARD_EXIT_GRACE = 8.0
 
 def serve(settings: Settings) -> None:
     engine = build_engine(settings)
-    rewards = build_rewards(
+    try:
+        rewards = server_rewards(settings, engine)
+    except RewardConfigError as exc:  # a configuration error, said as one (no traceback)
+        raise SystemExit(f"winnow serve: {exc}") from None
+    run_app(create_app(settings, engine, rewards), settings)
+
+
+def policy_of(settings: Settings, engine: Any) -> Policy:
+    """The served model: ``--model``, else the directory the local engine serves (the embedded
+    default model); a remote backend without ``--model`` has none here."""
+    model = settings.model or getattr(engine, "model", None)
+    if model is None:
+        return Policy(None)
+    from winnow.models.default_model import default_model_dir
+
+    default = default_model_dir(settings.data_dir).resolve()
+    return Policy(str(model), is_default=Path(model).resolve() == default)
+
+
+def server_rewards(settings: Settings, engine: Any) -> RewardSet:
+    """The configured rewards (``--rewards-config``, else the shipped ones on the default model),
+    probes on the served model's states unless they name a backbone, every probe checked to have
+    been trained on the served model (:mod:`winnow.rewards.policy_check`)."""
+    policy = policy_of(settings, engine)
+    has_dir = policy.model_dir is not None and Path(policy.model_dir).is_dir()
+    return build_rewards(
         load_configs(settings.rewards_config)
         if settings.rewards_config
-        else default_configs(default_model=settings.model is None),
-        default_model_dir=getattr(engine, "model", None) if settings.model is None else None,
+        else default_configs(default_model=policy.is_default),
+        default_model_dir=policy.model_dir if has_dir else None,
         engine=engine,
         prefix_cache_bytes=settings.reward_prefix_cache_mib * 2**20,
+        policy=policy,
     )
-    run_app(create_app(settings, engine, rewards), settings)
 
 
 def run_app(app: Any, settings: Settings) -> None:

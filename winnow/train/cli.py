@@ -32,6 +32,47 @@ def train_reward(
     return metrics
 
 
+def train_fit(args: Any) -> dict:
+    """`winnow train fit`: questions with answers -> a reward the server loads for the model."""
+    from pydantic import ValidationError
+
+    from winnow.train.fit import FitConfig, fit_reward
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else ()
+    source = args.questions.stem if args.questions else "-".join(tasks)
+    out = args.out or default_data_dir() / "rewards" / f"{Path(args.model).name}-{source}"
+    try:
+        config = FitConfig(
+            model=str(args.model), out=str(out),
+            questions=str(args.questions) if args.questions else None, tasks=tasks,
+            per_task=args.per_task, name=args.name, base_url=args.base_url,
+            served_model=args.served_model, checker=args.checker, n=args.n,
+            max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
+            eval_fraction=args.eval_fraction, domain_quantile=args.domain_quantile,
+            concurrency=args.concurrency, mlp=args.mlp,
+            objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        )  # fmt: skip
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(problems) from None
+    report = fit_reward(config, api_key=args.api_key)
+    summary = {
+        "reward": report.reward_dir,
+        "card": report.card,
+        "heldout_within_auc": str(report.heldout.within_auc),
+        "selection": {
+            f"N={s.n}": f"best_of_n {s.best_of_n:.3f} vs majority {s.majority:.3f}, gain "
+            f"{s.best_of_n_gain}"
+            for s in report.heldout.selection
+        },
+        "serve": report.serve,
+    }
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
 def train_prm(out_dir: Path | None) -> dict:
     """The default process head from the Monte-Carlo step journals (`winnow train steps`; no
     engine: features by transformers)."""

@@ -59,11 +59,28 @@ class FeatureReader:
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         self.model.eval()
+        # the intermediate layers this model has (a model of any depth can be read)
+        depth = int(getattr(self.model.config, "num_hidden_layers", max(LAYERS)))
+        self.layers = tuple(layer for layer in LAYERS if layer < depth)
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return str(
             self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         )
+
+    @torch.inference_mode()
+    def prompt_states(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The final hidden state (after the norm) at each prompt's last token, ``[P, H]``,
+        tokenized as a probe's backbone tokenizes a prompt (the tokenizer's special prefix,
+        then the text): what a domain head (:mod:`winnow.heads.domain`) reads at serve time."""
+        from winnow.rewards.backbone import special_prefix
+
+        prefix = special_prefix(self.tokenizer)
+        out = []
+        for prompt in prompts:
+            ids = [*prefix, *self.tokenizer.encode(prompt, add_special_tokens=False)]
+            out.append(self.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1])
+        return torch.stack(out) if out else torch.empty(0, self.model.config.hidden_size)
 
     @torch.inference_mode()
     def question(
@@ -82,7 +99,7 @@ class FeatureReader:
         r_ids = [list(e["input_ids"]) or [p_ids[-1]] for e in encoded]
         past = self.model.model(input_ids=torch.tensor([p_ids[:-1]]), use_cache=True)
         rows: dict[str, list[torch.Tensor]] = {"last": [], "mean": [], "answer": [], "stats": []}
-        for layer in LAYERS:
+        for layer in self.layers:
             rows[f"layer{layer}"] = []
         start = 0
         while start < len(unique):
@@ -138,7 +155,7 @@ class FeatureReader:
             rows["last"].append(final[b, last])
             rows["mean"].append(final[b, 1 : n + 1].mean(0))
             rows["answer"].append(final[b, answer_at])
-            for layer in LAYERS:
+            for layer in self.layers:
                 rows[f"layer{layer}"].append(res.hidden_states[layer][b, last])
             ans_lp = token_lp[found].sum() if found else token_lp.new_zeros(())
             rows["stats"].append(

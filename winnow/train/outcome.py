@@ -15,7 +15,9 @@ disjoint from training by the hash split of :mod:`winnow.train.tasks`).
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,49 @@ FEATURES = ("last", "answer")  # final-layer states the served probe can read (i
 OBJECTIVES = ("listwise", "pairwise", "pointwise")
 GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 MLP_DECAY = (1e-2, 1e-1)  # the ReLU MLP head (pairwise): weight decays tried
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The head chosen by cross-validation, refitted on every training question, calibrated."""
+
+    feature: str
+    objective: str
+    l2: float
+    cv: dict[str, float]  # within-question AUC by "feature/objective@l2"
+    head: ranking.Head
+
+
+def select_head(
+    features: dict[str, torch.Tensor],
+    y: torch.Tensor,
+    qid: torch.Tensor,
+    *,
+    positions: tuple[str, ...] = FEATURES,
+    mlp: bool = True,
+    objectives: tuple[str, ...] = OBJECTIVES,
+    grid: tuple[float, ...] = GRID,
+) -> Chosen:
+    """Choose the read position, objective and L2 by 5-fold cross-validation by question on
+    within-question AUC; refit the best on all of ``y`` and Platt-calibrate it."""
+    cv: dict[str, float] = {}
+    for name in positions:
+        if objectives:
+            _, by_config = ranking.choose(features[name].float(), y, qid, objectives, grid)
+            cv.update({f"{name}/{key}": value for key, value in by_config.items()})
+        for decay in MLP_DECAY if mlp else ():
+            cv[f"{name}/mlp@{decay:g}"] = ranking.cross_validate(
+                features[name].float(), y, qid, "mlp", decay
+            )
+    if not cv:
+        raise ValueError("no head to choose from: give objectives or the MLP")
+    best = max(cv, key=lambda k: -1.0 if math.isnan(cv[k]) else cv[k])
+    feature, rest = best.split("/")
+    objective, l2_text = rest.split("@")
+    l2 = float(l2_text)
+    x = features[feature].float()
+    head = ranking.calibrated(ranking.fitted(x, y, qid, objective, l2), x, y)
+    return Chosen(feature, objective, l2, cv, head)
 
 
 def train_outcome_head(
@@ -48,20 +93,15 @@ def train_outcome_head(
         raise SystemExit(f"no samples in {journal}: run `winnow train samples` first")
     features = extract(reader, train, datasets.feature_dir())
     y, qid = datasets.labels(train), datasets.question_index(train)
-    cv: dict[str, float] = {}
-    for name in FEATURES:
-        _, by_config = ranking.choose(features[name].float(), y, qid, OBJECTIVES, GRID)
-        cv.update({f"{name}/{key}": value for key, value in by_config.items()})
-        for decay in MLP_DECAY:
-            cv[f"{name}/mlp@{decay:g}"] = ranking.cross_validate(
-                features[name].float(), y, qid, "mlp", decay
-            )
-    best = max(cv, key=lambda k: cv[k])
-    feature, rest = best.split("/")
-    objective, l2_text = rest.split("@")
-    l2 = float(l2_text)
+    chosen = select_head(features, y, qid)
+    feature, objective, l2, cv, head = (
+        chosen.feature,
+        chosen.objective,
+        chosen.l2,
+        chosen.cv,
+        chosen.head,
+    )
     x = features[feature].float()
-    head = ranking.calibrated(ranking.fitted(x, y, qid, objective, l2), x, y)
     train_p = torch.sigmoid(head(x))
     metrics: dict[str, Any] = {
         "train_questions": len(train),

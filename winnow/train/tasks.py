@@ -26,6 +26,12 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
         {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ("*",)},
     ),
     "gsm_symbolic": ("gsm_symbolic", {}),
+    # three-term add/sub of one-digit numbers: one step from add_sub_1digit, where the default
+    # reward is blind (#31); a family to train a reward on with `winnow train fit --tasks`
+    "add_sub_3term_1digit": (
+        "basic_arithmetic",
+        {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1, "operators": ("+", "-")},
+    ),
 }
 
 INSTRUCTION = "Give the final answer as a single number."
