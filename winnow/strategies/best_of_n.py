@@ -32,9 +32,11 @@ from winnow.strategies.registry import StrategyError, register
 
 
 class BestOfNParams(SelectionParams):
-    selection: Literal["best", "weighted_vote", "majority", "confidence"] = Field(
-        "best",
-        description="best score; weighted_vote: the answer whose candidates' scores, read as "
+    selection: Literal["auto", "best", "weighted_vote", "majority", "confidence"] = Field(
+        "auto",
+        description="auto: best score while the request is in the reward's domain (a reward "
+        "that knows its domain says; one that does not is trusted), majority vote outside it; "
+        "best score; weighted_vote: the answer whose candidates' scores, read as "
         "probabilities (a logit-scale reward through a sigmoid), sum highest; plain majority; "
         "or confidence: the top eta of the candidates by token confidence vote with it (times "
         "the reward's probability unless reward is null).",
@@ -47,7 +49,7 @@ class BestOfNParams(SelectionParams):
 
     def check(self, request: GenerationRequest) -> None:
         super().check(request)
-        if self.reward is None and self.selection in ("best", "weighted_vote"):
+        if self.reward is None and self.selection in ("auto", "best", "weighted_vote"):
             raise StrategyError(
                 f"selection {self.selection!r} needs strategy.reward", "strategy.reward"
             )
@@ -75,17 +77,28 @@ async def best_of_n(
     reading = as_is  # majority: no scores; ties between equal counts stay by index
     if scored:
         reading = await score_candidates(prompt, candidates, rewards, params)
-    vote = None
-    if params.selection == "confidence":
+    vote, selection, domain = None, params.selection, None
+    if selection == "auto":  # the reward's pick where it knows the question, else the vote
+        verdicts = await rewards.domain_of(params.reward, [prompt], [candidates[0].tapped])
+        domain = verdicts[0] if verdicts else None
+        selection = "best" if domain is None or domain.in_domain else "majority"
+        if selection == "majority":
+            reading = as_is
+    if selection == "confidence":
         assert confidence is not None
         chosen, vote = pick_by_confidence(
             candidates, request.spec.n, confidence, reading if scored else None
         )
-    elif params.selection == "best":
+    elif selection == "best":
         chosen = rank_best(candidates)[: request.spec.n]
     else:
-        chosen = pick_by_groups(candidates, request.spec.n, params.selection, reading)
+        chosen = pick_by_groups(candidates, request.spec.n, selection, reading)
     details: dict[str, object] = {"candidates": len(candidates), "selection": params.selection}
+    if params.selection == "auto":
+        details |= {
+            "selected_by": selection,
+            "domain": None if domain is None else domain.model_dump(),
+        }
     if vote is not None:
         details |= {"voters": len(vote.voters), "leader_share": vote.share}
     return StrategyResult(
@@ -96,8 +109,8 @@ async def best_of_n(
             "best_of_n",
             candidates,
             chosen,
-            params.selection,
-            reading if scored else None,
+            selection,
+            reading if scored and selection != "majority" else None,
             vote=vote,
         )
         if params.trace
