@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks import common
 from benchmarks.common import bootstrap, md_table
 from winnow.answers.final import equivalent
@@ -234,16 +236,26 @@ class Race:
     accept: float | None = None
     select: str = "best"
     n: int = 8
+    threshold: float | None = None  # fixed: traces below it are ended by the engine
+    quantile: float | None = None  # the tune traces' lowest-group quantile it was set at
 
 
 def race_replay(traces: Sequence[Trace], s: Race, stats: Stats) -> tuple[Trace | None, float]:
     """(choice, the stop's share of the wait for all): samples that start together finish in
     order of length, so the answer comes at the stopping sample's length, best_of_n's at the
     longest one's (a proxy of latency: ``latency.py`` measures it)."""
-    order = sorted(traces, key=lambda t: t.tokens)
-    longest = order[-1].tokens
+    longest = max(t.tokens for t in traces)
+    ends = {}
+    for t in traces:  # a trace the engine ends stops at its cut (and its sentinel)
+        at = None if s.threshold is None else first_cut(t.curve, s.window, s.threshold)
+        ends[id(t)] = (t.tokens, False) if at is None else (at + 1, True)
+    order = sorted(traces, key=lambda t: ends[id(t)][0])
     arrived: list[Trace] = []
+    finished_at = 0
     for t in order:
+        finished_at = ends[id(t)][0]
+        if ends[id(t)][1]:
+            continue  # cut: no answer, no vote
         arrived.append(t)
         if len(arrived) < s.min_n:
             continue
@@ -262,7 +274,7 @@ def race_replay(traces: Sequence[Trace], s: Race, stats: Stats) -> tuple[Trace |
         choice = best_score(arrived)
     else:
         choice = confidence_vote(arrived, stats, s.window, s.statistic, s.eta, with_reward=True)
-    return choice, arrived[-1].tokens / max(longest, 1)
+    return choice, finished_at / max(longest, 1)
 
 
 def race_per_question(
@@ -378,11 +390,16 @@ def choose_race(
     (none: the most accurate)."""
     bon = statistics.fmean(per_question(tune, 8, best_score, subsets))
     tried = []
-    grid = itertools.product((2, 3, 4), (0.7, 0.8, 0.9, 0.99), (None, 0.3, 0.5), ("best", "vote"))
-    for min_n, tau, accept, select in grid:
-        s = Race(
-            offline["window"], offline["statistic"], offline["eta"], min_n, tau, accept, select
-        )
+    window, statistic, eta = offline["window"], offline["statistic"], offline["eta"]
+    lowest = [stats.of(t, window).lowest_group for q in tune for t in q.traces]
+    known = [v for v in lowest if v is not None]
+    thresholds = {None: None} | {q: float(np.quantile(known, q)) for q in (0.05, 0.1, 0.2)}
+    grid = itertools.product(
+        (2, 3, 4), (0.7, 0.8, 0.9, 0.99), (None, 0.3, 0.5), ("best", "vote"), thresholds
+    )
+    for min_n, tau, accept, select, quantile in grid:
+        s = Race(window, statistic, eta, min_n, tau, accept, select, 8, thresholds[quantile],
+                 quantile)  # fmt: skip
         acc, share = race_per_question(tune, s, stats, subsets)
         tried.append({"setting": s, "accuracy": statistics.fmean(acc),
                       "wait_share": statistics.fmean(share)})  # fmt: skip
@@ -474,8 +491,13 @@ def signed(d: dict[str, float]) -> str:
 
 
 def _race(r: dict[str, Any]) -> str:
+    cut = (
+        "no cut"
+        if r["threshold"] is None
+        else (f"cut below {r['threshold']:.3f} (the tune traces' {r['quantile']:.0%} quantile)")
+    )
     return (f"min_n {r['min_n']}, tau {r['tau']}, accept {r['accept']}, "
-            f"select {r['select']}")  # fmt: skip
+            f"select {r['select']}, {cut}")  # fmt: skip
 
 
 def report(summary: dict[str, Any]) -> str:
