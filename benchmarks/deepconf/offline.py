@@ -13,7 +13,7 @@ tokens up to the cut plus the sentinel, and does not vote.
 Settings are chosen on the ``tune`` set only (every variant tried is counted in the report);
 the evaluation sets are scored once with the chosen ones. ``fresh`` questions that are the same
 expression as a question the default reward was trained on (brackets and double negation
-aside) are reported apart as well.
+aside: :func:`winnow.train.problem_keys.problem_key`) are left out in a second report.
 
     python -m benchmarks deepconf offline
 """
@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import random
-import re
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from winnow.strategies.parts.confidence import (
     warmup_threshold,
     weighted_vote,
 )
+from winnow.train.problem_keys import problem_key
 
 HERE = common.results_dir("deepconf")
 NS = (8, 16, 32)
@@ -73,21 +73,9 @@ class Question:
 # ---- reading the rows ----------------------------------------------------------------------------
 
 
-def key(question: str) -> str:
-    """An arithmetic question's expression without brackets, spaces and double negation."""
-    text = question.lower().replace(" ", "").rstrip(".")
-    text = re.sub(r"^(calculate|solvethefollowingmultiplication:)", "", text)
-    text = text.replace("(", "").replace(")", "")
-    while True:
-        new = text.replace("--", "+").replace("+-", "-").replace("-+", "-").replace("++", "+")
-        if new == text:
-            return text.lstrip("+")
-        text = new
-
-
 def training_keys() -> set[str]:
     path = common.ROOT / "winnow" / "train" / "data" / "samples.jsonl"
-    return {key(json.loads(line)["question"]) for line in path.read_text().splitlines()}
+    return {problem_key(json.loads(line)["question"]) for line in path.read_text().splitlines()}
 
 
 def load(path: Path) -> list[Question]:
@@ -105,7 +93,7 @@ def load(path: Path) -> list[Question]:
             )
             for c in row["candidates"]
         ]
-        near = row["set"] == "fresh" and key(row["question"]) in trained
+        near = row["set"] == "fresh" and problem_key(row["question"]) in trained
         out.append(Question(row["set"], row["question"], traces, near))
     return out
 

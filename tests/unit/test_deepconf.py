@@ -33,7 +33,7 @@ from winnow.strategies.parts.race import race
 
 FIVE, SEVEN = "The answer is 5.", "The answer is 7."
 DOUBTFUL_SEVEN = f"The answer is {DOUBT}7{DOUBT}."  # two low positions: one window of 2 at 1.0
-WINDOW = {"window": 2, "top_k": 20}
+WINDOW = {"window": 2, "top_k": 20, "statistic": "lowest_group", "eta": 0.9}
 
 
 def client_for(texts: Sequence[str], engine: FakeEngine | None = None, **rewards):
@@ -160,8 +160,8 @@ def test_deepconf_cuts_later_traces_below_the_warmup_threshold() -> None:
     with c:
         body = ask(
             c,
-            {"name": "deepconf", "wave": 2, "max_n": 8, "token_confidence": WINDOW,
-             "return_candidates": True, "trace": True},
+            {"name": "deepconf", "wave": 2, "max_n": 8, "confidence": 0.95,
+             "token_confidence": WINDOW, "return_candidates": True, "trace": True},
         )  # fmt: skip
     d = body["winnow"]["details"]
     assert (d["waves"], d["stopped"], d["cut"]) == (2, "confident", 1)
