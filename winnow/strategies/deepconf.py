@@ -3,12 +3,13 @@ policy's own token confidence, read inside the engine.
 
 A preset of :mod:`winnow.strategies.adaptive` with DeepConf's online mode, its defaults the
 setting chosen on 60 training-split questions of the default model (warm-up 4, waves of 4, tau
-0.9, ``benchmarks/deepconf/offline.py``): the first wave (``wave`` traces) is the warm-up, whose lowest group confidences set the threshold (the top
-``eta`` bar); every later trace is ended inside the engine as soon as its group confidence
-falls below it, and sampling stops once the leading answer holds ``confidence`` (tau) of the
-confidence-weighted votes, or at ``max_n``. The answer is the confidence-filtered, weighted vote
-(``selection: "confidence"``). Every setting of ``adaptive`` can be changed, a reward added
-(its probabilities then multiply the weights) and ``race`` turned on.
+0.9, ``benchmarks/deepconf/offline.py``): the first wave (``wave`` traces) is the warm-up, whose
+lowest group confidences set the threshold (the top ``eta`` bar); every later trace is ended
+inside the engine as soon as its group confidence falls below it, and sampling stops once the
+leading answer holds ``confidence`` (tau) of the confidence-weighted votes, or at ``max_n``. The
+answer is the confidence-filtered, weighted vote (``selection: "confidence"``). Every setting of
+``adaptive`` can be changed, a reward added (its probabilities then multiply the weights) and
+``race`` turned on.
 """
 
 from __future__ import annotations
