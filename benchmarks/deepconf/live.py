@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from benchmarks import common
-from benchmarks.common import bootstrap, md_table
+from benchmarks.common import bootstrap, md_table, paired_diff
 from benchmarks.deepconf.collect import fresh
 from winnow.answers.final import equivalent, extract_answer
 from winnow.train.tasks import Problem, messages
@@ -136,13 +136,12 @@ def report(out: dict[str, Any], command: str) -> str:
     a = [x["seconds"] for x in r[other]]
     b = [x["seconds"] for x in r[base]]
     ratio, lo, hi = ratio_of_medians(a, b)
-    diffs = [
-        float(x["correct"]) - float(y["correct"]) for x, y in zip(r[other], r[base], strict=True)
-    ]
-    dlo, dhi = bootstrap(diffs)
+    diff, dlo, dhi = paired_diff(
+        [float(x["correct"]) for x in r[other]], [float(y["correct"]) for y in r[base]]
+    )
     tok = sum(x["generated"] for x in r[other]) / sum(x["generated"] for x in r[base])
     lines += ["", f"Median latency ratio {other} / {base}: **{ratio:.2f}** [{lo:.2f}, {hi:.2f}]; "
-              f"accuracy difference {100 * statistics.fmean(diffs):+.1f} "
+              f"accuracy difference {100 * diff:+.1f} "
               f"[{100 * dlo:+.1f}, {100 * dhi:+.1f}] points; generated tokens {100 * tok:.1f}% "
               f"of {base}'s.", ""]  # fmt: skip
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import bootstrap, md_table
+from benchmarks.common import bootstrap, md_table, paired_diff
 from winnow.answers.final import equivalent
 from winnow.engine.confidence import first_cut
 from winnow.strategies.parts.confidence import (
@@ -125,7 +125,7 @@ def reward_vote(traces: Sequence[Trace]) -> Trace | None:
 class Stats:
     """Each trace's confidence statistics per window (computed once)."""
 
-    def __init__(self, questions: Sequence[Question]) -> None:
+    def __init__(self) -> None:
         self.cache: dict[tuple[int, int], Any] = {}
 
     def of(self, trace: Trace, window: int) -> Any:
@@ -323,9 +323,8 @@ def online_per_question(
 
 
 def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    lo, hi = bootstrap(diffs)
-    return {"diff": statistics.fmean(diffs), "lo": lo, "hi": hi}
+    diff, lo, hi = paired_diff(a, b)
+    return {"diff": diff, "lo": lo, "hi": hi}
 
 
 def mean_ci(values: Sequence[float]) -> dict[str, float]:
@@ -549,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=HERE / "offline")
     args = p.parse_args(argv)
     questions = load(args.rows)
-    stats = Stats(questions)
+    stats = Stats()
     tune = [q for q in questions if q.set == "tune"]
     offline, tried_off = choose_offline(tune, stats, args.subsets)
     online, tried_on = choose_online(tune, stats, offline, args.orders)

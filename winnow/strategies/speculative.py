@@ -20,15 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import Field
 
 from winnow.answers.groups import answers_and_groups_async
-from winnow.engine.base import Completion, CompletionDelta
 from winnow.metering.engine import MeteredEngine
 from winnow.protocol.requests import REFERENCE_DESCRIPTION, Reference
-from winnow.rewards.base import OutcomeItem, Tapped
+from winnow.rewards.base import OutcomeItem
 from winnow.strategies.base import GenerationRequest, Rewards, StrategyParams, StrategyResult
 from winnow.strategies.parts.selection import (
     Candidate,
@@ -38,6 +37,7 @@ from winnow.strategies.parts.selection import (
     check_candidates,
     rank_best,
 )
+from winnow.strategies.parts.written import Written
 from winnow.strategies.registry import StrategyError, register
 
 
@@ -70,44 +70,12 @@ class SpeculativeRejectionParams(StrategyParams):
 
 
 @dataclass(slots=True)
-class Run:
-    """One candidate as it is written."""
+class Run(Written):
+    """One candidate as it is written, and what became of it."""
 
-    index: int
-    text: list[str] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    tap: dict[str, list[float | None]] = field(default_factory=dict)
-    finish_reason: str | None = None
-    stop_reason: str | int | None = None
     done: bool = False
     rejected_at: int | None = None  # the decision point that aborted it
     error: BaseException | None = None
-
-    def add(self, delta: CompletionDelta) -> None:
-        self.text.append(delta.text)
-        self.token_ids.extend(delta.token_ids)
-        for head, scores in (delta.tap or {}).items():
-            self.tap.setdefault(head, []).extend(scores)
-        if delta.finish_reason is not None:
-            self.finish_reason, self.stop_reason = delta.finish_reason, delta.stop_reason
-
-    def tapped(self, prompt_ids: tuple[int, ...], tokens: int | None = None) -> Tapped | None:
-        """What the engine scored of its first ``tokens`` tokens (all by default)."""
-        if not self.tap:
-            return None
-        cut = len(self.token_ids) if tokens is None else tokens
-        return Tapped(
-            prompt_ids, tuple(self.token_ids[:cut]), {h: s[: cut + 1] for h, s in self.tap.items()}
-        )
-
-    def completion(self) -> Completion:
-        return Completion(
-            self.index,
-            "".join(self.text),
-            list(self.token_ids),
-            self.finish_reason,  # type: ignore[arg-type]
-            self.stop_reason,
-        )
 
 
 @register("speculative_rejection", SpeculativeRejectionParams)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from winnow.engine.base import Completion, SamplingSpec
 from winnow.metering.engine import MeteredEngine
+from winnow.strategies.parts.written import Written
 
 Settle = Callable[[Completion, list[int]], Awaitable[bool]]
 """Called with each finished sample (and the prompt's token ids) in finishing order; True: the
@@ -27,31 +28,14 @@ async def streamed(
     engine: MeteredEngine, spec: SamplingSpec, index: int
 ) -> tuple[Completion, list[int]]:
     """One sample (``spec.n`` 1) streamed and put back together, with the prompt's token ids."""
-    texts: list[str] = []
-    completion = Completion(index, "", [], None)
+    written = Written(index)
     prompt: list[int] = []
     async with contextlib.aclosing(engine.stream(spec)) as events:
         async for event in events:
             prompt = event.prompt_token_ids or prompt
             for delta in event.deltas:
-                texts.append(delta.text)
-                completion.token_ids += delta.token_ids
-                completion.unseen_tokens += delta.unseen_tokens
-                if delta.tap is not None:
-                    tap = completion.tap if completion.tap is not None else {}
-                    for head, scores in delta.tap.items():
-                        tap.setdefault(head, []).extend(scores)
-                    completion.tap = tap
-                if delta.finish_reason is not None:
-                    completion.finish_reason = delta.finish_reason
-                    completion.stop_reason = delta.stop_reason
-                if delta.confidence is not None:
-                    completion.confidence = delta.confidence
-    completion.text = "".join(texts)
-    if completion.tap is not None:  # one score per state: the prompt's last token, then each
-        width = len(completion.token_ids) + 1
-        completion.tap = {h: (s + [None] * width)[:width] for h, s in completion.tap.items()}
-    return completion, prompt
+                written.add(delta)
+    return written.completion(), prompt
 
 
 async def race(

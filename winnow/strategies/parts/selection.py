@@ -346,17 +346,15 @@ def pick_by_confidence(
     best other candidates."""
     vote = confidence_vote(candidates, params, reading)
     stats, _ = confidence_weights(candidates, params)
-    voters = set(vote.voters)
     ranked = sorted(vote.weights, key=lambda g: -vote.weights[g])  # stable: first seen first
     chosen = []
     for group in ranked[:k]:
-        members = [c for i, c in enumerate(candidates) if c.group == group and i in voters]
+        members = [i for i in vote.voters if candidates[i].group == group]
         if reading is None:
-            position = {id(c): i for i, c in enumerate(candidates)}
-            members.sort(key=lambda c: (-_key(stats[position[id(c)]]), c.completion.index))
-            chosen.append(members[0])
+            best = min(members, key=lambda i: (-_key(stats[i]), candidates[i].completion.index))
+            chosen.append(candidates[best])
         else:
-            chosen.append(rank_best(members)[0])
+            chosen.append(rank_best([candidates[i] for i in members])[0])
     return fill(chosen, candidates, k), vote
 
 
@@ -472,10 +470,7 @@ def selection_trace(
                 chosen=c.completion.index in picked,
                 wave=None if waves is None else waves[position],
                 confidence=_trace_confidence(
-                    c,
-                    None if vote is None else vote,
-                    position,
-                    None if thresholds is None else thresholds[position],
+                    c, vote, position, None if thresholds is None else thresholds[position]
                 ),
             )
         )
@@ -507,9 +502,7 @@ def _trace_confidence(
     stats, records = candidate.confidence, candidate.completion.confidence
     if stats is None or records is None:
         return None
-    weight = None
-    if vote is not None and position in vote.voters:
-        weight = vote.weight_of(position)
+    weight = None if vote is None else vote.weight_of(position)
     return CandidateConfidence(
         window=stats.window,
         lowest_group=finite(stats.lowest_group),
