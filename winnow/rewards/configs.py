@@ -40,6 +40,56 @@ class ProbeConfig(_Placed):
     )
 
 
+class PoolingOptions(BaseModel):
+    """How the pooling runner (:mod:`.pooling`) runs a reward model."""
+
+    model_config = ConfigDict(extra="forbid")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="Base URLs (http://host:port) of `winnow worker --runner pooling` servers of "
+        "this reward model, used in turn; none: a second vLLM engine in this process.",
+    )
+    served_model: str | None = Field(None, description="The model name at the workers.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the workers' API key (never the key).",
+    )
+    kv_cache_gib: int = Field(
+        1, ge=1, description="CPU only: the in-process engine's KV cache (GiB), its own."
+    )
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="GPU only: the in-process engine's share of the GPU; the policy's "
+        "--gpu-memory-utilization and this must add up to at most ~0.95.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Longest input; default: the model's position limit."
+    )
+    timeout: float = Field(120.0, gt=0, description="Per request to a worker (s).")
+
+    @model_validator(mode="after")
+    def _urls(self) -> PoolingOptions:
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"pooling url {url!r} must start with http:// or https://")
+        return self
+
+
+class _Runnable(_Placed):
+    """A Hugging Face reward model run by transformers (``hf``) or by vLLM's pooling runner."""
+
+    runner: Literal["hf", "pooling"] = Field(
+        "hf",
+        description="'hf': transformers in this process. 'pooling': vLLM's pooling runner (a "
+        "second engine in this process, or `winnow worker --runner pooling` workers at "
+        "pooling.urls); the same input rendering, scored by vLLM (prefix cache, GPU batching).",
+    )
+    pooling: PoolingOptions = Field(default_factory=PoolingOptions)
+
+
 def _chat_template() -> Any:
     return Field(
         None, description="Jinja chat template to render with; default: the model tokenizer's."
@@ -52,7 +102,7 @@ def _system_prompt() -> Any:
     )
 
 
-class SequenceClassifierConfig(_Placed):
+class SequenceClassifierConfig(_Runnable):
     backend: Literal["seq_cls"] = "seq_cls"
     path: str = Field(description="A Hugging Face sequence-classification reward model dir.")
     max_length: int = Field(
@@ -83,7 +133,7 @@ DEFAULT_TAG: dict[str, str] = {
 }
 
 
-class StepTagPRMConfig(_Placed):
+class StepTagPRMConfig(_Runnable):
     backend: Literal["step_tag_prm"] = "step_tag_prm"
     path: str = Field(description="A PRM dir (see style and format).")
     style: PRMStyle = Field(

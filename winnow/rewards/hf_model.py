@@ -62,13 +62,19 @@ class HFModel(Backbone):
         self.auto_class = auto_class
         self.reads = reads
         self.what = what
+        self.weights = True  # False: the tokenizer and config only (another runner computes)
+        self._config: Any = None
 
     def load(self) -> None:
-        if self._model is not None:
+        if self._model is not None or (not self.weights and self._tokenizer is not None):
             return
         import transformers
 
         tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
+        if not self.weights:
+            self._config = transformers.AutoConfig.from_pretrained(self.model_dir)
+            self._tokenizer = tokenizer
+            return
         model = load_checked(self.model_dir, self.auto_class, self.placement)
         if not isinstance(getattr(model, "model", None), torch.nn.Module):
             raise ValueError(
@@ -91,8 +97,16 @@ class HFModel(Backbone):
         return self._tokenizer
 
     @property
+    def model(self) -> Any:
+        if not self.weights:
+            raise RuntimeError(f"{self.model_dir}: weights are not loaded here (pooling runner)")
+        return super().model
+
+    @property
     def max_positions(self) -> int | None:
-        value = getattr(self.model.config, "max_position_embeddings", None)
+        self.load()
+        config = self._config if self._model is None else self._model.config
+        value = getattr(config, "max_position_embeddings", None)
         return int(value) if value else None
 
 

@@ -202,12 +202,25 @@ def _build_one(
 
         _placement(config)
         _require_dir(config.name, config.path)
+        if config.runner == "pooling":
+            from winnow.rewards.pooling import PooledSequenceClassifier
+
+            return PooledSequenceClassifier(config, observer=observer)
         return SequenceClassifierReward(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, StepTagPRMConfig):
         from winnow.rewards.step_tag_prm import StepTagPRM
 
         _placement(config)
         _require_dir(config.name, config.path)
+        if config.runner == "pooling":
+            from winnow.rewards.pooling import PooledStepTagPRM
+
+            if config.style == "value_head":
+                raise RewardConfigError(
+                    f"reward {config.name!r}: vLLM has no pooling model for a value_head PRM "
+                    '(Skywork-o1-PRM\'s v_head); use "runner": "hf"'
+                )
+            return PooledStepTagPRM(config, observer=observer)
         return StepTagPRM(config, observer=observer, prefix_cache_bytes=cache_bytes)
     if isinstance(config, JudgeConfig):
         from winnow.rewards.judge import JudgeReward

@@ -141,14 +141,18 @@ class SequenceClassifierReward(HFReward[SequenceClassifierConfig]):
         model = self.model.model
         token = self.config.logit_token_id
         head, reading = outcome_head(model.score) if token is None else token_head(model, token)
+        self._prepare(reading)
+        self._head = head
+        return head
+
+    def _prepare(self, reading: str) -> None:
+        """The tokenizer's details: special prefix, chat template, length limit."""
         tokenizer = self.model.tokenizer
         self._prefix = special_prefix(tokenizer)
         self._template = ChatTemplate(tokenizer, self.config.chat_template, self.model.model_dir)
         limit = self.model.max_positions
         self._max_length = min(self.config.max_length, limit) if limit else self.config.max_length
         self._info = self._make_info(reading)
-        self._head = head
-        return head
 
     def text(self, item: OutcomeItem) -> str:
         """The conversation as the model reads it: messages and response in its own template."""

@@ -145,13 +145,7 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
         if self._scorer is not None:
             return self._scorer
         self.model.load()
-        if self.format in ("chat", "multi_turn"):
-            template = self.config.chat_template
-            self._template = ChatTemplate(self.model.tokenizer, template, self.model.model_dir)
-        if self.format == "lines":
-            self._tag_id = single_token(self.model, self.tag, "step_tag")
-        else:
-            self._check_tag()
+        self._prepare()
         style = self.config.style
         if style == "label_token":
             scorer = self._label_scorer()
@@ -159,9 +153,27 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
             scorer = self._head_scorer(two_way_head(self.model.model.score), softmax=True)
         else:
             scorer = self._head_scorer(value_head(self.model.model.v_head), softmax=False)
-        self._prefix = special_prefix(self.model.tokenizer)
         self._scorer = scorer
         return scorer
+
+    def _prepare(self) -> None:
+        """The tokenizer's details: chat template, tag token (checked), special prefix."""
+        if self.format in ("chat", "multi_turn"):
+            template = self.config.chat_template
+            self._template = ChatTemplate(self.model.tokenizer, template, self.model.model_dir)
+        if self.format == "lines":
+            self._tag_id = single_token(self.model, self.tag, "step_tag")
+        else:
+            self._check_tag()
+        self._prefix = special_prefix(self.model.tokenizer)
+
+    def label_ids(self) -> tuple[int, int]:
+        """(good, bad): the label tokens' ids (``label_token``), each checked to be one token."""
+        good = single_token(self.model, self.config.good_token, "good_token")
+        bad = single_token(self.model, self.config.bad_token, "bad_token")
+        if good == bad:
+            raise ValueError(f"good_token and bad_token are the same token ({good})")
+        return good, bad
 
     def _check_tag(self) -> None:
         """The tag must be one token where the format writes it, the same token every time."""
@@ -178,10 +190,7 @@ class StepTagPRM(HFReward[StepTagPRMConfig]):
             )
 
     def _label_scorer(self) -> RowScorer:
-        good = single_token(self.model, self.config.good_token, "good_token")
-        bad = single_token(self.model, self.config.bad_token, "bad_token")
-        if good == bad:
-            raise ValueError(f"good_token and bad_token are the same token ({good})")
+        good, bad = self.label_ids()
         lm_head = self.model.model.get_output_embeddings().weight.detach()
         labels = torch.tensor([good, bad], dtype=torch.long, device=lm_head.device)
         return lambda hidden, rows: prm_label_probs(hidden, rows, lm_head, labels)[:, 0]
