@@ -1,8 +1,9 @@
 """Tokenizers of the reward families' kinds, built offline in code (no hub): a byte-level BPE
-with Llama 3's pre-tokenizer and header tokens, one with Qwen2.5's ChatML tokens, and a
-SentencePiece-style (Metaspace) BPE with Mistral's ``<s>`` as Math-Shepherd's has, in which
-``ки`` is one token as in the real one. Each is trained on a small corpus in a fraction of a
-second; every character of the texts the tests write is in its alphabet.
+with Llama 3's pre-tokenizer and header tokens, one with Qwen2.5's ChatML tokens (and one with
+Qwen3's template and think tokens), and a SentencePiece-style (Metaspace) BPE with Mistral's
+``<s>`` as Math-Shepherd's has, in which ``ки`` is one token as in the real one. Each is trained
+on a small corpus in a fraction of a second; every character of the texts the tests write is in
+its alphabet.
 """
 
 from __future__ import annotations
@@ -64,6 +65,45 @@ QWEN25_TEMPLATE = (
 )
 """Qwen2.5's chat template without its tool-calling branches."""
 
+QWEN3_TEMPLATE = (
+    "{%- if messages[0].role == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}"
+    "{%- for message in messages[::-1] %}"
+    "{%- set index = (messages|length - 1) - loop.index0 %}"
+    "{%- if ns.multi_step_tool and message.role == 'user' %}"
+    "{%- set ns.multi_step_tool = false %}{%- set ns.last_query_index = index %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- for message in messages %}"
+    "{%- set content = message.content %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{%- set reasoning_content = '' %}"
+    "{%- if '</think>' in content %}"
+    "{%- set reasoning_content = content.split('</think>')[0].rstrip('\\n')"
+    ".split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{%- if loop.index0 > ns.last_query_index %}"
+    "{%- if loop.last or (not loop.last and reasoning_content) %}"
+    "{{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + "
+    "'\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + content }}{%- endif %}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + content }}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+"""Qwen3's chat template without its tool-calling branches: the last assistant turn after the
+last user message is written with a (here empty) ``<think>`` block before its content."""
+
 
 def _train(model: Any, pre: Any, specials: Sequence[str], vocab: int, alphabet: list[str]) -> Any:
     from tokenizers import Tokenizer, trainers
@@ -120,9 +160,16 @@ def llama3(directory: Path, *, pad: bool = True) -> Any:
     return _saved(tokenizer, directory)
 
 
-def qwen25(directory: Path, *, extra: Sequence[str] = (), bos: str | None = None) -> Any:
+def qwen25(
+    directory: Path,
+    *,
+    extra: Sequence[str] = (),
+    bos: str | None = None,
+    template: str = QWEN25_TEMPLATE,
+    added: Sequence[str] = (),
+) -> Any:
     """Qwen2.5-style: byte-level BPE, ChatML tokens, no BOS added, Qwen2.5's chat template;
-    ``extra`` special tokens (Qwen2.5-Math-PRM's ``<extra_0>``)."""
+    ``extra`` special tokens (Qwen2.5-Math-PRM's ``<extra_0>``), ``added`` plain added tokens."""
     from tokenizers import decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -137,8 +184,16 @@ def qwen25(directory: Path, *, extra: Sequence[str] = (), bos: str | None = None
         pad_token="<|endoftext|>",
         additional_special_tokens=list(extra) or None,
     )
-    tokenizer.chat_template = QWEN25_TEMPLATE
+    if added:
+        tokenizer.add_tokens(list(added))
+    tokenizer.chat_template = template
     return _saved(tokenizer, directory)
+
+
+def qwen3(directory: Path) -> Any:
+    """Qwen3-style: Qwen2.5's tokens plus ``<think>`` and ``</think>`` (added, not special) and
+    Qwen3's chat template (the base of Skywork-Reward-V2-Qwen3)."""
+    return qwen25(directory, template=QWEN3_TEMPLATE, added=["<think>", "</think>"])
 
 
 def mistral(directory: Path) -> Any:

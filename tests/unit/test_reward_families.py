@@ -5,7 +5,8 @@ Every checkpoint is saved here from a class written as its authors' code writes 
 a hidden size of 32. winnow's scores are checked against a direct computation on the same
 checkpoint, written here from each model card's recipe and independent of winnow's code: its
 input, one forward pass of the authors' class, the logits or head output at the positions the
-card reads.
+card reads. The README's "Reward models" table is read here too: each config it shows is started
+on its family's checkpoint and checked against the same computation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,10 +147,13 @@ def qwen2_classes() -> dict[str, type[Any]]:
     }
 
 
-QWEN_AUTO_MAP = {
-    "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
-    "AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel",
-}
+def qwen_auto_map(architecture: str) -> dict[str, str]:
+    """Where the Qwen2.5-Math reward checkpoints point transformers for their remote code (never
+    run by winnow, which builds the class ``architectures`` names)."""
+    return {
+        "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
+        "AutoModel": f"modeling_qwen2_rm.{architecture}",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +172,7 @@ def qwen_prm(root: Path) -> tuple[str, Any]:
     tokenizer = tiny_tokenizers.qwen25(directory, extra=["<extra_0>"])
     torch.manual_seed(1)
     model = qwen2_classes()["Qwen2ForProcessRewardModel"](tiny(Qwen2Config, tokenizer))
-    return save(model, directory, auto_map=QWEN_AUTO_MAP)
+    return save(model, directory, auto_map=qwen_auto_map("Qwen2ForProcessRewardModel"))
 
 
 def qwen_prm_reference(path: str, tokenizer: Any, steps: list[str]) -> list[float]:
@@ -235,20 +239,26 @@ def shepherd(root: Path) -> tuple[str, Any]:
     return save(MistralForCausalLM(tiny(MistralConfig, tokenizer)), directory)
 
 
-def test_math_shepherd_with_its_real_tag_token(shepherd: tuple[str, Any]):
-    path, tokenizer = shepherd
-    # the model card's recipe, word for word: ids of "ки" and of "+ -" (after BOS)
-    step_tag_id = tokenizer.encode("ки")[-1]
-    candidate_tokens = tokenizer.encode("+ -")[1:]
-    assert tokenizer.convert_ids_to_tokens([step_tag_id]) == ["▁ки"]
-    output = "".join(f"{body} ки\n" for body in BODIES).rstrip("\n")
-    ids = torch.tensor([tokenizer.encode(f"{QUESTION} {output}")])
+def shepherd_reference(path: str, tokenizer: Any, steps: list[str]) -> list[float]:
+    """The math-shepherd model card, word for word: ids of "ки" and of "+ -" (after BOS), the
+    question, a space and the steps each followed by " ки", joined by newlines; softmax over the
+    two label logits, P("+"), at every tag."""
     from transformers import MistralForCausalLM
 
+    step_tag_id = tokenizer.encode("ки")[-1]
+    candidate_tokens = tokenizer.encode("+ -")[1:]
+    output = "".join(f"{body} ки\n" for body in steps).rstrip("\n")
+    ids = torch.tensor([tokenizer.encode(f"{QUESTION} {output}")])
     model = MistralForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = model(ids).logits[:, :, candidate_tokens]
-    want = logits.softmax(dim=-1)[:, :, 0][ids == step_tag_id].tolist()
+    return logits.softmax(dim=-1)[:, :, 0][ids == step_tag_id].tolist()
+
+
+def test_math_shepherd_with_its_real_tag_token(shepherd: tuple[str, Any]):
+    path, tokenizer = shepherd
+    assert tokenizer.convert_ids_to_tokens([tokenizer.encode("ки")[-1]]) == ["▁ки"]
+    want = shepherd_reference(path, tokenizer, BODIES)
     assert len(want) == 3
 
     reward = started({**docs_config("prm"), "path": path})
@@ -391,17 +401,24 @@ def skywork_reward(root: Path) -> tuple[str, Any]:
     return save(model, directory)
 
 
-def test_skywork_reward_llama(skywork_reward: tuple[str, Any]):
+def skywork_reward_reference(path: str, tokenizer: Any) -> list[float]:
+    """The Skywork-Reward card: ``apply_chat_template(conv, tokenize=True)``, then
+    ``rm(ids).logits[0][0]``, one conversation at a time."""
     from transformers import AutoModelForSequenceClassification
 
-    path, tokenizer = skywork_reward
     rm = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
     want = []
-    for conv in conversations():  # the card: apply_chat_template(tokenize=True), logits[0][0]
+    for conv in conversations():
         ids = tokenizer.apply_chat_template(conv, tokenize=True, return_tensors="pt")
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids
         with torch.no_grad():
             want.append(float(rm(ids).logits[0][0]))
+    return want
+
+
+def test_skywork_reward_llama(skywork_reward: tuple[str, Any]):
+    path, tokenizer = skywork_reward
+    want = skywork_reward_reference(path, tokenizer)
     reward = started({"name": "rm", "backend": "seq_cls", "path": path})
     assert run(reward.score(outcome_items())).scores == pytest.approx(want, abs=ATOL)
 
@@ -411,32 +428,47 @@ def skywork_v2(root: Path) -> tuple[str, Any]:
     from transformers import Qwen3Config, Qwen3ForSequenceClassification
 
     directory = root / "skywork_reward_v2_qwen3"
-    tokenizer = tiny_tokenizers.qwen25(directory)
+    tokenizer = tiny_tokenizers.qwen3(directory)
     torch.manual_seed(6)
     config = tiny(Qwen3Config, tokenizer, num_labels=1, head_dim=8)
     return save(Qwen3ForSequenceClassification(config), directory)
 
 
-def test_skywork_reward_v2_qwen3_and_its_max_length(skywork_v2: tuple[str, Any]):
+def skywork_v2_rows(tokenizer: Any) -> list[list[int]]:
+    """The Skywork-Reward-V2 card: the chat template as text, a leading BOS removed (the
+    tokenizer adds its own), then tokenized."""
+    rows = []
+    for conv in conversations():
+        text = tokenizer.apply_chat_template(conv, tokenize=False)
+        if tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token):
+            text = text[len(tokenizer.bos_token) :]
+        rows.append(list(tokenizer(text)["input_ids"]))
+    return rows
+
+
+def skywork_v2_reference(path: str, tokenizer: Any, keep: int | None = None) -> list[float]:
+    """``rm(**tokenized).logits[0][0]`` on each row (on its last ``keep`` ids if given)."""
     from transformers import AutoModelForSequenceClassification
 
-    path, tokenizer = skywork_v2
     rm = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
-    rows = [tokenizer.apply_chat_template(c, tokenize=True) for c in conversations()]
-    rows = [list(r["input_ids"] if hasattr(r, "keys") else r) for r in rows]
-
-    def score(ids: list[int]) -> float:
+    want = []
+    for ids in skywork_v2_rows(tokenizer):
         with torch.no_grad():
-            return float(rm(torch.tensor([ids])).logits[0][0])
+            want.append(float(rm(torch.tensor([ids[-keep:] if keep else ids])).logits[0][0]))
+    return want
 
+
+def test_skywork_reward_v2_qwen3_and_its_max_length(skywork_v2: tuple[str, Any]):
+    path, tokenizer = skywork_v2
+    # Qwen3's template writes an empty think block before the scored answer
+    assert "<think>\n\n</think>\n\n4<|im_end|>" in tokenizer.decode(skywork_v2_rows(tokenizer)[2])
     reward = started({"name": "v2", "backend": "seq_cls", "path": path, "max_length": 4096})
-    assert run(reward.score(outcome_items())).scores == pytest.approx(
-        [score(r) for r in rows], abs=ATOL
-    )
+    want = skywork_v2_reference(path, tokenizer)
+    assert run(reward.score(outcome_items())).scores == pytest.approx(want, abs=ATOL)
     short = started({"name": "v2", "backend": "seq_cls", "path": path, "max_length": 20})
-    assert all(len(r) > 20 for r in rows)  # cut from the left (Qwen has no BOS to keep)
+    assert all(len(r) > 20 for r in skywork_v2_rows(tokenizer))  # cut from the left (no BOS)
     assert run(short.score(outcome_items())).scores == pytest.approx(
-        [score(r[-20:]) for r in rows], abs=ATOL
+        skywork_v2_reference(path, tokenizer, keep=20), abs=ATOL
     )
 
 
@@ -448,19 +480,26 @@ def qwen_rm(root: Path) -> tuple[str, Any]:
     tokenizer = tiny_tokenizers.qwen25(directory)
     torch.manual_seed(7)
     model = qwen2_classes()["Qwen2ForRewardModel"](tiny(Qwen2Config, tokenizer))
-    return save(model, directory, auto_map=QWEN_AUTO_MAP)
+    return save(model, directory, auto_map=qwen_auto_map("Qwen2ForRewardModel"))
 
 
-def test_qwen25_math_rm_mlp_outcome_head(qwen_rm: tuple[str, Any]):
-    path, tokenizer = qwen_rm
+def qwen_rm_reference(path: str, tokenizer: Any) -> list[float]:
+    """The Qwen2.5-Math-RM card: its system prompt, the whole chat as text,
+    ``encode(add_special_tokens=False)``, the head's output at the last token."""
     model = qwen2_classes()["Qwen2ForRewardModel"].from_pretrained(path).eval()
     messages = [{"role": "system", "content": QWEN_PRM_SYSTEM}, MESSAGES[1]]
     want = []
-    for conv in conversations(messages):  # the card: the whole chat, the score at its end
+    for conv in conversations(messages):
         text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
         ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
         with torch.no_grad():
             want.append(float(model(ids)[0, -1, 0]))
+    return want
+
+
+def test_qwen25_math_rm_mlp_outcome_head(qwen_rm: tuple[str, Any]):
+    path, tokenizer = qwen_rm
+    want = qwen_rm_reference(path, tokenizer)
     config = {"name": "qrm", "backend": "seq_cls", "path": path, "system_prompt": QWEN_PRM_SYSTEM}
     reward = started(config)
     assert run(reward.score(outcome_items())).scores == pytest.approx(want, abs=ATOL)
@@ -476,13 +515,13 @@ def nemotron(root: Path) -> tuple[str, Any]:
     return save(LlamaForCausalLM(tiny(LlamaConfig, tokenizer)), directory)
 
 
-def test_nemotron_reward_reads_the_logit_of_token_zero(nemotron: tuple[str, Any]):
+def nemotron_reference(path: str, tokenizer: Any) -> list[float]:
+    """The Nemotron-Reward card: generate one token after the chat, ``scores[0][0][0]``."""
     from transformers import LlamaForCausalLM
 
-    path, tokenizer = nemotron
     model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     want = []
-    for conv in conversations():  # the card: generate one token, scores[0][0][0]
+    for conv in conversations():
         encoded = tokenizer.apply_chat_template(
             conv, tokenize=True, add_generation_prompt=False, return_tensors="pt", return_dict=True
         )
@@ -496,10 +535,76 @@ def test_nemotron_reward_reads_the_logit_of_token_zero(nemotron: tuple[str, Any]
             pad_token_id=tokenizer.pad_token_id,
         )
         want.append(float(out["scores"][0][0][0]))
+    return want
+
+
+def test_nemotron_reward_reads_the_logit_of_token_zero(nemotron: tuple[str, Any]):
+    path, tokenizer = nemotron
+    want = nemotron_reference(path, tokenizer)
     reward = started({"name": "nemo", "backend": "seq_cls", "path": path, "logit_token_id": 0})
     assert run(reward.score(outcome_items())).scores == pytest.approx(want, abs=ATOL)
     # without logit_token_id it is a causal LM with no score head: refused, its lm_head named
     assert "lm_head.weight" in refused({"name": "nemo", "backend": "seq_cls", "path": path})
+
+
+# ---- the README's table ------------------------------------------------------------------------
+
+README_FAMILIES: dict[str, tuple[str, Callable[[str, Any], list[float]]] | None] = {
+    "Qwen2.5-Math-PRM": ("qwen_prm", lambda p, t: qwen_prm_reference(p, t, BODIES)),
+    "math-shepherd": ("shepherd", lambda p, t: shepherd_reference(p, t, BODIES)),
+    "RLHFlow": ("rlhflow", lambda p, t: rlhflow_reference(p, t, BODIES)),
+    "Skywork-o1-Open-PRM": ("skywork_prm", lambda p, t: skywork_prm_reference(p, t, BODIES)),
+    "Skywork-Reward-Llama-3.1-8B-v0.2": ("skywork_reward", skywork_reward_reference),
+    "Skywork-Reward-V2": ("skywork_v2", skywork_v2_reference),
+    "internlm2": None,  # not served: its row says what it needs
+    "Qwen2.5-Math-RM-72B": ("qwen_rm", qwen_rm_reference),
+    "Llama-3.1-Nemotron-70B-Reward-HF": ("nemotron", nemotron_reference),
+}
+"""The README's families in its order (a name its row's first cell contains), each with its
+checkpoint here and the model card's computation; None for a family the table says is not
+served."""
+
+
+def readme_table() -> dict[str, dict[str, Any] | None]:
+    """The README's "Reward models" table: each row's family key (of :data:`README_FAMILIES`)
+    and the config it shows, as written there (None when the cell holds no JSON)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Reward models\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, dict[str, Any] | None] = {}
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith("| family "):
+            continue
+        family, config = [cell.strip() for cell in line.strip().strip("|").split(" | ")][:2]
+        (key,) = [k for k in README_FAMILIES if k in family]  # exactly one family per row
+        assert key not in rows, f"two rows for {key}"
+        found = re.fullmatch(r"`(\{.*\})`", config)
+        rows[key] = json.loads(found.group(1)) if found else None
+    return rows
+
+
+def test_the_readme_table_has_a_row_for_every_family_and_nothing_else():
+    rows = readme_table()
+    assert list(rows) == list(README_FAMILIES)
+    assert [k for k, config in rows.items() if config is None] == ["internlm2"]
+
+
+@pytest.mark.parametrize("family", [k for k, v in README_FAMILIES.items() if v is not None])
+def test_the_readme_config_of_each_family_starts_and_scores(
+    family: str, request: pytest.FixtureRequest
+):
+    """The config the README shows, as written (a name and the path added), on the family's
+    checkpoint: its scores are the model card's."""
+    known = README_FAMILIES[family]
+    config = readme_table()[family]
+    assert known is not None and config is not None
+    fixture, reference = known
+    path, tokenizer = request.getfixturevalue(fixture)
+    reward = started({"name": "from_readme", **config, "path": path})
+    if reward.info.kind == "process":
+        (got,) = run(reward.score_steps([ProcessItem(PROMPT, STEPS)])).scores
+    else:
+        got = run(reward.score(outcome_items())).scores
+    assert got == pytest.approx(reference(path, tokenizer), abs=ATOL)
 
 
 # ---- formats the tokenizer cannot write ---------------------------------------------------------
