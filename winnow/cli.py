@@ -190,6 +190,12 @@ def _fit_parser(tsub: Any) -> None:
         "--tasks", help="named task sets instead, comma-separated (e.g. add_sub_3term_1digit)"
     )
     f.add_argument("--per-task", type=int, default=200, help="questions per named task set")
+    f.add_argument(
+        "--seed-journal", type=Path,
+        help="a samples journal (another fit's, or `winnow train samples`') whose answers to these "
+        "questions are imported instead of sampled, after checking their prompts, answers, n and "
+        "max_tokens against this fit (refused otherwise)",
+    )  # fmt: skip
     f.add_argument("--out", type=Path, help="default: DATA_DIR/rewards/<model>-<questions>")
     f.add_argument("--name", default="fitted", help="the reward's name in rewards.json")
     f.add_argument(

@@ -17,13 +17,14 @@ def tiny_lm(directory: Path, *, hidden: int = 32, seed: int = 0) -> Path:
     """Write a 2-layer Llama of width ``hidden`` (random weights from ``seed``) and its
     tokenizer (one token per printable character) to ``directory``."""
     import torch
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     chars = ["<pad>", "<eos>", *dict.fromkeys(string.printable)]
     vocab = {c: i for i, c in enumerate(chars)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()  # token ids decode to the text (no space between characters)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)

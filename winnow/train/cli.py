@@ -50,6 +50,7 @@ def train_fit(args: Any) -> dict:
             max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
             eval_fraction=args.eval_fraction, domain_quantile=args.domain_quantile,
             concurrency=args.concurrency, mlp=args.mlp,
+            seed_journal=str(args.seed_journal) if args.seed_journal else None,
             objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         )  # fmt: skip
     except ValidationError as exc:

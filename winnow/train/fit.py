@@ -24,6 +24,8 @@
 
 ``OUT/fit.json`` records the settings; a re-run with other sampling settings (model, n,
 max_tokens, temperature, seed) into the same directory is refused rather than mixing samples.
+``--seed-journal FILE`` imports answers sampled before (checked: :mod:`winnow.train.seeding`)
+into the journal first, so only the questions it lacks are sampled.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class FitConfig(BaseModel):
     )
     l2_grid: tuple[float, ...] = Field((1e-4, 1e-3, 1e-2, 1e-1), min_length=1)
     max_model_len: int = Field(2048, ge=64, description="The in-process engine's context.")
+    seed_journal: str | None = Field(
+        None, description="A journal of answers sampled before, imported (checked) unsampled."
+    )
 
     @model_validator(mode="after")
     def _source(self) -> FitConfig:
@@ -151,7 +156,8 @@ def split_rows(
 
 
 def _settings_file(out: Path, config: FitConfig) -> None:
-    """Write ``fit.json``; refuse a run whose sampling differs from the journal's."""
+    """Write ``fit.json``; refuse a run whose sampling differs from the journal's (what was
+    imported into the journal, ``seeded_from``, stays recorded)."""
     path = out / SETTINGS
     sampling = config.sampling()
     if path.exists() and (out / JOURNAL).exists():
@@ -162,9 +168,32 @@ def _settings_file(out: Path, config: FitConfig) -> None:
                 f"{out / JOURNAL} was sampled with other settings ({changed}): run with the "
                 "same ones to resume, or give another --out"
             )
+        if "seeded_from" in before:
+            sampling["seeded_from"] = before["seeded_from"]
     path.write_text(
         json.dumps({"config": config.model_dump(), "sampling": sampling}, indent=2) + "\n"
     )
+
+
+def _seed(out: Path, config: FitConfig, rows: Sequence[QuestionRow]) -> None:
+    """Import ``--seed-journal``'s answers to ``rows`` into the journal; record the import in
+    ``fit.json``'s ``sampling.seeded_from``."""
+    from winnow.train.seeding import seed_journal
+
+    assert config.seed_journal is not None
+    seeded = seed_journal(
+        rows, Path(config.seed_journal), out / JOURNAL, model=config.model, n=config.n,
+        max_tokens=config.max_tokens,
+    )  # fmt: skip
+    print(
+        f"[fit] --seed-journal: {seeded.imported} questions imported, {seeded.already} already "
+        f"in the journal, {seeded.missing} to sample",
+        flush=True,
+    )
+    if seeded.imported:
+        data = json.loads((out / SETTINGS).read_text())
+        data["sampling"].setdefault("seeded_from", []).append(seeded.model_dump())
+        (out / SETTINGS).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def fit_reward(
@@ -185,6 +214,8 @@ def fit_reward(
             "ones: at least 5 and 1 are needed (more questions, or another --eval-fraction)"
         )
     _settings_file(out, config)
+    if config.seed_journal is not None:
+        _seed(out, config, rows)
     print(
         f"[fit] {len(rows)} questions: {len(train_rows)} training, {len(held_rows)} held out "
         f"(by problem key), n={config.n}",

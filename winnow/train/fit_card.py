@@ -46,7 +46,15 @@ def fit_card(reward_dir: Path) -> Path:
         f"of keys held out: {m['train_questions']} training and {h['questions']} held-out "
         f"questions; {h['leak']['shared']} held-out questions share a key with a training one.",
         f"- Answers: {cfg['n']} per question at temperature {cfg['temperature']}, max "
-        f"{cfg['max_tokens']} tokens; labels by `{cfg['checker'] or 'the verifier'}`; "
+        f"{cfg['max_tokens']} tokens"
+        + (
+            f" (the answers `{cfg['seed_journal']}` held were imported from it, not sampled by "
+            "this fit: prompts, answers, n and max_tokens checked; temperature and seed as "
+            "declared)"
+            if cfg.get("seed_journal")
+            else ""
+        )
+        + f"; labels by `{cfg['checker'] or 'the verifier'}`; "
         f"{_pct(m['train_accuracy_of_samples'])} of training answers right, "
         f"{m['train_questions_with_both']} training questions with right and wrong answers.",
         f"- Head: {m['objective']} objective at `{m['feature']}`, L2 {m['l2']:g}, chosen by "
@@ -110,7 +118,9 @@ def fit_card(reward_dir: Path) -> Path:
             if cfg["questions"]
             else f"--tasks {','.join(cfg['tasks'])}"
         )
-        + f" --n {cfg['n']}`.",
+        + f" --n {cfg['n']}"
+        + (f" --seed-journal {cfg['seed_journal']}" if cfg.get("seed_journal") else "")
+        + "`.",
     ]
     path = reward_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n")

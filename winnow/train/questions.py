@@ -77,11 +77,16 @@ class QuestionRow(BaseModel):
         """What identifies the question in the journal: its text, or its messages as JSON."""
         if self.question is not None:
             return self.question
-        return json.dumps(self.chat, ensure_ascii=False, sort_keys=True)
+        return chat_id(self.chat)
 
     @property
     def key(self) -> str:
         return problem_key(self.text, self.group)
+
+
+def chat_id(chat: list[dict[str, str]]) -> str:
+    """The journal id of a question asked as ``chat`` (messages): the chat as sorted JSON."""
+    return json.dumps(chat, ensure_ascii=False, sort_keys=True)
 
 
 def read_questions(path: Path) -> list[QuestionRow]:
