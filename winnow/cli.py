@@ -99,6 +99,14 @@ def _worker_parser(sub: Any) -> None:
         help="a directory of value models clients may name (repeat; winnow's shipped ones are "
         "always allowed, nothing else is)",
     )  # fmt: skip
+    p.add_argument(
+        "--runner", choices=["generate", "pooling"], default="generate",
+        help="generate: the policy with winnow's processors (default); pooling: a reward model "
+        "of --rewards-config (--reward NAME) on vLLM's pooling runner, for rewards with "
+        '"runner": "pooling" and "pooling": {"urls": [...]}',
+    )  # fmt: skip
+    p.add_argument("--rewards-config", help="with --runner pooling: the rewards config file")
+    p.add_argument("--reward", help="with --runner pooling: the reward's name in it")
     p.add_argument("--print-command", action="store_true", help="print the vLLM command and exit")
 
 
@@ -308,9 +316,25 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     if args.command == "worker":
-        from winnow.engine.remote.worker import WorkerOptionError, run_worker
+        from winnow.engine.remote.worker import (
+            WorkerOptionError,
+            run_pooling_worker,
+            run_worker,
+        )
 
         try:
+            if args.runner == "pooling":
+                if not (args.rewards_config and args.reward):
+                    parser.error("--runner pooling needs --rewards-config FILE and --reward NAME")
+                return run_pooling_worker(
+                    args.rewards_config,
+                    args.reward,
+                    args.host,
+                    args.port,
+                    extra,
+                    data_dir=args.data_dir or default_data_dir(),
+                    print_only=args.print_command,
+                )
             return run_worker(
                 args.model,
                 args.host,

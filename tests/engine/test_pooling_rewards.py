@@ -23,10 +23,10 @@ from tests.unit.test_reward_families import (
     MESSAGES,
     PROMPT,
     QUESTION,
-    QWEN_AUTO_MAP,
     QWEN_PRM_SYSTEM,
     STEPS,
     qwen2_classes,
+    qwen_auto_map,
     save,
     tiny,
 )
@@ -69,7 +69,7 @@ def _qwen_prm(root: Path) -> str:
     tokenizer = tiny_tokenizers.qwen25(directory, extra=["<extra_0>"])
     torch.manual_seed(1)
     model = qwen2_classes()["Qwen2ForProcessRewardModel"](tiny(Qwen2Config, tokenizer, **WIDE))
-    return save(model, directory, auto_map=QWEN_AUTO_MAP)[0]
+    return save(model, directory, auto_map=qwen_auto_map("Qwen2ForProcessRewardModel"))[0]
 
 
 def _shepherd(root: Path) -> str:
@@ -107,7 +107,17 @@ def _qwen_rm(root: Path) -> str:
     tokenizer = tiny_tokenizers.qwen25(directory)
     torch.manual_seed(7)
     model = qwen2_classes()["Qwen2ForRewardModel"](tiny(Qwen2Config, tokenizer, **WIDE))
-    return save(model, directory, auto_map=QWEN_AUTO_MAP)[0]
+    return save(model, directory, auto_map=qwen_auto_map("Qwen2ForRewardModel"))[0]
+
+
+def _skywork_v2(root: Path) -> str:
+    from transformers import Qwen3Config, Qwen3ForSequenceClassification
+
+    directory = root / "skywork_reward_v2_qwen3"
+    tokenizer = tiny_tokenizers.qwen25(directory)
+    torch.manual_seed(6)
+    config = tiny(Qwen3Config, tokenizer, num_labels=1, **WIDE, head_dim=64)
+    return save(Qwen3ForSequenceClassification(config), directory)[0]
 
 
 def _nemotron(root: Path) -> str:
@@ -127,6 +137,7 @@ FAMILIES: dict[str, tuple[Any, dict[str, Any]]] = {
     "math_shepherd": (_shepherd, {"backend": "step_tag_prm", "style": "label_token"}),
     "rlhflow_prm": (_rlhflow, {"backend": "step_tag_prm", "format": "multi_turn"}),
     "skywork_reward": (_skywork_reward, {"backend": "seq_cls"}),
+    "skywork_reward_v2": (_skywork_v2, {"backend": "seq_cls"}),
     "qwen25_math_rm": (_qwen_rm, {"backend": "seq_cls", "system_prompt": QWEN_PRM_SYSTEM}),
     "nemotron_reward": (_nemotron, {"backend": "seq_cls", "logit_token_id": 0}),
 }
@@ -262,3 +273,43 @@ def test_tree_search_with_a_pooled_prm(sdk: Any, live_server: Any, pooled_reward
     usage = completion.usage.model_extra["winnow"]
     assert usage["reward_calls"] > 0 and usage["reward_tokens"] > 0
     assert live_server.wait_idle() == 0
+
+
+# ---- on a worker: `winnow worker --runner pooling` ------------------------------------------
+
+
+def test_a_pooling_worker_scores_like_transformers(root: Path, tmp_path: Path):
+    """The same PRM on a worker started by the CLI, read over vLLM's /pooling API."""
+    import json
+    import sys
+
+    from winnow.clients.launch import free_port, server_process
+
+    path = _shepherd(root)
+    entry = {"name": "shep", "backend": "step_tag_prm", "style": "label_token", "path": path}
+    config_file = tmp_path / "rewards.json"
+    config_file.write_text(json.dumps([entry]))
+    port = free_port()
+    command = [sys.executable, "-m", "winnow.cli", "worker", "--runner", "pooling",
+               "--rewards-config", str(config_file), "--reward", "shep",
+               "--port", str(port)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with server_process(command, url, tmp_path / "worker.log", timeout=300):
+        remote = {**entry, "name": "remote", "runner": "pooling", "pooling": {"urls": [url]}}
+
+        async def main() -> tuple[Any, Any]:
+            rewards = build_rewards(
+                RewardConfigList.validate_python([entry, remote]), default_model_dir=None
+            )
+            await rewards.start()
+            try:
+                items = process_items()
+                hf = await rewards.get("shep").score_steps(items)
+                return hf, await rewards.get("remote").score_steps(items)
+            finally:
+                await rewards.shutdown()
+
+        want, got = asyncio.run(main())
+    for mine, theirs in zip(got.scores, want.scores, strict=True):
+        assert mine == pytest.approx(theirs, abs=ATOL)
+    assert got.tokens > 0 and got.cached_tokens == 0  # the HTTP API reads no cached rows

@@ -338,6 +338,19 @@ class RemotePooling:
             self._client = None
 
 
+def unpooled(config: SequenceClassifierConfig | StepTagPRMConfig) -> Any:
+    """The backend of ``config`` without weights: its tokenizer, for :func:`pooling_plan` outside
+    a server (``winnow worker --runner pooling``)."""
+    reward: Any = (
+        SequenceClassifierReward(config)
+        if isinstance(config, SequenceClassifierConfig)
+        else StepTagPRM(config)
+    )
+    reward.model.weights = False
+    reward._prepare(*(["its score head"] if isinstance(reward, SequenceClassifierReward) else []))
+    return reward
+
+
 def runner_for(plan: PoolingPlan, config: SequenceClassifierConfig | StepTagPRMConfig) -> Any:
     options: PoolingOptions = config.pooling
     if options.urls:
