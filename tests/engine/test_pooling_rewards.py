@@ -294,7 +294,7 @@ def test_a_pooling_worker_scores_like_transformers(root: Path, tmp_path: Path):
                "--rewards-config", str(config_file), "--reward", "shep",
                "--port", str(port)]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    with server_process(command, url, tmp_path / "worker.log", timeout=300):
+    with server_process(command, url, tmp_path / "worker.log", timeout=900):
         remote = {**entry, "name": "remote", "runner": "pooling", "pooling": {"urls": [url]}}
 
         async def main() -> tuple[Any, Any]:

@@ -158,7 +158,7 @@ def engine_args(plan: PoolingPlan, config: SequenceClassifierConfig | StepTagPRM
 
     options = config.pooling
     placement = resolve(config.device, config.dtype)
-    cpu = placement.device.type == "cpu" or not has_cuda()
+    cpu = not has_cuda()  # vLLM runs on its platform's device; `device` only sets the dtype
     dtype = str(placement.dtype).removeprefix("torch.")
     args: dict[str, Any] = {
         "model": plan.model,
