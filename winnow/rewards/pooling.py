@@ -263,8 +263,9 @@ class LocalPooling:
     def _keep(self, job: ProbeJob, data: torch.Tensor, first: int) -> None:
         for p in job.positions:
             if p >= first:
-                self._kept[_prefix_key(job.ids, p)] = data[p - first].clone()
-                self._kept.move_to_end(_prefix_key(job.ids, p))
+                key = _prefix_key(job.ids, p)
+                self._kept[key] = data[p - first].clone()
+                self._kept.move_to_end(key)
         while len(self._kept) > KEPT_ROWS:
             self._kept.popitem(last=False)
 
