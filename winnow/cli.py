@@ -316,11 +316,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     if args.command == "worker":
-        from winnow.engine.remote.worker import (
-            WorkerOptionError,
-            run_pooling_worker,
-            run_worker,
-        )
+        from winnow.engine.remote.worker import WorkerOptionError, run_worker
+        from winnow.rewards.pooling_worker import run_pooling_worker
 
         try:
             if args.runner == "pooling":

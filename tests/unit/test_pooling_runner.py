@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tests.support import tiny_tokenizers
 from tests.unit.test_reward_families import save, tiny
-from winnow.engine.remote.worker import WorkerOptionError, pooling_worker_command
+from winnow.engine.remote.worker import WorkerOptionError
 from winnow.rewards.configs import RewardConfigError, RewardConfigList
 from winnow.rewards.pooling import (
     _outcome_reading,
@@ -23,6 +23,7 @@ from winnow.rewards.pooling import (
     pooling_plan,
     unpooled,
 )
+from winnow.rewards.pooling_worker import pooling_worker_command
 from winnow.rewards.registry import build_rewards
 
 
