@@ -110,3 +110,36 @@ def test_the_worker_command_carries_the_plan(shepherd: str, tmp_path: Path):
     assert kv == 3
     with pytest.raises(WorkerOptionError, match="not a seq_cls or step_tag_prm"):
         pooling_worker_command(file, "v", "127.0.0.1", 8011)
+
+
+def test_one_failed_item_stops_the_others_in_flight():
+    import asyncio
+
+    from winnow.rewards.backbone import ProbeJob
+    from winnow.rewards.base import RewardError
+    from winnow.rewards.pooling import PoolingPlan, _PooledMixin
+
+    cancelled: list[ProbeJob] = []
+
+    class Runner:
+        async def rows(self, job: ProbeJob) -> object:
+            if job.ids == (0,):
+                raise RewardError("the worker refused it")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(job)
+                raise
+            raise AssertionError("not cancelled")
+
+    pooled = _PooledMixin()
+    pooled._plan = PoolingPlan("m", None, lambda raw: raw[:, 0], "x")
+    pooled._runner = Runner()
+    jobs = [ProbeJob((0,), (0,)), ProbeJob((1,), (0,)), ProbeJob((2,), (0,))]
+
+    async def main() -> list[ProbeJob]:
+        with pytest.raises(RewardError, match="refused"):
+            await pooled._pool(jobs)
+        return list(cancelled)  # by the time the call has failed, not at the loop's end
+
+    assert asyncio.run(main()) == jobs[1:]

@@ -386,7 +386,14 @@ class _PooledMixin:
         if not jobs:
             return [], 0, 0
         assert self._plan is not None and self._runner is not None, "reward not started"
-        pooled = await asyncio.gather(*(self._runner.rows(job) for job in jobs))
+        tasks = [asyncio.ensure_future(self._runner.rows(job)) for job in jobs]
+        try:
+            pooled = await asyncio.gather(*tasks)
+        except BaseException:  # one failed or the call was cancelled: the others stop too
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         scores = [self._plan.reading(p.outputs).tolist() if len(p.outputs) else [] for p in pooled]
         return scores, sum(p.tokens for p in pooled), sum(p.cached for p in pooled)
 
