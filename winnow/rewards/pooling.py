@@ -166,7 +166,12 @@ def engine_args(plan: PoolingPlan, config: SequenceClassifierConfig | StepTagPRM
         "dtype": dtype,
         "enable_prefix_caching": True,
         "seed": 0,
-        "pooler_config": {"seq_pooling_type": "LAST", "tok_pooling_type": "ALL"},
+        # vLLM's server serves one pooling task per model: the one every item is sent as
+        "pooler_config": {
+            "task": "token_classify",
+            "seq_pooling_type": "LAST",
+            "tok_pooling_type": "ALL",
+        },
     }
     if plan.hf_overrides:
         args["hf_overrides"] = plan.hf_overrides
