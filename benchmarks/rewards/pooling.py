@@ -787,8 +787,9 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         rows = asyncio.run(run_pipeline_rounds(arms, questions, args.clients, args.timeout))
     return {
         "rows": rows, "startup_s": up, "measure_s": time.monotonic() - t,
-        "model_dir": str(model_dir), "rm_dir": str(rm_dir), "logs": str(logs),
-        "servers": {s.name: shlex.join(s.command) for s, _ in needs},
+        "model_dir": str(model_dir), "rm_dir": str(rm_dir), "logs": "LOGS (a temporary directory)",
+        "servers": {s.name: shlex.join(s.command).replace(str(logs), "LOGS")
+                    for s, _ in needs},
     }  # fmt: skip
 
 
