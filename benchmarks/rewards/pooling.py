@@ -469,12 +469,7 @@ def rm_server_flags(rm_dir: Path) -> list[str]:
 
     config = SequenceClassifierConfig(name="rm", path=str(rm_dir), runner="pooling")
     plan = PoolingPlan(str(rm_dir), None, lambda raw: raw[:, 0], "its score head")
-    args = {k: v for k, v in engine_args(plan, config).items() if k != "model"}
-    flags = engine_flags({k: v for k, v in args.items() if not isinstance(v, dict)})
-    for k, v in args.items():
-        if isinstance(v, dict):
-            flags += [f"--{k.replace('_', '-')}", json.dumps(v)]
-    return flags
+    return engine_flags({k: v for k, v in engine_args(plan, config).items() if k != "model"})
 
 
 def _usage(body: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,9 @@ def test_given_options_replace_winnow_defaults(tmp_path: Path) -> None:
 def test_engine_flags() -> None:
     args = {"a_b": True, "c": False, "d": [1, "x"], "e": None, "f": 2.5}
     assert engine_flags(args) == ["--a-b", "--no-c", "--d", "1", "x", "--f", "2.5"]
+    assert engine_flags({"pooler_config": {"task": "token_classify"}}) == [
+        "--pooler-config", '{"task": "token_classify"}'
+    ]  # fmt: skip
 
 
 def test_vllm_reads_the_command_as_meant(tmp_path: Path) -> None:

@@ -64,12 +64,13 @@ def default_engine_args(model: str, cpu: bool, overrides: dict[str, Any]) -> dic
         args.update(
             dtype="float32", enforce_eager=True, enable_chunked_prefill=False, block_size=32
         )
-        max_len = overrides.get("max_model_len") or _configured_max_len(model)
+        max_len = overrides.get("max_model_len") or configured_max_len(model)
         args["max_num_batched_tokens"] = max(int(max_len), 2048)
     return {**args, **overrides}
 
 
-def _configured_max_len(model: str) -> int:
+def configured_max_len(model: str) -> int:
+    """The model directory's position limit (``max_position_embeddings``), 8192 if unknown."""
     try:
         config = json.loads((Path(model) / "config.json").read_text())
     except (OSError, ValueError):

@@ -154,7 +154,7 @@ def engine_args(plan: PoolingPlan, config: SequenceClassifierConfig | StepTagPRM
     """The pooling engine's arguments (in process, or as ``winnow worker`` flags): winnow's CPU
     settings (fp32, eager, 32-token blocks, prefix caching) where they apply, every position's
     output pooled (``tok_pooling_type=ALL``), the configured dtype and memory share."""
-    from winnow.engine.vllm_config import has_cuda
+    from winnow.engine.vllm_config import configured_max_len, has_cuda
 
     options = config.pooling
     placement = resolve(config.device, config.dtype)
@@ -178,7 +178,7 @@ def engine_args(plan: PoolingPlan, config: SequenceClassifierConfig | StepTagPRM
     if options.max_model_len:
         args["max_model_len"] = options.max_model_len
     if cpu:
-        max_len = options.max_model_len or _position_limit(plan.model)
+        max_len = options.max_model_len or configured_max_len(plan.model)
         args.update(
             enforce_eager=True,
             enable_chunked_prefill=False,
@@ -188,14 +188,6 @@ def engine_args(plan: PoolingPlan, config: SequenceClassifierConfig | StepTagPRM
     else:
         args["gpu_memory_utilization"] = options.gpu_memory_utilization
     return args
-
-
-def _position_limit(model_dir: str) -> int:
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return 8192
-    return int(config.get("max_position_embeddings") or 8192)
 
 
 class LocalPooling:
@@ -345,15 +337,13 @@ class RemotePooling:
 
 
 def unpooled(config: SequenceClassifierConfig | StepTagPRMConfig) -> Any:
-    """The backend of ``config`` without weights: its tokenizer, for :func:`pooling_plan` outside
-    a server (``winnow worker --runner pooling``)."""
-    reward: Any = (
-        SequenceClassifierReward(config)
-        if isinstance(config, SequenceClassifierConfig)
-        else StepTagPRM(config)
-    )
-    reward.model.weights = False
-    reward._prepare(*(["its score head"] if isinstance(reward, SequenceClassifierReward) else []))
+    """The pooled backend of ``config``, its tokenizer's details loaded and no engine started:
+    for :func:`pooling_plan` outside a server (``winnow worker --runner pooling``)."""
+    if isinstance(config, SequenceClassifierConfig):
+        reward: Any = PooledSequenceClassifier(config)
+    else:
+        reward = PooledStepTagPRM(config)
+    reward._load()
     return reward
 
 

@@ -9,7 +9,6 @@ the launching itself (environment, secrets redacted, ``execve``) is ``winnow wor
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -68,15 +67,9 @@ def pooling_worker_command(
     args = engine_args(plan, config)
     given = given_options(extra)
     own = {k: v for k, v in args.items() if k != "model" and k not in given}
-    flags: list[str] = []
-    for key, value in own.items():
-        if isinstance(value, dict):  # vLLM reads these as JSON
-            flags += [f"--{key.replace('_', '-')}", json.dumps(value)]
-        else:
-            flags += engine_flags({key: value})
     command = [
         python, "-m", VLLM_SERVER, "--model", plan.model, "--host", host, "--port", str(port),
-        *flags, *extra,
+        *engine_flags(own), *extra,
     ]  # fmt: skip
     return command, config.pooling.kv_cache_gib
 

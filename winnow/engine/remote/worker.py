@@ -38,6 +38,7 @@ refuses every tap request; the remote backend never sends one. For example, on C
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -61,7 +62,8 @@ REDACTED = "***"
 
 def engine_flags(args: Mapping[str, Any]) -> list[str]:
     """Engine arguments as ``vllm serve`` flags (``enforce_eager=True`` -> ``--enforce-eager``,
-    ``False`` -> ``--no-...``, a list -> the flag and its items)."""
+    ``False`` -> ``--no-...``, a list -> the flag and its items, a dict -> the flag and its JSON,
+    as vLLM reads ``--pooler-config`` and ``--hf-overrides``)."""
     flags: list[str] = []
     for key, value in args.items():
         name = key.replace("_", "-")
@@ -71,6 +73,8 @@ def engine_flags(args: Mapping[str, Any]) -> list[str]:
             flags.append(f"--{name}" if value else f"--no-{name}")
         elif isinstance(value, list | tuple):
             flags += [f"--{name}", *(str(item) for item in value)]
+        elif isinstance(value, dict):
+            flags += [f"--{name}", json.dumps(value)]
         else:
             flags += [f"--{name}", str(value)]
     return flags
