@@ -76,10 +76,36 @@ def test_leak_report_counts_evaluation_questions_seen_in_training() -> None:
         "Calculate -1 + 1.",  # and again, the negation folded
         "Calculate 4 * 3.",
         ("another wording", "g1"),  # the same group
-        "Calculate 2 * 4.",  # commuted: a different key
+        "Calculate 2 * 4.",  # commuted: the same problem
     ]
     report = leak_report(evals, train)
     assert (report.eval_questions, report.train_questions) == (5, 3)
-    assert report.shared == 3 and report.shared_keys == 2
-    assert report.fraction == pytest.approx(0.6)
+    assert report.shared == 4 and report.shared_keys == 3
+    assert report.fraction == pytest.approx(0.8)
     assert ("Calculate ( -1 - -1 ).", "Calculate -1 - -1.") in report.examples
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Calculate 5 + -4.", "Calculate -4 + 5."),
+        ("Calculate 7 - 6 + 5.", "Calculate ( 5 + 7 ) - 6."),
+        ("Solve the following multiplication: 7 * 12.", "Calculate 12 * 7."),
+        ("Calculate -5 * 2.", "Calculate 2 * -5."),
+    ],
+)
+def test_a_commuted_sum_or_product_is_one_problem(a: str, b: str) -> None:
+    assert problem_key(a) == problem_key(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Calculate 8 - 5.", "Calculate 5 - 8."),
+        ("Calculate -5 * 2.", "Calculate 5 * 2."),
+        ("Calculate 3 * 4 + 2.", "Calculate 3 * 6."),
+        ("Calculate 8 / 2.", "Calculate 2 / 8."),
+    ],
+)
+def test_reordering_that_changes_the_problem_keeps_keys_apart(a: str, b: str) -> None:
+    assert problem_key(a) != problem_key(b)

@@ -10,10 +10,15 @@ split by a normalized key:
 * for a question that states an arithmetic expression (every number in it belongs to one),
   the expression itself (``arith:<expression>``), whatever the words around it: brackets and
   double negation removed, so ``-1 - -1``, ``( -1 - -1 )`` and ``-1 + 1`` are one key. A
-  sum or difference (``+``/``-`` and brackets only) is read as its list of signed terms,
-  which is exact (``-( 5 + -8 )`` is ``-5 + 8``); with ``*``, ``/`` or ``^`` the brackets
-  are dropped and sign pairs folded, which may merge two different problems into one key
-  (harmless: merged problems only move together) but never splits one;
+  sum or difference (``+``/``-`` and brackets only) is read as its multiset of signed terms,
+  which is exact and order-free (``-( 5 + -8 )`` is ``-5 + 8``, and ``8 - 5`` the same
+  problem); a product of numbers alone as its sorted factors (``7 * 12`` is ``12 * 7``);
+  otherwise (``/``, ``^``, mixed operators) the brackets are dropped and sign pairs folded,
+  which may merge two different problems into one key (harmless: merged problems only move
+  together) but never splits one. A commuted sum is a near-duplicate a split must not
+  straddle: on the 800 stored questions of the default model's training tasks, 127 of the
+  247 held-out ones were a training sum or product written in another order under the
+  ordered keys;
 * otherwise the text, case-folded with whitespace collapsed and trailing punctuation dropped
   (``text:<text>``).
 
@@ -36,6 +41,7 @@ Split = Literal["train", "eval"]
 _NUMBER = r"\d+(?:\.\d+)?"
 _RUN = re.compile(r"[\d\s.+\-*/^()]+")  # a stretch of arithmetic characters
 _TOKEN = re.compile(rf"{_NUMBER}|[+\-*/^()]")
+_PRODUCT = re.compile(rf"-?{_NUMBER}(?:\*-?{_NUMBER})+")  # numbers and * only, after folding
 _OPS = {"\u00d7": "*", "\u00f7": "/", "\u2212": "-", "\u2013": "-"}  # times, divide, minus, dash
 
 
@@ -71,7 +77,8 @@ def _expression(run: str) -> str | None:
         return None
     terms = _signed_terms(tokens)
     if terms is not None:
-        return "".join(f"{'-' if negative else '+'}{n}" for negative, n in terms).lstrip("+")
+        signed = sorted(f"{'-' if negative else '+'}{n}" for negative, n in terms)
+        return "".join(signed).lstrip("+")
     flat = "".join(_number(t) if t[0].isdigit() else t for t in tokens if t not in "()")
     previous = None
     while previous != flat:
@@ -79,6 +86,8 @@ def _expression(run: str) -> str | None:
         for pair, sign in (("--", "+"), ("+-", "-"), ("-+", "-"), ("++", "+")):
             flat = flat.replace(pair, sign)
     flat = re.sub(r"([*/^])\+", r"\1", flat)
+    if _PRODUCT.fullmatch(flat):
+        return "*".join(sorted(flat.split("*")))
     return flat.lstrip("+") if any(op in flat.lstrip("+-") for op in "+-*/^") else None
 
 
