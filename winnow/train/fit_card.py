@@ -42,7 +42,8 @@ def fit_card(reward_dir: Path) -> Path:
         f"`{ident['config_sha256'][:12]}`, weights `{(ident.get('weights_sha256') or '-')[:12]}`"
         "); the server refuses this reward on any other model.",
         f"- Questions: `{source}`, split by problem key (a group, an arithmetic expression "
-        f"without brackets or double negation, or normalized text), {cfg['eval_fraction']:.0%} "
+        "without brackets or double negation and in no particular order, or normalized text), "
+        f"{cfg['eval_fraction']:.0%} "
         f"of keys held out: {m['train_questions']} training and {h['questions']} held-out "
         f"questions; {h['leak']['shared']} held-out questions share a key with a training one.",
         f"- Answers: {cfg['n']} per question at temperature {cfg['temperature']}, max "
@@ -58,8 +59,10 @@ def fit_card(reward_dir: Path) -> Path:
         f"{_pct(m['train_accuracy_of_samples'])} of training answers right, "
         f"{m['train_questions_with_both']} training questions with right and wrong answers.",
         f"- Head: {m['objective']} objective at `{m['feature']}`, L2 {m['l2']:g}, chosen by "
-        "5-fold cross-validation by question on within-question AUC (best "
-        f"{max(m['cv_within_auc'].values()):.3f}), then Platt-calibrated.",
+        f"5-fold cross-validation by question among {len(m['cv_within_auc'])} variants "
+        "(feature x objective x L2, each one's figure in `probe.json` `metrics.cv_within_auc`) on "
+        f"within-question AUC (best {max(m['cv_within_auc'].values()):.3f}), then "
+        "Platt-calibrated; the held-out questions below took no part in the choice.",
         "",
         "## Held-out figures (measured once, on questions nothing was chosen on)",
         "",
