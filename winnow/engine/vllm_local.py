@@ -41,6 +41,7 @@ from winnow.engine.base import (
 )
 from winnow.engine.tapped import Channels, channelled, generate_channelled, stream_channelled
 from winnow.engine.vllm_config import configure_environment, default_engine_args, has_cuda
+from winnow.models.tokens import special_prefix, with_prefix
 
 log = logging.getLogger("winnow.engine")
 
@@ -65,6 +66,7 @@ class VllmEngine(Engine):
         self._served_name = served_name or Path(model).name
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._special_prefix: list[int] = []
         self._info: ModelInfo | None = None
         self._running: set[str] = set()
         self._sentinel: int | None = None  # ends uncertainty segments (see processors.segment)
@@ -107,6 +109,7 @@ class VllmEngine(Engine):
         log.info("starting vLLM engine: %s", self.engine_args)
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()
+        self._special_prefix = special_prefix(self._tokenizer)
         from winnow.engine.processors.segment import pick_sentinel
 
         self._sentinel = pick_sentinel(self._tokenizer)
@@ -162,9 +165,12 @@ class VllmEngine(Engine):
     # ---- tokens -------------------------------------------------------------------------------
 
     async def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """``add_special_tokens``: the tokenizer's special prefix (BOS) once, not again before a
+        chat rendered with its own ``<bos>`` (:mod:`winnow.models.tokens`)."""
         if self._tokenizer is None:
             raise EngineUnavailable("engine not started")
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        return with_prefix(self._special_prefix, ids) if add_special_tokens else ids
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         if self._tokenizer is None:

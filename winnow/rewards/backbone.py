@@ -3,7 +3,8 @@
 Texts are tokenized segment by segment (prompt, then each step) and the ids concatenated, so the
 token ids of a growing prefix never change when a step is appended, and step ends are known
 exactly without offset mapping. The prompt gets the special tokens the tokenizer puts before a
-text (:func:`special_prefix`: BOS for Gemma, none for SmolLM).
+text once (:mod:`winnow.models.tokens`: BOS for Gemma, none for SmolLM; not again after a chat
+template that writes it).
 
 The model runs on its :class:`~.placement.Placement` (cuda and bfloat16 when CUDA is available,
 else cpu and float32, unless configured): hidden states stay there, and the scorers run there.
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from winnow.models.tokens import special_prefix, with_prefix
 from winnow.rewards.placement import Placement, resolve
 from winnow.rewards.prefix_cache import Encoded, PrefixCache, encode
 
@@ -47,17 +49,6 @@ RowScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(hidden states, row indices) -> one score per row."""
 
 DEFAULT_PREFIX_CACHE_BYTES = 512 * 2**20
-
-
-def special_prefix(tokenizer: Any) -> list[int]:
-    """Special tokens the tokenizer puts before a text: BOS for Llama/Mistral/Gemma, none for Qwen
-    or SmolLM."""
-    bare = list(tokenizer.encode("a", add_special_tokens=False))
-    full = list(tokenizer.encode("a", add_special_tokens=True))
-    for start in range(len(full) - len(bare) + 1):
-        if full[start : start + len(bare)] == bare:
-            return full[:start]
-    return []
 
 
 class Backbone:
@@ -116,9 +107,10 @@ class Backbone:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def encode_prompt(self, text: str) -> list[int]:
-        """A sequence's first segment: the tokenizer's special prefix, then ``text``'s ids."""
+        """A sequence's first segment: ``text``'s ids led by the tokenizer's special prefix once
+        (:func:`winnow.models.tokens.with_prefix`)."""
         self.load()
-        return [*self._prefix, *self.encode(text)]
+        return with_prefix(self._prefix, self.encode(text))
 
     def encode_segments(self, segments: Sequence[str]) -> tuple[list[int], list[int]]:
         """Token ids of the concatenated segments (the first one as a prompt,

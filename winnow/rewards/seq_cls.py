@@ -38,12 +38,12 @@ import torch
 
 from winnow.kernels.dispatch import reward_head
 from winnow.kernels.heads import LinearHead, MLPHead, RewardHead
+from winnow.models.tokens import special_prefix
 from winnow.rewards.backbone import (
     ProbeJob,
     ProbeResult,
     cost,
     score_positions,
-    special_prefix,
 )
 from winnow.rewards.base import OutcomeItem, RewardInfo, Scored
 from winnow.rewards.configs import SequenceClassifierConfig

@@ -53,13 +53,13 @@ import torch
 
 from winnow.kernels.dispatch import prm_label_probs, reward_head
 from winnow.kernels.heads import LinearHead, RewardHead
+from winnow.models.tokens import special_prefix
 from winnow.rewards.backbone import (
     ProbeJob,
     ProbeResult,
     RowScorer,
     cost,
     score_positions,
-    special_prefix,
 )
 from winnow.rewards.base import ProcessItem, RewardInfo, RewardInputError, StepScored
 from winnow.rewards.configs import StepTagPRMConfig

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from winnow.models.tokens import prompt_ids, special_prefix
 from winnow.rewards.probe import answer_span, answer_tokens
 from winnow.train.samples import QuestionSamples
 from winnow.train.tasks import messages
@@ -71,14 +72,13 @@ class FeatureReader:
     @torch.inference_mode()
     def prompt_states(self, prompts: Sequence[str]) -> torch.Tensor:
         """The final hidden state (after the norm) at each prompt's last token, ``[P, H]``,
-        tokenized as a probe's backbone tokenizes a prompt (the tokenizer's special prefix,
-        then the text): what a domain head (:mod:`winnow.heads.domain`) reads at serve time."""
-        from winnow.rewards.backbone import special_prefix
-
+        tokenized as the engine and a probe's backbone tokenize a prompt (the tokenizer's special
+        prefix once, then the text: :mod:`winnow.models.tokens`): what a domain head
+        (:mod:`winnow.heads.domain`) reads at serve time."""
         prefix = special_prefix(self.tokenizer)
         out = []
         for prompt in prompts:
-            ids = [*prefix, *self.tokenizer.encode(prompt, add_special_tokens=False)]
+            ids = prompt_ids(self.tokenizer, prompt, prefix)
             out.append(self.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1])
         return torch.stack(out) if out else torch.empty(0, self.model.config.hidden_size)
 
@@ -92,7 +92,7 @@ class FeatureReader:
         ``chunk_tokens`` padded tokens over its shared keys/values, and the output layer runs
         only on response tokens (it costs a quarter of the model on every row it touches)."""
         tok = self.tokenizer
-        p_ids = tok.encode(prompt, add_special_tokens=False)
+        p_ids = prompt_ids(tok, prompt)  # as the engine and the served probe read a prompt
         unique = sorted(set(responses), key=lambda r: (len(r), r))
         encoded = [tok(r, add_special_tokens=False, return_offsets_mapping=True) for r in unique]
         # a response must have at least one token to be read; an empty one reads the prompt end
