@@ -108,8 +108,11 @@ STREAM = sse(
 class FakeVllm:
     """Just enough of vLLM's HTTP API, as an ``httpx.MockTransport`` handler."""
 
-    def __init__(self, model: str = "fake", *, tokenizer_info: bool = True) -> None:
+    def __init__(
+        self, model: str = "fake", *, tokenizer_info: bool = True, bos: int | None = None
+    ) -> None:
         self.model = model
+        self.bos = bos  # a BOS id /tokenize puts first when asked for special tokens
         self.tokenizer_info = tokenizer_info
         self.hits: Counter[str] = Counter()
         self.completions: list[dict[str, Any]] = []
@@ -141,7 +144,10 @@ class FakeVllm:
             text = body.get("prompt")
             if text is None:
                 text = "".join(f"<{m['role']}>{m['content']}{EOS}" for m in body["messages"])
-            return httpx.Response(200, json={"tokens": ids_of(text)})
+            ids = ids_of(text)
+            if self.bos is not None and body.get("add_special_tokens", True):
+                ids = [self.bos, *ids]
+            return httpx.Response(200, json={"tokens": ids})
         if path == "/detokenize":
             return httpx.Response(200, json={"prompt": text_of(body["tokens"])})
         if path == "/health":

@@ -107,6 +107,18 @@ async def test_start_learns_the_model() -> None:
         assert engine.info.name == "alias"
 
 
+async def test_a_prompt_gets_the_servers_bos_once() -> None:
+    """A chat rendered with its own BOS is not given a second one (winnow.models.tokens)."""
+    fake = FakeVllm(bos=1)
+    async with mocked(fake) as engine:
+        assert await engine.tokenize("Hi", add_special_tokens=True) == [1, *ids_of("Hi")]
+        assert await engine.tokenize("\x01Hi", add_special_tokens=True) == [1, *ids_of("Hi")]
+        assert await engine.tokenize("Hi") == ids_of("Hi")
+        calls = sum(fake.hits.values())
+        await engine.tokenize("Ho", add_special_tokens=True)
+        assert sum(fake.hits.values()) == calls + 1  # the prefix was asked of the server once
+
+
 async def test_without_tokenizer_info_nothing_special_is_known() -> None:
     async with mocked(FakeVllm(tokenizer_info=False)) as engine:
         assert engine.info.eos_token_ids == ()

@@ -64,6 +64,7 @@ from winnow.engine.remote.wire import (
     raise_for_status,
     sse_events,
 )
+from winnow.models.tokens import with_prefix
 
 log = logging.getLogger("winnow.engine")
 
@@ -93,6 +94,7 @@ class RemoteEngine(Engine):
         self._info: ModelInfo | None = None
         self._model = ""  # the id the servers know the model by
         self._special_ids: frozenset[int] = frozenset()
+        self._special_prefix: list[int] | None = None  # BOS or nothing, asked once
         self.workers = Workers(self.urls)  # the processors each runs, learnt at start
         self._sentinel: int | None = None  # ends uncertainty segments (as the local engine's)
         self._in_flight = 0
@@ -211,6 +213,20 @@ class RemoteEngine(Engine):
     # ---- tokens -------------------------------------------------------------------------------
 
     async def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """As the local engine: the special prefix (BOS) once, not again before a chat rendered
+        with its own (:mod:`winnow.models.tokens`); the prefix is asked of the server once."""
+        ids = await self._tokenize(text, add_special_tokens=False)
+        if not add_special_tokens:
+            return ids
+        if self._special_prefix is None:
+            bare = await self._tokenize("a", add_special_tokens=False)
+            full = await self._tokenize("a", add_special_tokens=True)
+            at = next((i for i in range(len(full) - len(bare) + 1)
+                       if full[i : i + len(bare)] == bare), 0)  # fmt: skip
+            self._special_prefix = full[:at]
+        return with_prefix(self._special_prefix, ids)
+
+    async def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
         body = {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens}
         return [int(t) for t in (await self._post("/tokenize", body))["tokens"]]
 
