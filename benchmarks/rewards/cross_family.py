@@ -20,7 +20,8 @@ on the cached features (the same states the engine's tap reads; ``tests/engine``
 
 A family whose features are not all cached has the missing ones computed (the policy in
 transformers, about 17 CPU-seconds per question of 32 answers); ``--limit K`` takes its first K
-questions (in the journal's order) instead.
+questions (in the journal's order) instead, ``--cached-only`` only those already read (a run
+still reading its features is measured on the part it has).
 """
 
 from __future__ import annotations
@@ -70,19 +71,23 @@ def evaluate(
     subsets: int,
     seed: int,
     limit: int | None,
+    cached_only: bool = False,
 ) -> dict[str, Any]:
     from winnow.answers.groups import answers_and_groups
     from winnow.heads.domain import load_domain
     from winnow.heads.probe import has_sigmoid, head_scorer, load_head
     from winnow.train.checkers import load_checker
-    from winnow.train.features import extract
+    from winnow.train.features import cache_key, extract
     from winnow.train.fit import _labels
     from winnow.train.samples import read_journal
 
     rows, shared = family_questions(reward_dir.parent, run)
     config = _run_rows(run)[0]
     journal = {r.question: r for r in read_journal(run / "samples.jsonl")}
-    records = [journal[row.id] for row in rows if row.id in journal][:limit]
+    records = [journal[row.id] for row in rows if row.id in journal]
+    if cached_only:  # the questions whose features another run already read
+        records = [r for r in records if (run / "features" / f"{cache_key(r)}.pt").exists()]
+    records = records[:limit]
     labels = _labels(load_checker(config.checker), records)
     head, meta = load_head(reward_dir)
     domain = load_domain(reward_dir)
@@ -160,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--subsets", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="at most this many questions per family")
+    p.add_argument("--cached-only", action="store_true", help="only questions already read")
     p.add_argument("--out", type=Path, help="a JSON file of the figures (and .md beside it)")
     args = p.parse_args(argv)
     from winnow.train.features import FeatureReader
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         name, _, run = spec.partition("=")
         families[name] = evaluate(
             reward, Path(run).expanduser(), args.n or [4, 8], reader=reader,
-            subsets=args.subsets, seed=args.seed, limit=args.limit,
+            subsets=args.subsets, seed=args.seed, limit=args.limit, cached_only=args.cached_only,
         )  # fmt: skip
     text = table(common.shown(reward), families)
     print(text)

@@ -15,8 +15,9 @@ from benchmarks.rewards import cross_family
 from tests.support.tiny_lm import tiny_lm
 from winnow.engine.base import SamplingSpec
 from winnow.engine.fake import FakeEngine
-from winnow.train.features import FeatureReader
+from winnow.train.features import FeatureReader, cache_key
 from winnow.train.fit import FitConfig, fit_reward
+from winnow.train.samples import read_journal
 from winnow.train.sampling import EngineSampler
 
 N = 6
@@ -103,3 +104,25 @@ def test_the_command_writes_figures_and_a_table(runs, tmp_path: Path, capsys) ->
     assert set(figures["families"]) == {"sums", "products"}
     printed = capsys.readouterr().out
     assert "auto - majority" in printed and "| products |" in printed
+
+
+def test_cached_only_measures_the_questions_already_read(runs) -> None:
+    model, sums, products = runs
+    reader = FeatureReader(model)
+    reward = sums / "reward"
+    full = cross_family.evaluate(
+        reward, products, [4], reader=reader, subsets=5, seed=0, limit=None
+    )
+    rows, _ = cross_family.family_questions(sums, products)
+    journal = {r.question: r for r in read_journal(products / "samples.jsonl")}
+    path = products / "features" / f"{cache_key(journal[rows[0].id])}.pt"  # a measured one's
+    gone = path.read_bytes()
+    path.unlink()
+    try:
+        part = cross_family.evaluate(
+            reward, products, [4], reader=reader, subsets=5, seed=0, limit=None, cached_only=True
+        )
+        assert part["questions"] == full["questions"] - 1
+        assert not path.exists()  # nothing was read
+    finally:
+        path.write_bytes(gone)

@@ -43,7 +43,8 @@ STATS = (
 )
 
 
-def _key(q: QuestionSamples) -> str:
+def cache_key(q: QuestionSamples) -> str:
+    """The name of a question's cached features (its prompt and answers' texts)."""
     h = hashlib.sha256()
     h.update(q.prompt.encode())
     for s in q.samples:
@@ -185,7 +186,7 @@ def extract(
     parts: list[dict[str, torch.Tensor]] = []
     started, fresh = time.monotonic(), 0
     for i, q in enumerate(rows):
-        path = work_dir / f"{_key(q)}.pt"
+        path = work_dir / f"{cache_key(q)}.pt"
         if path.exists():
             feats = torch.load(path)
         else:
