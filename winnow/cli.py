@@ -186,7 +186,8 @@ def _fit_parser(tsub: Any) -> None:
         "label them with the verifier or --checker, fit a probe head on the model's own hidden "
         "states, measure it on held-out questions (split by problem key), and write OUT/reward/ "
         "(head, card, domain) and OUT/rewards.json for `winnow serve --model DIR "
-        "--rewards-config OUT/rewards.json`.",
+        "--rewards-config OUT/rewards.json`. Questions are asked as chats through the model's chat "
+        "template; a base model without one needs --prompt-template.",
     )
     f.add_argument("--model", required=True, help="the model directory the server will serve")
     source = f.add_mutually_exclusive_group(required=True)
@@ -198,6 +199,13 @@ def _fit_parser(tsub: Any) -> None:
         "--tasks", help="named task sets instead, comma-separated (e.g. add_sub_3term_1digit)"
     )
     f.add_argument("--per-task", type=int, default=200, help="questions per named task set")
+    f.add_argument(
+        "--prompt-template", metavar="TEXT",
+        help="ask each question as this completion prompt, TEXT with the question at {question} "
+        "(e.g. 'Question: {question}\\nAnswer:'; \\n is a newline, {{ }} literal braces), not as "
+        "a chat through the model's chat template: for a base model, which has none. Requests "
+        "to the fitted reward must then send the same text to /v1/completions",
+    )  # fmt: skip
     f.add_argument(
         "--seed-journal", type=Path,
         help="a samples journal (another fit's, or `winnow train samples`') whose answers to these "

@@ -1,9 +1,11 @@
 """A tiny random causal LM with a character-level tokenizer and a chat template, saved as a model
 directory: what reward training and probe rewards read with transformers, in a second, with no
-download and no built default model."""
+download and no built default model; and a copy of it without the chat template (a base model)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import string
 from pathlib import Path
 
@@ -44,4 +46,17 @@ def tiny_lm(directory: Path, *, hidden: int = 32, seed: int = 0) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+def without_chat_template(model: Path, directory: Path) -> Path:
+    """A copy of the model directory ``model`` whose tokenizer has no chat template: a base
+    model, as Gemma 3 270M is (transformers writes the template to ``chat_template.jinja`` or
+    into ``tokenizer_config.json``; neither is kept)."""
+    shutil.copytree(model, directory)
+    (directory / "chat_template.jinja").unlink(missing_ok=True)
+    config = directory / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    data.pop("chat_template", None)
+    config.write_text(json.dumps(data, indent=2) + "\n")
     return directory

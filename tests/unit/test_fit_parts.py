@@ -148,6 +148,54 @@ def test_sampling_through_an_openai_compatible_server(tmp_path: Path) -> None:
     assert engine.calls[0].n == 3 and engine.calls[0].temperature == 0.5
 
 
+class _Recording(httpx.AsyncBaseTransport):
+    """An ASGI transport that keeps each request's path and JSON body."""
+
+    def __init__(self, app: object) -> None:
+        self.inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self.sent: list[tuple[str, dict]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.sent.append((request.url.path, json.loads(request.content)))
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_prompt_template_is_sent_to_v1_completions_as_is(tmp_path: Path) -> None:
+    """A base model through a server: each question in the template, ``POST /v1/completions``
+    with that text (no chat, no chat template: ``render`` is None), journaled as that text."""
+    template = "Question: {question}\nAnswer:"
+    engine = FakeEngine(lambda prompt, i, spec: f" {i + 1}.")
+    app = create_app(Settings(api_key="k"), engine)
+    inner = app.app  # type: ignore[attr-defined]
+    transport = _Recording(app)
+
+    async def run() -> list:
+        async with inner.router.lifespan_context(inner):
+            sampler = HttpSampler("http://policy", None, api_key="k", transport=transport)
+            try:
+                out = await sample_journaled(
+                    sampler, _rows(2), tmp_path / "j.jsonl", n=3, max_tokens=16,
+                    temperature=0.5, seed=2, template=template,
+                )  # fmt: skip
+                with pytest.raises(ValueError, match="chat template"):
+                    await sampler.sample([{"role": "user", "content": "x"}], n=1, max_tokens=4,
+                                         temperature=0.0, seed=0)  # fmt: skip
+                return out
+            finally:
+                await sampler.close()
+
+    records = asyncio.run(run())
+    wanted = ["Question: Calculate 0 + 1.\nAnswer:", "Question: Calculate 1 + 1.\nAnswer:"]
+    assert sorted(path for path, _ in transport.sent) == ["/v1/completions"] * 2
+    assert sorted(body["prompt"] for _, body in transport.sent) == wanted
+    assert all("messages" not in body and body["n"] == 3 for _, body in transport.sent)
+    assert [r.prompt for r in records] == wanted
+    assert [s.text for s in records[0].samples] == [" 1.", " 2.", " 3."]
+    # the server read the text itself, not a chat rendering of it
+    assert sorted("".join(map(chr, c.prompt)) for c in engine.calls) == wanted
+
+
 # ---- held-out figures ---------------------------------------------------------------------------
 
 

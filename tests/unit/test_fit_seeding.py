@@ -153,3 +153,28 @@ def test_questions_the_journal_lacks_are_sampled_and_only_they(setup, tmp_path: 
     assert len(engine.calls) == 10 and [r.question for r in records] == [r.id for r in rows]
     again = seed_journal(rows, part, journal, model=str(model), n=N, max_tokens=MAX_TOKENS)
     assert (again.imported, again.already, again.missing) == (0, 40, 0)
+
+
+def test_with_a_prompt_template_stored_prompts_must_be_the_template_s(
+    setup, tmp_path: Path
+) -> None:
+    """A base model's fit (``--prompt-template``) imports answers asked with the template's text,
+    and refuses answers asked as chats (the stored prompts are the chat template's rendering)."""
+    from winnow.train.prompting import template_prompt
+
+    _, model, stored, questions = setup
+    template, rows = "Question: {question}\nAnswer:", read_questions(questions)
+    config = _config(tmp_path, model, questions, seed_journal=str(stored), prompt_template=template)
+    engine = FakeEngine(script)
+    with pytest.raises(ValueError, match="is not --prompt-template's rendering 'Question: "):
+        fit_reward(config, sampler=EngineSampler(engine))
+    assert engine.calls == [] and read_journal(tmp_path / "out" / "samples.jsonl") == []
+    records = read_journal(stored)
+    for row, record in zip(rows, records, strict=True):
+        record.prompt = template_prompt(template, row)
+    asked = _write(tmp_path / "asked.jsonl", records)
+    seeded = seed_journal(rows, asked, tmp_path / "j.jsonl", model=str(model), n=N,
+                          max_tokens=MAX_TOKENS, prompt_template=template)  # fmt: skip
+    assert seeded.imported == 40
+    journal = read_journal(tmp_path / "j.jsonl")
+    assert journal[0].prompt == f"Question: {rows[0].text}\nAnswer:"

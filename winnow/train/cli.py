@@ -51,6 +51,7 @@ def train_fit(args: Any) -> dict:
             eval_fraction=args.eval_fraction, domain_quantile=args.domain_quantile,
             concurrency=args.concurrency, mlp=args.mlp,
             seed_journal=str(args.seed_journal) if args.seed_journal else None,
+            prompt_template=_template(args.prompt_template),
             objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         )  # fmt: skip
     except ValidationError as exc:
@@ -72,6 +73,13 @@ def train_fit(args: Any) -> dict:
     }
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def _template(option: str | None) -> str | None:
+    """``--prompt-template`` as typed on a shell: ``\\n`` is a newline (winnow.train.prompting)."""
+    from winnow.train.prompting import unescape_option
+
+    return None if option is None else unescape_option(option)
 
 
 def train_prm(out_dir: Path | None) -> dict:

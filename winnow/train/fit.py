@@ -23,7 +23,13 @@
    ``winnow serve --model DIR --rewards-config OUT/rewards.json`` loads) and ``OUT/report.json``.
 
 ``OUT/fit.json`` records the settings; a re-run with other sampling settings (model, n,
-max_tokens, temperature, seed) into the same directory is refused rather than mixing samples.
+max_tokens, temperature, seed, prompt template) into the same directory is refused rather than
+mixing samples.
+
+``--prompt-template TEXT`` asks each question as the completion prompt ``TEXT`` with the question
+in it, not as a chat (a base model has no chat template: :mod:`winnow.train.prompting`); without it
+a model that has no chat template is refused before anything is sampled.
+
 ``--seed-journal FILE`` imports answers sampled before (checked: :mod:`winnow.train.seeding`)
 into the journal first, so only the questions it lacks are sampled.
 """
@@ -39,15 +45,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from winnow.heads.identity import identity_of
 from winnow.train.checkers import Checker, check_answers, label, load_checker
 from winnow.train.heldout import Interval, SelectionFigures, selection_at, within_auc_interval
 from winnow.train.problem_keys import LeakReport, leak_report, split_of_key
+from winnow.train.prompting import check_template, require_chat_template, template_prompt
 from winnow.train.questions import QuestionRow, read_questions, task_questions
 from winnow.train.samples import QuestionSamples, read_journal
-from winnow.train.sampling import Sampler
+from winnow.train.sampling import Render, Sampler
 
 REWARD_DIR, REWARDS_CONFIG, JOURNAL, SETTINGS, REPORT = (
     "reward", "rewards.json", "samples.jsonl", "fit.json", "report.json"
@@ -86,6 +93,16 @@ class FitConfig(BaseModel):
     seed_journal: str | None = Field(
         None, description="A journal of answers sampled before, imported (checked) unsampled."
     )
+    prompt_template: str | None = Field(
+        None,
+        description="Ask each question as this completion prompt ('{question}' in it), not as a "
+        "chat through the model's chat template (a base model has none).",
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
     @model_validator(mode="after")
     def _source(self) -> FitConfig:
@@ -101,7 +118,9 @@ class FitConfig(BaseModel):
         return {
             "model_config_sha256": identity.config_sha256,
             "model_weights_sha256": identity.weights_sha256,
-            **self.model_dump(include={"n", "max_tokens", "temperature", "seed"}),
+            **self.model_dump(
+                include={"n", "max_tokens", "temperature", "seed", "prompt_template"}
+            ),
         }
 
 
@@ -183,7 +202,7 @@ def _seed(out: Path, config: FitConfig, rows: Sequence[QuestionRow]) -> None:
     assert config.seed_journal is not None
     seeded = seed_journal(
         rows, Path(config.seed_journal), out / JOURNAL, model=config.model, n=config.n,
-        max_tokens=config.max_tokens,
+        max_tokens=config.max_tokens, prompt_template=config.prompt_template,
     )  # fmt: skip
     print(
         f"[fit] --seed-journal: {seeded.imported} questions imported, {seeded.already} already "
@@ -196,6 +215,16 @@ def _seed(out: Path, config: FitConfig, rows: Sequence[QuestionRow]) -> None:
         (out / SETTINGS).write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _check_prompts(config: FitConfig, rows: Sequence[QuestionRow]) -> None:
+    """Every question can be asked as this fit asks it (before anything is sampled or written):
+    as the prompt template's completion prompt, or as a chat the model's template renders."""
+    if config.prompt_template is None:
+        require_chat_template(config.model)
+        return
+    for row in rows:
+        template_prompt(config.prompt_template, row)
+
+
 def fit_reward(
     config: FitConfig, *, sampler: Sampler | None = None, api_key: str | None = None
 ) -> FitReport:
@@ -204,6 +233,7 @@ def fit_reward(
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = load_rows(config)
+    _check_prompts(config, rows)
     checker = load_checker(config.checker)
     if config.checker is None:
         check_answers([row.answer for row in rows])
@@ -243,13 +273,27 @@ def sample_all(
         return [kept[row.id] for row in rows]
     settings = dict(
         n=config.n, max_tokens=config.max_tokens, temperature=config.temperature,
-        seed=config.seed, concurrency=config.concurrency,
+        seed=config.seed, concurrency=config.concurrency, template=config.prompt_template,
     )  # fmt: skip
     if sampler is not None:
         return asyncio.run(sample_journaled(sampler, rows, journal, **settings))  # type: ignore[arg-type]
     if config.base_url is not None:
         return asyncio.run(_sample_http(config, rows, journal, api_key, settings))
     return asyncio.run(_sample_in_process(config, rows, journal, settings))
+
+
+def _chat_render(model: str) -> Render:
+    """The model directory's chat template: what a server of the model renders a chat with."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return str(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        )
+
+    return render
 
 
 async def _sample_http(
@@ -259,17 +303,10 @@ async def _sample_http(
     api_key: str | None,
     settings: dict[str, Any],
 ) -> list[QuestionSamples]:
-    from transformers import AutoTokenizer
-
     from winnow.train.sampling import HttpSampler, sample_journaled
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
-
-    def render(messages: list[dict[str, str]]) -> str:
-        return str(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
-
+    # a completion prompt is sent and journaled as is; a chat as the model's template renders it
+    render = None if config.prompt_template is not None else _chat_render(config.model)
     assert config.base_url is not None
     sampler = HttpSampler(config.base_url, render, model=config.served_model, api_key=api_key)
     try:
@@ -432,8 +469,8 @@ def _meta(
         "identity": identity.model_dump(),
         "description": f"P(correct) of a response: {kind} on {identity.name}'s final hidden "
         f"state at {WHERE_READ[chosen.feature]}, trained by `winnow train fit` on its answers "
-        f"to {Path(source).name if config.questions else source} ({objective} objective over "
-        "each question's checker-labelled answers), then Platt-calibrated.",
+        f"to {Path(source).name if config.questions else source}{_asked(config)} ({objective} "
+        "objective over each question's checker-labelled answers), then Platt-calibrated.",
         "metrics": {
             "train_questions": len(train),
             "train_samples": len(y),
@@ -454,6 +491,13 @@ def _meta(
             "source": "75th percentile of this reward on its training samples",
         },
     }
+
+
+def _asked(config: FitConfig) -> str:
+    """How the questions were asked, said when not as chats."""
+    if config.prompt_template is None:
+        return ""
+    return f" asked as completion prompts {config.prompt_template!r}"
 
 
 def write_rewards_config(out: Path, name: str, reward_dir: Path, model: str) -> Path:

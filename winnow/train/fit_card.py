@@ -8,6 +8,7 @@ from pathlib import Path
 
 from winnow.heads.domain import read_domain_meta
 from winnow.heads.probe import PROBE_META
+from winnow.train.prompting import shell_form
 
 
 def _pct(x: float) -> str:
@@ -25,6 +26,21 @@ def _source_option(cfg: dict[str, object]) -> str:
     if cfg["questions"]:
         return f"--questions {cfg['questions']}"
     return "--tasks " + ",".join(cfg["tasks"])  # type: ignore[arg-type]
+
+
+def _prompts(cfg: dict[str, object]) -> list[str]:
+    """The card's line on how questions were asked, when not as chats: a reward fitted on
+    completion prompts reads requests sent the same way, no others."""
+    template = cfg.get("prompt_template")
+    if not template:
+        return []
+    return [
+        f"- Prompts: each question was asked as the completion prompt `{template!r}` with the "
+        "question in it (`--prompt-template`), not as a chat through a chat template. Requests "
+        "must send the same text as a completion prompt (`/v1/completions`, `prompt` = the "
+        "template with the question in it) for this card's figures and domain to apply; a chat "
+        "request is another prompt than the ones the reward was fitted and measured on."
+    ]
 
 
 def fit_card(reward_dir: Path) -> Path:
@@ -58,6 +74,7 @@ def fit_card(reward_dir: Path) -> Path:
         + f"; labels by `{cfg['checker'] or 'the verifier'}`; "
         f"{_pct(m['train_accuracy_of_samples'])} of training answers right, "
         f"{m['train_questions_with_both']} training questions with right and wrong answers.",
+        *_prompts(cfg),
         f"- Head: {m['objective']} objective at `{m['feature']}`, L2 {m['l2']:g}, chosen by "
         f"5-fold cross-validation by question among {len(m['cv_within_auc'])} variants "
         "(feature x objective x L2, each one's figure in `probe.json` `metrics.cv_within_auc`) on "
@@ -122,6 +139,11 @@ def fit_card(reward_dir: Path) -> Path:
             else f"--tasks {','.join(cfg['tasks'])}"
         )
         + f" --n {cfg['n']}"
+        + (
+            f" --prompt-template {shell_form(cfg['prompt_template'])}"
+            if cfg.get("prompt_template")
+            else ""
+        )
         + (f" --seed-journal {cfg['seed_journal']}" if cfg.get("seed_journal") else "")
         + "`.",
     ]

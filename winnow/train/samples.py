@@ -144,7 +144,7 @@ def is_right(text: str, gold: str) -> bool:
 
 async def sample_answers(
     engine: Any,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, str]] | str,
     *,
     n: int,
     max_tokens: int,
@@ -152,11 +152,19 @@ async def sample_answers(
     seed: int,
 ) -> tuple[str, tuple[int, ...], Generation]:
     """``n`` answers of the policy to one chat: the rendered prompt, its token ids, and the
-    engine's generation (the prompt goes in as token ids, as the engine tokenized it)."""
+    engine's generation (the prompt goes in as token ids, as the engine tokenized it).
+
+    ``messages`` as text is a completion prompt (a base model's: no chat template), asked as is
+    with the tokenizer's special prefix (BOS) once, as a server's ``/v1/completions`` reads a text
+    prompt and as the features read it (:func:`winnow.models.tokens.prompt_ids`)."""
     from winnow.engine.base import SamplingSpec
 
-    prompt = await engine.apply_chat_template(messages)
-    ids = tuple(await engine.tokenize(prompt))
+    if isinstance(messages, str):
+        prompt = messages
+        ids = tuple(await engine.tokenize(prompt, add_special_tokens=True))
+    else:
+        prompt = await engine.apply_chat_template(messages)
+        ids = tuple(await engine.tokenize(prompt))
     spec = SamplingSpec(prompt=ids, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed)
     return prompt, ids, await engine.generate(spec)
 

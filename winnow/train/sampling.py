@@ -7,7 +7,11 @@ Two ways to reach the policy, one :class:`Sampler` seam: the in-process engine
 
 Either way the prompt stored in the journal is the chat rendered by the policy's own template
 (the engine's, or the model directory's tokenizer for a server): the text the features are read
-on. The journal is :class:`~winnow.train.samples.QuestionSamples` lines, one per question
+on. With a prompt template (``--prompt-template``, a base model's: :mod:`winnow.train.prompting`)
+each question is asked as that completion prompt instead, never through the chat template (a
+server is asked ``POST /v1/completions``), and the journal stores that text.
+
+The journal is :class:`~winnow.train.samples.QuestionSamples` lines, one per question
 (``question`` holds the question's id, :attr:`~winnow.train.questions.QuestionRow.id`), appended
 as each finishes: a re-run asks only the questions not in it.
 """
@@ -19,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from winnow.train.prompting import Ask, ask_of
 from winnow.train.questions import QuestionRow
 from winnow.train.samples import Journal, QuestionSamples, Sample, sample_answers
 
@@ -28,14 +33,15 @@ Render = Callable[[list[dict[str, str]]], str]
 class Sampler(Protocol):
     async def sample(
         self,
-        messages: list[dict[str, str]],
+        ask: Ask,
         *,
         n: int,
         max_tokens: int,
         temperature: float,
         seed: int,
     ) -> tuple[str, list[Sample]]:
-        """The rendered prompt and ``n`` answers to one chat."""
+        """The prompt text and ``n`` answers to one question: a chat (rendered by the model's
+        template) or a completion prompt (asked as is)."""
         ...
 
 
@@ -46,11 +52,10 @@ class EngineSampler:
         self.engine = engine
 
     async def sample(
-        self, messages: list[dict[str, str]], *, n: int, max_tokens: int, temperature: float,
-        seed: int,
-    ) -> tuple[str, list[Sample]]:  # fmt: skip
+        self, ask: Ask, *, n: int, max_tokens: int, temperature: float, seed: int
+    ) -> tuple[str, list[Sample]]:
         prompt, _, generation = await sample_answers(
-            self.engine, messages, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed
+            self.engine, ask, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed
         )
         return prompt, [
             Sample(c.text, list(c.token_ids), c.finish_reason) for c in generation.completions
@@ -60,12 +65,13 @@ class EngineSampler:
 class HttpSampler:
     """The policy behind an OpenAI-compatible server at ``base_url`` (with or without ``/v1``);
     ``model`` defaults to the first one ``GET /v1/models`` lists. ``render`` is the policy's
-    chat template (the prompt the journal stores)."""
+    chat template (the prompt the journal stores); a completion prompt is sent to
+    ``/v1/completions`` as is and needs none (a base model's)."""
 
     def __init__(
         self,
         base_url: str,
-        render: Render,
+        render: Render | None,
         *,
         model: str | None = None,
         api_key: str | None = None,
@@ -91,31 +97,35 @@ class HttpSampler:
         return self.model
 
     async def sample(
-        self, messages: list[dict[str, str]], *, n: int, max_tokens: int, temperature: float,
-        seed: int,
-    ) -> tuple[str, list[Sample]]:  # fmt: skip
-        body = {
-            "model": await self._model(),
-            "messages": messages,
-            "n": n,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "seed": seed,
-        }
-        response = await self.client.post("/v1/chat/completions", json=body)
+        self, ask: Ask, *, n: int, max_tokens: int, temperature: float, seed: int
+    ) -> tuple[str, list[Sample]]:
+        settings = {"model": await self._model(), "n": n, "max_tokens": max_tokens,
+                    "temperature": temperature, "seed": seed}  # fmt: skip
+        if isinstance(ask, str):
+            choices = await self._choices("/v1/completions", {**settings, "prompt": ask}, n)
+            return ask, [Sample(str(c.get("text") or ""), None, c.get("finish_reason"))
+                         for c in choices]  # fmt: skip
+        if self.render is None:
+            raise ValueError("a chat is rendered by the model's chat template: give render")
+        choices = await self._choices("/v1/chat/completions", {**settings, "messages": ask}, n)
+        samples = [
+            Sample(str(c["message"].get("content") or ""), None, c.get("finish_reason"))
+            for c in choices
+        ]
+        return self.render(ask), samples
+
+    async def _choices(self, path: str, body: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        """The ``n`` choices the server gives to ``body`` at ``path``, in index order."""
+        response = await self.client.post(path, json=body)
         if response.status_code != 200:
             raise RuntimeError(
-                f"{self.client.base_url}/v1/chat/completions answered {response.status_code}: "
+                f"{str(self.client.base_url).rstrip('/')}{path} answered {response.status_code}: "
                 f"{response.text[:500]}"
             )
         choices = sorted(response.json()["choices"], key=lambda c: c["index"])
         if len(choices) != n:
             raise RuntimeError(f"asked for {n} answers, the server gave {len(choices)}")
-        samples = [
-            Sample(str(c["message"].get("content") or ""), None, c.get("finish_reason"))
-            for c in choices
-        ]
-        return self.render(messages), samples
+        return choices
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -131,10 +141,12 @@ async def sample_journaled(
     temperature: float,
     seed: int = 0,
     concurrency: int = 4,
+    template: str | None = None,
     log_every: int = 10,
 ) -> list[QuestionSamples]:
     """``n`` answers to every question, each question appended to ``journal`` as it finishes;
-    questions already there are not asked again. Returns the records in ``rows`` order."""
+    questions already there are not asked again. Returns the records in ``rows`` order.
+    ``template``: each question is asked as this completion prompt, not as its chat."""
     ids = [row.id for row in rows]
     written = Journal(journal, QuestionSamples.from_json, ids)
     limit = asyncio.Semaphore(concurrency)
@@ -150,7 +162,7 @@ async def sample_journaled(
         row = rows[index]
         async with limit:
             prompt, samples = await sampler.sample(
-                row.chat, n=n, max_tokens=max_tokens, temperature=temperature,
+                ask_of(row, template), n=n, max_tokens=max_tokens, temperature=temperature,
                 seed=seed * 1_000_003 + _stable(row.id),
             )  # fmt: skip
         record = QuestionSamples(row.task or "", row.id, row.answer, prompt, samples)

@@ -7,8 +7,9 @@ again. A stored record is a row's when its ``question`` is the row's id (a fit's
 bare task question that the row asks with the task instruction (`winnow train samples` asks
 :func:`winnow.train.tasks.messages`). It is imported only when
 
-* its prompt is exactly what the model's chat template renders for the row's chat (the text the
-  features are read on),
+* its prompt is exactly what the fit asks the row with: the model's chat template's rendering of
+  the row's chat, or, with ``--prompt-template``, the template with the question in it (the text
+  the features are read on),
 * its gold answer is the row's answer,
 * it holds ``n`` answers, none longer than ``max_tokens`` tokens, every one cut at the limit
   exactly ``max_tokens`` long, and every answer's token ids (where stored) decode with the model's
@@ -29,14 +30,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from winnow.train.prompting import template_prompt
 from winnow.train.questions import QuestionRow, chat_id
 from winnow.train.samples import QuestionSamples, read_journal, resume
 from winnow.train.tasks import messages
 
 CHECKED = (
-    "each imported record's prompt is the model's chat template's rendering of the question; its "
-    "gold is the question's answer; it holds n answers; token counts fit max_tokens (answers cut "
-    "at the limit are exactly max_tokens long); token ids decode to the texts"
+    "each imported record's prompt is the fit's prompt for the question (the model's chat "
+    "template's rendering, or --prompt-template's); its gold is the question's answer; it holds "
+    "n answers; token counts fit max_tokens (answers cut at the limit are exactly max_tokens "
+    "long); token ids decode to the texts"
 )
 DECLARED = (
     "temperature and seed are the fit's options, not read from the journal; the model hashes "
@@ -72,10 +75,12 @@ def seed_journal(
     model: str,
     n: int,
     max_tokens: int,
+    prompt_template: str | None = None,
 ) -> Seeded:
     """Import into ``journal`` the records of ``source`` that answer ``rows`` and are not in
     ``journal`` yet, after checking every one of them (module docstring); ``ValueError`` naming
-    the first records that fail, with nothing written."""
+    the first records that fail, with nothing written. ``prompt_template``: the fit asks each
+    question as this completion prompt (a stored prompt must be it), not as a chat."""
     stored = read_journal(source)
     if not stored:
         raise ValueError(f"--seed-journal {source}: no records")
@@ -91,10 +96,14 @@ def seed_journal(
 
         tokenizer = AutoTokenizer.from_pretrained(model)
 
-        def render(chat: list[dict[str, str]]) -> str:
-            return str(
-                tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        def render(row: QuestionRow) -> tuple[str, str]:
+            """The prompt the fit asks ``row`` with, and what renders it."""
+            if prompt_template is not None:
+                return template_prompt(prompt_template, row), "--prompt-template's rendering"
+            chat = tokenizer.apply_chat_template(
+                row.chat, tokenize=False, add_generation_prompt=True
             )
+            return str(chat), "the model's rendering"
 
         failed = [
             f"{row.text!r}: {problem}"
@@ -125,15 +134,15 @@ def seed_journal(
 def _problem(
     row: QuestionRow,
     record: QuestionSamples,
-    render: Callable[[list[dict[str, str]]], str],
+    render: Callable[[QuestionRow], tuple[str, str]],
     decode: Callable[..., Any],
     n: int,
     max_tokens: int,
 ) -> str | None:
     """Why ``record`` is not an answer set this fit would have sampled for ``row``, or None."""
-    prompt = render(row.chat)
+    prompt, by = render(row)
     if record.prompt != prompt:
-        return f"stored prompt {record.prompt!r} is not the model's rendering {prompt!r}"
+        return f"stored prompt {record.prompt!r} is not {by} {prompt!r}"
     if record.gold != row.answer:
         return f"stored gold {record.gold!r} is not the answer {row.answer!r}"
     if len(record.samples) != n:
