@@ -17,8 +17,19 @@ from typing import Any
 
 def special_prefix(tokenizer: Any) -> list[int]:
     """The special tokens ``tokenizer`` puts before a text (BOS, or none)."""
-    bare = list(tokenizer.encode("a", add_special_tokens=False))
-    full = list(tokenizer.encode("a", add_special_tokens=True))
+    return prefix_of(
+        tokenizer.encode(PROBE, add_special_tokens=False),
+        tokenizer.encode(PROBE, add_special_tokens=True),
+    )
+
+
+PROBE = "a"
+"""The text whose two tokenizations (without and with special tokens) show the prefix."""
+
+
+def prefix_of(bare: Sequence[int], full: Sequence[int]) -> list[int]:
+    """What ``full`` (a text's ids with special tokens) has before ``bare`` (without)."""
+    bare, full = list(bare), list(full)
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return full[:start]

@@ -64,7 +64,7 @@ from winnow.engine.remote.wire import (
     raise_for_status,
     sse_events,
 )
-from winnow.models.tokens import with_prefix
+from winnow.models.tokens import PROBE, prefix_of, with_prefix
 
 log = logging.getLogger("winnow.engine")
 
@@ -219,11 +219,10 @@ class RemoteEngine(Engine):
         if not add_special_tokens:
             return ids
         if self._special_prefix is None:
-            bare = await self._tokenize("a", add_special_tokens=False)
-            full = await self._tokenize("a", add_special_tokens=True)
-            at = next((i for i in range(len(full) - len(bare) + 1)
-                       if full[i : i + len(bare)] == bare), 0)  # fmt: skip
-            self._special_prefix = full[:at]
+            self._special_prefix = prefix_of(
+                await self._tokenize(PROBE, add_special_tokens=False),
+                await self._tokenize(PROBE, add_special_tokens=True),
+            )
         return with_prefix(self._special_prefix, ids)
 
     async def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
