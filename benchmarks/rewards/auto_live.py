@@ -16,31 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks import common
 from benchmarks.rewards.cross_family import family_questions
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], patience_s: float = 900.0) -> None:
-    deadline = time.monotonic() + patience_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"winnow serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise SystemExit("winnow serve did not become healthy")
+from winnow.clients.launch import free_port, server_process
 
 
 async def _ask(client: Any, model: str, chat: list[dict[str, str]], reward: str, n: int) -> Any:
@@ -57,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--family", action="append", required=True, metavar="NAME=RUN_DIR")
     p.add_argument("--questions", type=int, default=8, help="per family")
     p.add_argument("--n", type=int, default=8)
-    p.add_argument("--port", type=int, default=8123)
+    p.add_argument("--port", type=int, help="default: a free one")
     p.add_argument("--out", type=Path, help="a JSON file of the rows")
     args = p.parse_args(argv)
     from openai import AsyncOpenAI
@@ -82,24 +64,24 @@ def main(argv: list[str] | None = None) -> None:
             asked.append((name, row, journal[row.id]))
     offline = domain.distances(reader.prompt_states([rec.prompt for _, _, rec in asked]))
     del reader
-    url = f"http://127.0.0.1:{args.port}"
-    cmd = [sys.executable, "-m", "winnow.cli", "serve", "--port", str(args.port), "--model",
-           model_dir, "--rewards-config", str(run / "rewards.json"), "--log-level", "warning",
-           "--request-timeout", "1800", "--reward-timeout", "900"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        _wait(url, proc)
-        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", timeout=1800)
-        served_model = Path(model_dir).name
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [*common.winnow_serve(port), "--model", model_dir, "--rewards-config",
+           str(run / "rewards.json"), "--log-level", "warning", "--request-timeout", "1800",
+           "--reward-timeout", "900"]  # fmt: skip
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", timeout=1800)
+    served_model = Path(model_dir).name
 
-        async def every() -> list[Any]:
-            return [await _ask(client, served_model, row.chat, reward, args.n)
-                    for _, row, _ in asked]  # fmt: skip
+    async def every() -> list[Any]:
+        return [await _ask(client, served_model, row.chat, reward, args.n)
+                for _, row, _ in asked]  # fmt: skip
 
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        # always stopped, its whole process group (the engine's core process too)
+        server_process(cmd, url, Path(logs) / "serve.log", env={"HF_HUB_OFFLINE": "1"}),
+    ):
         answers = asyncio.run(every())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
     from winnow.answers.final import matches_reference
 
     out = []
