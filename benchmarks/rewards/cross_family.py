@@ -27,6 +27,7 @@ still reading its features is measured on the part it has).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,13 @@ FIGURES = ("best", "majority", "weighted_vote", "pass")
 
 
 def _run_rows(run: Path) -> tuple[Any, list[Any], list[Any]]:
-    """A fit run's settings, training rows and held-out rows (split as the fit split them)."""
+    """A fit run's settings, training rows and held-out rows (split as the fit split them); read
+    once per run (a task set's questions are generated again on each read)."""
+    return _read_run(run.resolve())
+
+
+@functools.cache
+def _read_run(run: Path) -> tuple[Any, list[Any], list[Any]]:
     from winnow.train.fit import FitConfig, load_rows, split_rows
 
     settings = json.loads((run / "fit.json").read_text())["config"]
